@@ -1,0 +1,1 @@
+"""Load AWS CloudTrail log files from S3 into Elasticsearch / OpenSearch."""

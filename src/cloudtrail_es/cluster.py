@@ -1,0 +1,81 @@
+"""The HTTP edge: one requests session per process, authenticated as configured."""
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from .config import Settings
+from .errors import ClusterError, ConfigurationError
+
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 120
+
+
+class ClusterUnreachable(ClusterError):
+    """No HTTP answer: connection refused or reset, DNS failure, timeout."""
+
+
+class Cluster:
+    """Sends requests to one cluster; knows nothing of CloudTrail."""
+
+    def __init__(self, base_url: str, session: requests.Session) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """One request; a JSON ``body`` or raw ``data``. Raises only when nothing answered."""
+        send_headers = {"Content-Type": "application/json"}
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+        if headers:
+            send_headers.update(headers)
+        try:
+            return self._session.request(
+                method, self.base_url + path, data=data, headers=send_headers,
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+            )
+        except requests.RequestException as exc:
+            raise ClusterUnreachable(f"{method} {self.base_url}{path} failed: {exc}") from exc
+
+
+def create_cluster(settings: Settings) -> Cluster:
+    session = requests.Session()
+    session.auth = _auth(settings)
+    return Cluster(settings.es_url, session)
+
+
+def _auth(settings: Settings) -> Any:
+    if settings.auth == "basic":
+        return (settings.username, settings.password)
+    if settings.auth == "sigv4":
+        return sigv4_auth(settings.es_url, settings.region or "")
+    return None
+
+
+def sigv4_auth(url: str, region: str, service: str = "es") -> Any:
+    """SigV4 signing with botocore's credential chain (profiles, SSO, roles, tokens)."""
+    from aws_requests_auth.boto_utils import BotoAWSRequestsAuth
+
+    auth = BotoAWSRequestsAuth(aws_host=signed_host(url), aws_region=region, aws_service=service)
+    if getattr(auth, "_refreshable_credentials", None) is None:
+        raise ConfigurationError("ES_AUTH=sigv4 but botocore found no AWS credentials")
+    return auth
+
+
+def signed_host(url: str) -> str:
+    """The Host header requests sends: the port only when it is not the scheme's default."""
+    parts = urlsplit(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    host = parts.hostname or ""
+    return host if parts.port in (None, default_port) else f"{host}:{parts.port}"

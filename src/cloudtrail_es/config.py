@@ -1,0 +1,95 @@
+"""All settings in one place, read from the environment once; explicit arguments win."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from .errors import ConfigurationError
+
+# Environment variables the code reads (the README lists exactly these).
+ES_HOSTNAME = "ES_HOSTNAME"
+ES_AUTH = "ES_AUTH"
+ES_USERNAME = "ES_USERNAME"
+ES_PASSWORD = "ES_PASSWORD"
+AWS_REGION = "AWS_REGION"
+INDEX_PREFIX = "INDEX_PREFIX"
+INDEX_SHARDS = "INDEX_SHARDS"
+INDEX_REPLICAS = "INDEX_REPLICAS"
+BULK_MAX_DOCS = "BULK_MAX_DOCS"
+BULK_MAX_BYTES = "BULK_MAX_BYTES"
+RETRY_LIMIT_SECONDS = "RETRY_LIMIT_SECONDS"
+
+AUTH_MODES = ("sigv4", "basic", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    es_url: str
+    auth: str = "sigv4"
+    region: str | None = None
+    username: str | None = None
+    password: str | None = None
+    index_prefix: str = "cloudtrail"
+    index_shards: int = 1
+    index_replicas: int = 1
+    bulk_max_docs: int = 2000
+    #: Amazon OpenSearch Service accepts 10 MiB requests on its smallest
+    #: instance types; 5 MiB leaves room and keeps memory flat.
+    bulk_max_bytes: int = 5 * 1024 * 1024
+    #: How long the CLI keeps retrying throttled requests for one file.
+    retry_limit_seconds: float = 900.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if environ is None else environ
+        hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
+        if not hostname:
+            raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
+        settings = cls(
+            es_url=base_url(hostname),
+            auth=env.get(ES_AUTH, "sigv4").lower(),
+            region=env.get(AWS_REGION) or env.get("AWS_DEFAULT_REGION"),
+            username=env.get(ES_USERNAME),
+            password=env.get(ES_PASSWORD),
+            index_prefix=env.get(INDEX_PREFIX, cls.index_prefix),
+            index_shards=_int(env, INDEX_SHARDS, cls.index_shards),
+            index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
+            bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
+            bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
+            retry_limit_seconds=float(env.get(RETRY_LIMIT_SECONDS, cls.retry_limit_seconds)),
+        )
+        return replace(settings, **overrides).validated()
+
+    def validated(self) -> "Settings":
+        if self.auth not in AUTH_MODES:
+            raise ConfigurationError(f"{ES_AUTH}={self.auth!r}: expected one of {AUTH_MODES}")
+        if self.auth == "sigv4" and not self.region:
+            raise ConfigurationError(f"{ES_AUTH}=sigv4 needs {AWS_REGION}")
+        if self.auth == "basic" and not (self.username and self.password):
+            raise ConfigurationError(f"{ES_AUTH}=basic needs {ES_USERNAME} and {ES_PASSWORD}")
+        if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
+            raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        return self
+
+
+def base_url(hostname: str) -> str:
+    """A bare host name means HTTPS on 443 (Amazon's endpoints); a URL is kept."""
+    hostname = hostname.strip().rstrip("/")
+    if "://" not in hostname:
+        hostname = "https://" + hostname
+    parts = urlsplit(hostname)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r} is neither a host name nor a URL")
+    return hostname
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a whole number") from None

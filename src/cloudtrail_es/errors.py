@@ -1,0 +1,54 @@
+"""Typed errors; each carries what a user needs to act on it."""
+from __future__ import annotations
+
+from typing import Any
+
+
+class LoaderError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigurationError(LoaderError):
+    """A setting is missing or has a value we cannot use."""
+
+
+class ClusterError(LoaderError):
+    """The cluster refused a request as a whole, or could not be reached."""
+
+    def __init__(self, message: str, response: Any = None) -> None:
+        self.status = getattr(response, "status_code", None)
+        self.body = _short_text(response)
+        detail = f" (HTTP {self.status}: {self.body})" if response is not None else ""
+        super().__init__(message + detail)
+
+
+class RetryDeadlineExceeded(ClusterError):
+    """Retries of throttled or failed requests ran out of time; nothing was given up silently."""
+
+
+class BadLogFile(LoaderError):
+    """The object is not a readable CloudTrail log file."""
+
+
+class FileFailed(LoaderError):
+    """One CloudTrail log file could not be loaded completely."""
+
+    def __init__(self, bucket: str, key: str, reason: str) -> None:
+        self.bucket = bucket
+        self.key = key
+        self.reason = reason
+        super().__init__(f"s3://{bucket}/{key}: {reason}")
+
+
+class LoadFailed(LoaderError):
+    """Raised by the Lambda handler so that the invocation fails and is retried."""
+
+    def __init__(self, failures: list[FileFailed]) -> None:
+        self.failures = failures
+        listed = "; ".join(str(failure) for failure in failures)
+        super().__init__(f"{len(failures)} file(s) not fully loaded: {listed}")
+
+
+def _short_text(response: Any, limit: int = 500) -> str:
+    text = getattr(response, "text", "") or ""
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,135 @@
+"""The bulk pipeline alone: chunking, per-item outcomes, retries (a scripted cluster, no sleep)."""
+import json
+
+import pytest
+
+from cloudtrail_es.bulk import BulkWriter, bulk_item, chunks
+from cloudtrail_es.cluster import ClusterUnreachable
+from cloudtrail_es.errors import ClusterError, RetryDeadlineExceeded
+
+
+class Response:
+    def __init__(self, status_code, body=None):
+        self.status_code = status_code
+        self._body = body or {}
+        self.text = json.dumps(self._body)
+
+    def json(self):
+        return self._body
+
+
+class ScriptedCluster:
+    """Answers each _bulk with the next scripted outcome: a status, a per-item list, or an error."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.requests = []
+
+    def request(self, method, path, body=None, *, data=None, headers=None):
+        ids = [json.loads(line)["index"]["_id"] for line in data.splitlines()[::2]]
+        self.requests.append(ids)
+        outcome = self.script.pop(0) if self.script else "ok"
+        if isinstance(outcome, Exception):
+            raise outcome
+        if isinstance(outcome, int):
+            return Response(outcome, {"error": "scripted"})
+        statuses = outcome if isinstance(outcome, list) else [201] * len(ids)
+        return Response(200, {"errors": True, "items": [
+            {"index": {"_id": i, "status": s,
+                       **({"error": {"type": "x_exception", "reason": "why"}} if s >= 300 else {})}}
+            for i, s in zip(ids, statuses)]})
+
+
+def items(n, size=10):
+    return [bulk_item("idx", f"id{i}", {"f": "x" * size}) for i in range(n)]
+
+
+def writer(cluster, sleeps, now=None, **kwargs):
+    clock = now or (lambda: 0.0)
+    return BulkWriter(cluster, sleep=sleeps.append, clock=clock, jitter=lambda: 1.0, **kwargs)
+
+
+def test_action_line_and_source_are_ndjson():
+    item = bulk_item("cloudtrail-2024-01", 'a"b', {"eventName": "X", "n": "é"})
+    action, source, end = item.lines.decode().split("\n")
+    assert json.loads(action) == {"index": {"_index": "cloudtrail-2024-01", "_id": 'a"b'}}
+    assert json.loads(source) == {"eventName": "X", "n": "é"} and end == ""
+
+
+def test_chunks_respect_count_and_bytes():
+    sample = items(10)
+    size = len(sample[0].lines)
+    assert [len(c) for c in chunks(sample, 4, 10_000)] == [4, 4, 2]
+    assert [len(c) for c in chunks(sample, 100, size * 3)] == [3, 3, 3, 1]
+    big = bulk_item("idx", "big", {"f": "x" * 5000})
+    assert [len(c) for c in chunks([big, *sample[:2]], 100, 1000)] == [1, 2]
+
+
+def test_all_items_indexed_in_one_request():
+    cluster, sleeps = ScriptedCluster("ok"), []
+    result = writer(cluster, sleeps).write(items(5), deadline=100)
+    assert (result.indexed, result.failures, result.retried, sleeps) == (5, [], 0, [])
+
+
+def test_only_throttled_items_are_retried_and_rejected_ones_reported():
+    cluster, sleeps = ScriptedCluster([201, 429, 400, 503], [201, 429], "ok"), []
+    result = writer(cluster, sleeps).write(items(4), deadline=100)
+    assert cluster.requests == [["id0", "id1", "id2", "id3"], ["id1", "id3"], ["id3"]]
+    assert result.indexed == 3 and result.retried == 3
+    assert [(f.doc_id, f.status, f.reason) for f in result.failures] == [
+        ("id2", 400, "x_exception: why")]
+    assert sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("fault", [429, 502, 503, 504, ClusterUnreachable("reset")])
+def test_whole_request_faults_are_retried(fault):
+    cluster, sleeps = ScriptedCluster(fault, fault, "ok"), []
+    result = writer(cluster, sleeps).write(items(3), deadline=100)
+    assert result.indexed == 3 and len(cluster.requests) == 3 and len(sleeps) == 2
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    w = BulkWriter(ScriptedCluster(), backoff_base=0.5, backoff_cap=4.0, jitter=lambda: 0.0)
+    assert [w.backoff(a) for a in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    w = BulkWriter(ScriptedCluster(), backoff_base=0.5, backoff_cap=4.0, jitter=lambda: 1.0)
+    assert [w.backoff(a) for a in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+def test_retries_stop_loudly_at_the_deadline():
+    now = [0.0]
+    sleeps = []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    cluster = ScriptedCluster(*[429] * 50)
+    w = BulkWriter(cluster, sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0)
+    with pytest.raises(RetryDeadlineExceeded, match="gave up retrying 2 documents"):
+        w.write(items(2), deadline=10.0)
+    assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.requests) == 5
+
+
+def test_other_request_errors_raise_with_the_status():
+    with pytest.raises(ClusterError, match="HTTP 400"):
+        writer(ScriptedCluster(400), []).write(items(2), deadline=100)
+
+
+def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported():
+    cluster, sleeps = ScriptedCluster(413, "ok", 413, 413, "ok"), []
+    result = writer(cluster, sleeps).write(items(4), deadline=100)
+    assert cluster.requests == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"],
+                                ["id2"], ["id3"]]
+    assert result.indexed == 3
+    assert [(f.doc_id, f.status) for f in result.failures] == [("id2", 413)]
+
+
+def test_a_short_answer_is_an_error_not_a_success():
+    class Short(ScriptedCluster):
+        def request(self, *a, **k):
+            response = super().request(*a, **k)
+            response._body["items"] = response._body["items"][:-1]
+            return response
+
+    with pytest.raises(ClusterError, match="lists 1 items for 2 sent"):
+        writer(Short(), []).write(items(2), deadline=100)
