@@ -20,13 +20,11 @@ MOTO_URL = os.environ.get("MOTO_URL", f"http://127.0.0.1:{os.environ.get('MOTO_P
 def _require(url: str, what: str) -> str:
     try:
         requests.get(url, timeout=5)
+        return url
     except requests.RequestException as exc:
-        pytest.fail(
-            f"{what} is not reachable at {url} ({exc}); start it with "
-            "`make -f Makefile.pip services`",
-            pytrace=False,
-        )
-    return url
+        problem = f"{type(exc).__name__}: {exc}"
+    pytest.fail(f"{what} is not reachable at {url} ({problem}); start it with "
+                "`make -f Makefile.pip services`", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import IO, Any
 
@@ -23,12 +24,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+class _JsonHandler(logging.StreamHandler):
+    """Writes to the given stream, or to whatever ``sys.stderr`` is at the time."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        super().__init__(stream)
+        self._fixed_stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._fixed_stream or sys.stderr
+        super().emit(record)
+
+
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Send the package's logs as JSON lines to ``stream`` (stderr by default)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    """Send logs as JSON lines to ``stream`` (stderr by default).
+
+    Replaces a handler installed here before and, inside Lambda, the runtime's
+    plain-text one; other handlers (a test's capture, say) are left alone.
+    """
     root = logging.getLogger()
+    in_lambda = "AWS_LAMBDA_RUNTIME_API" in os.environ
     for existing in list(root.handlers):
-        root.removeHandler(existing)
+        if in_lambda or isinstance(existing, _JsonHandler):
+            root.removeHandler(existing)
+    handler = _JsonHandler(stream)
+    handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("botocore").setLevel(max(root.level, logging.WARNING))
+    logging.getLogger("urllib3").setLevel(max(root.level, logging.WARNING))

@@ -1,0 +1,60 @@
+"""Fixtures over the real OpenSearch and moto server."""
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+
+import boto3
+import pytest
+import requests
+
+from cloudtrail_es.keys import index_name_for
+
+
+@pytest.fixture()
+def index_prefix(opensearch_url):
+    """A fresh index prefix: the test starts with no index of its own; they are deleted after."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    requests.delete(f"{opensearch_url}/{prefix}-*", timeout=60)
+
+
+@pytest.fixture()
+def loader_env(monkeypatch, opensearch_url, aws_env, index_prefix):
+    """The environment the Lambda and the CLI read, aimed at the local services."""
+    monkeypatch.setenv("ES_HOSTNAME", opensearch_url)
+    monkeypatch.setenv("ES_AUTH", "none")
+    monkeypatch.setenv("INDEX_PREFIX", index_prefix)
+    monkeypatch.setenv("INDEX_REPLICAS", "0")
+    return index_prefix
+
+
+@pytest.fixture()
+def s3(aws_env):
+    return boto3.client("s3")
+
+
+@pytest.fixture()
+def bucket(s3):
+    name = f"trail-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def corpus_files(corpus_dir):
+    """(key, bytes) of every file of the shared corpus, keyed as CloudTrail delivers them."""
+    files = sorted((corpus_dir / "AWSLogs").rglob("*.json.gz"))
+    return [(str(p.relative_to(corpus_dir)), p.read_bytes()) for p in files]
+
+
+@pytest.fixture(scope="session")
+def corpus_expectations(corpus_files):
+    """eventID -> index suffix (YYYY-MM from the file name) for every corpus event."""
+    expected = {}
+    for key, data in corpus_files:
+        month = index_name_for(key, "")[1:]
+        for event in json.loads(gzip.decompress(data))["Records"]:
+            expected[event["eventID"]] = month
+    return expected

@@ -1,0 +1,113 @@
+"""SigV4: a proxy in front of the real OpenSearch recomputes every signature with botocore."""
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from support import search
+
+from cloudtrail_es.config import Settings
+from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
+
+KEY, SECRET, TOKEN, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en=", "eu-west-1"
+
+
+def expected_signature(method, path, headers, body, secret=SECRET, token=TOKEN):
+    """The signature botocore computes for what was received (signed headers only)."""
+    authorization = headers["Authorization"]
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].strip().split(";")
+    request = AWSRequest(method=method, url=f"http://{headers['Host']}{path}", data=body,
+                         headers={name: headers[name] for name in signed})
+    request.context["timestamp"] = headers["X-Amz-Date"]
+    auth = SigV4Auth(Credentials(KEY, secret, token), "es", REGION)
+    return auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
+
+
+def received_signature(headers):
+    return headers["Authorization"].rsplit("Signature=", 1)[1]
+
+
+class VerifyingProxy(ThreadingHTTPServer):
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.seen = []  # (method, path, headers, body, verified)
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def _any(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = self.headers  # case-insensitive, as HTTP header names are
+        ok = "Authorization" in headers and received_signature(headers) == expected_signature(
+            self.command, self.path, headers, body)
+        self.server.seen.append((self.command, self.path, headers, body, ok))
+        if not ok:
+            self.send_response(403)
+            self.end_headers()
+            return
+        upstream = requests.request(self.command, self.server.upstream + self.path, data=body,
+                                    headers={"Content-Type": headers.get("Content-Type", "")},
+                                    timeout=120)
+        self.send_response(upstream.status_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(upstream.content)))
+        self.end_headers()
+        self.wfile.write(upstream.content)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _any
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def proxy(opensearch_url):
+    server = VerifyingProxy(opensearch_url)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+class Files:
+    def __init__(self, files):
+        self.files = dict(files)
+
+    def read(self, bucket, key):
+        return self.files[key]
+
+
+def test_every_request_carries_a_signature_botocore_agrees_with(
+        proxy, monkeypatch, index_prefix, corpus_files, opensearch_url):
+    for name, value in (("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET),
+                        ("AWS_SESSION_TOKEN", TOKEN)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    settings = Settings.from_env({"ES_HOSTNAME": proxy.url, "AWS_REGION": REGION},
+                                 index_prefix=index_prefix, index_replicas=0)
+    assert settings.auth == "sigv4"
+    processor = create_processor(settings, s3_client=object())
+    processor.source = Files(corpus_files[:3])
+
+    run = process_objects(processor, [ObjectRef("b", k) for k, _ in corpus_files[:3]],
+                          lambda: 1e12)
+
+    assert not run.problems() and run.indexed == run.events_read > 0
+    methods = {(method, path.split("?")[0].rsplit("/", 1)[-1]) for method, path, *_ in proxy.seen}
+    assert ("POST", "_bulk") in methods and any(m == "PUT" for m, _ in methods)
+    assert all(ok for *_, ok in proxy.seen)
+    assert all(h["X-Amz-Security-Token"] == TOKEN for _, _, h, _, _ in proxy.seen)
+    assert search(opensearch_url, index_prefix, {"match_all": {}})
+
+    # The check can fail: the same request does not verify under another secret or body.
+    method, path, headers, body, _ = next(s for s in proxy.seen if s[0] == "POST")
+    assert received_signature(headers) != expected_signature(method, path, headers, body,
+                                                             secret="wrong")
+    assert received_signature(headers) != expected_signature(method, path, headers, body + b" ")
