@@ -32,9 +32,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         log.info("skipped: s3:TestEvent", extra={"bucket": event.get("Bucket")})
     run = process_objects(processor(), notification.objects(), lambda: deadline(context))
     log.info("invocation done", extra=run.summary())
-    problems = run.problems()
-    if problems:
-        raise LoadFailed(problems)
+    if run.failed:
+        raise LoadFailed(run.failed)
     return run.summary()
 
 

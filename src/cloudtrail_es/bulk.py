@@ -4,47 +4,59 @@ Only what can succeed later is retried (whole-request 429/502/503/504 and
 connection failures; items answered 429 or 503), and only the items that
 failed, with capped exponential backoff and jitter, until a deadline. An
 HTTP 200 is never taken to mean "all written": every item's status is read.
+A request too large for the cluster (413) is split in halves; a document too
+large on its own is handed back as a failure, like a rejected one.
 """
 from __future__ import annotations
 
+import gzip
 import json
-import logging
-import random
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .cluster import Cluster, ClusterUnreachable
-from .errors import ClusterError, RetryDeadlineExceeded
-
-log = logging.getLogger(__name__)
+from .errors import ClusterError
+from .retry import Backoff
 
 RETRY_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ITEM_STATUSES = frozenset({429, 503})
-NDJSON = {"Content-Type": "application/x-ndjson"}
+TOO_LARGE = 413
+#: gzip level 1 costs little CPU and already shrinks CloudTrail NDJSON ~8x.
+COMPRESSION_LEVEL = 1
+
+
+class ClusterBlocked(ClusterError):
+    """The cluster or index refuses writes (read-only, disk flood stage): retrying items is futile."""
 
 
 @dataclass(frozen=True)
 class BulkItem:
-    """One document ready to send: its action line and source, newline-terminated."""
+    """One document ready to send: its action line and source, newline-terminated.
+
+    ``position`` is the event's place in its file, so a failure can be traced back.
+    """
 
     index: str
     doc_id: str
     lines: bytes
+    position: int = 0
 
 
-def bulk_item(index: str, doc_id: str, document: dict[str, Any]) -> BulkItem:
+def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: int = 0) -> BulkItem:
     action = json.dumps({"index": {"_index": index, "_id": doc_id}}, ensure_ascii=False)
     source = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return BulkItem(index, doc_id, f"{action}\n{source}\n".encode("utf-8"))
+    return BulkItem(index, doc_id, f"{action}\n{source}\n".encode("utf-8"), position)
 
 
 @dataclass(frozen=True)
 class ItemFailure:
-    index: str
-    doc_id: str
+    item: BulkItem
     status: int
     error: Any
+
+    @property
+    def doc_id(self) -> str:
+        return self.item.doc_id
 
     @property
     def reason(self) -> str:
@@ -81,44 +93,39 @@ class BulkWriter:
         max_docs: int = 2000,
         max_bytes: int = 5 * 1024 * 1024,
         *,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = random.random,
+        compress: bool = True,
+        backoff: Backoff | None = None,
     ) -> None:
         self._cluster = cluster
         self._max_docs = max_docs
         self._max_bytes = max_bytes
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self._sleep = sleep
-        self._clock = clock
-        self._jitter = jitter
+        self._compress = compress
+        self._backoff = backoff or Backoff()
 
     def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
-        """Send every item; ``deadline`` is on ``clock``'s scale (monotonic seconds)."""
+        """Send every item; ``deadline`` is on the backoff clock's scale (monotonic seconds)."""
         result = WriteResult()
         for chunk in chunks(items, self._max_docs, self._max_bytes):
             self._send(chunk, deadline, result)
         return result
 
-    def backoff(self, attempt: int) -> float:
-        """Capped exponential delay before retry ``attempt`` (1-based), jittered in [50%, 100%]."""
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        return ceiling * (0.5 + 0.5 * self._jitter())
+    def _post(self, pending: list[BulkItem]) -> Any:
+        body = b"".join(item.lines for item in pending)
+        headers = {"Content-Type": "application/x-ndjson"}
+        if self._compress:
+            body = gzip.compress(body, COMPRESSION_LEVEL)
+            headers["Content-Encoding"] = "gzip"
+        return self._cluster.request("POST", "/_bulk", data=body, headers=headers)
 
     def _send(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
         attempt = 0
         while pending:
             try:
-                response = self._cluster.request(
-                    "POST", "/_bulk", data=b"".join(item.lines for item in pending), headers=NDJSON
-                )
+                response = self._post(pending)
             except ClusterUnreachable as exc:
                 why = str(exc)
             else:
-                if response.status_code == 413:
+                if response.status_code == TOO_LARGE:
                     self._split(pending, deadline, result)
                     return
                 if response.status_code == 200:
@@ -131,24 +138,14 @@ class BulkWriter:
             if not pending:
                 return
             attempt += 1
-            delay = self.backoff(attempt)
-            if self._clock() + delay > deadline:
-                raise RetryDeadlineExceeded(
-                    f"gave up retrying {len(pending)} documents after {attempt} attempts ({why})"
-                )
-            log.warning(
-                "retrying bulk write",
-                extra={"documents": len(pending), "attempt": attempt, "delay": round(delay, 3),
-                       "reason": why},
-            )
+            self._backoff.wait(attempt, deadline, f"{len(pending)} documents ({why})")
             result.retried += len(pending)
-            self._sleep(delay)
 
     def _split(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
         if len(pending) == 1:
             item = pending[0]
             result.failures.append(ItemFailure(
-                item.index, item.doc_id, 413,
+                item, TOO_LARGE,
                 f"document of {len(item.lines)} bytes is larger than the cluster accepts",
             ))
             return
@@ -167,12 +164,14 @@ class BulkWriter:
         for item, answer in zip(pending, answers):
             outcome = next(iter(answer.values()))
             status = outcome.get("status", 0)
+            error = outcome.get("error")
             if 200 <= status < 300:
                 result.indexed += 1
+            elif isinstance(error, dict) and error.get("type") == "cluster_block_exception":
+                raise ClusterBlocked(
+                    f"writes to {item.index} are blocked: {error.get('reason')}", response)
             elif status in RETRY_ITEM_STATUSES:
                 retry.append(item)
             else:
-                result.failures.append(
-                    ItemFailure(item.index, item.doc_id, status, outcome.get("error"))
-                )
+                result.failures.append(ItemFailure(item, status, error))
         return retry

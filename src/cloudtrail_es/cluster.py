@@ -9,6 +9,7 @@ import requests
 
 from .config import Settings
 from .errors import ClusterError, ConfigurationError
+from .retry import Backoff
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120
@@ -79,3 +80,22 @@ def signed_host(url: str) -> str:
     default_port = 443 if parts.scheme == "https" else 80
     host = parts.hostname or ""
     return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
+
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def request_retrying(cluster: Cluster, backoff: Backoff, deadline: float, method: str,
+                     path: str, body: Any = None) -> requests.Response:
+    """A request retried while nothing answers or the answer is 429/502/503/504."""
+    attempt = 0
+    while True:
+        try:
+            response = cluster.request(method, path, body)
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            why = f"HTTP {response.status_code}"
+        except ClusterUnreachable as exc:
+            why = str(exc)
+        attempt += 1
+        backoff.wait(attempt, deadline, f"{method} {path} ({why})")

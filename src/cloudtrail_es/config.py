@@ -20,6 +20,9 @@ INDEX_REPLICAS = "INDEX_REPLICAS"
 BULK_MAX_DOCS = "BULK_MAX_DOCS"
 BULK_MAX_BYTES = "BULK_MAX_BYTES"
 RETRY_LIMIT_SECONDS = "RETRY_LIMIT_SECONDS"
+ES_COMPRESS_REQUESTS = "ES_COMPRESS_REQUESTS"
+DEAD_LETTER_BUCKET = "DEAD_LETTER_BUCKET"
+DEAD_LETTER_PREFIX = "DEAD_LETTER_PREFIX"
 
 AUTH_MODES = ("sigv4", "basic", "none")
 
@@ -40,6 +43,10 @@ class Settings:
     bulk_max_bytes: int = 5 * 1024 * 1024
     #: How long the CLI keeps retrying throttled requests for one file.
     retry_limit_seconds: float = 900.0
+    #: gzip ``_bulk`` bodies (signed over the compressed bytes).
+    compress_requests: bool = True
+    dead_letter_bucket: str | None = None
+    dead_letter_prefix: str = "dead-letter/"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -59,6 +66,9 @@ class Settings:
             bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
             bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
             retry_limit_seconds=float(env.get(RETRY_LIMIT_SECONDS, cls.retry_limit_seconds)),
+            compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
+            dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
+            dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
         )
         return replace(settings, **overrides).validated()
 
@@ -93,3 +103,14 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={value!r}: expected true or false")

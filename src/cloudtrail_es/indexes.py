@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from . import transform
+from .cluster import Cluster, request_retrying
 from .errors import ClusterError
+from .retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ def mapping() -> dict[str, Any]:
     """The mapping that fits every document ``transform.document_for`` makes."""
     properties: dict[str, Any] = {name: KEYWORD for name in transform.KEYWORD_FIELDS}
     properties.update({name: TEXT for name in transform.TEXT_FIELDS})
+    properties[transform.EVENT_RAW] = TEXT
+    properties[transform.DEGRADED_REASON] = KEYWORD
     properties[transform.DATE_FIELD] = {
         "type": "date",
         "format": "strict_date_optional_time||epoch_millis",
@@ -70,10 +74,6 @@ def index_body(shards: int, replicas: int) -> dict[str, Any]:
     }
 
 
-class Cluster(Protocol):
-    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any: ...
-
-
 class IndexCreator:
     """Creates each monthly index once per process, before anything is written to it.
 
@@ -83,15 +83,18 @@ class IndexCreator:
     is there with the same body. Nothing writes to an index it has not ensured.
     """
 
-    def __init__(self, cluster: Cluster, shards: int = 1, replicas: int = 1) -> None:
+    def __init__(self, cluster: Cluster, shards: int = 1, replicas: int = 1,
+                 backoff: Backoff | None = None) -> None:
         self._cluster = cluster
         self._body = index_body(shards, replicas)
+        self._backoff = backoff or Backoff()
         self._known: set[str] = set()
 
-    def ensure(self, index: str) -> None:
+    def ensure(self, index: str, deadline: float) -> None:
         if index in self._known:
             return
-        response = self._cluster.request("PUT", f"/{index}", self._body)
+        response = request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{index}",
+                                    self._body)
         if response.status_code == 200:
             log.info("created index", extra={"index": index})
         elif not _already_exists(response):

@@ -1,4 +1,10 @@
-"""Load one CloudTrail log file: read, decode, transform, write; and a run over many."""
+"""Load one CloudTrail log file: read, decode, transform, write; and a run over many.
+
+Every event read ends in exactly one of three places, and the counts are
+checked: indexed as it is; indexed in its degraded form (the cluster rejected
+the full one); or in the dead letter with the cluster's reason. When the dead
+letter cannot take them either, the file fails.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,22 +12,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from . import keys, transform
+from . import deadletter, keys, transform
 from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
-from .errors import BadLogFile, ClusterError, FileFailed
+from .errors import BadLogFile, ClusterError, FileFailed, LoaderError
+from .health import WriteGate
 from .indexes import IndexCreator
+from .retry import Backoff
 from .sources import S3Source, SourceError, events_in
 
 log = logging.getLogger(__name__)
 
-#: How many rejected documents a file's error line names (all are counted).
+#: How many dead-lettered documents a file's error line names (all are counted).
 FAILURES_LOGGED = 10
 
 
 class Source(Protocol):
     def read(self, bucket: str, key: str) -> bytes: ...
+
+
+class AccountingError(LoaderError):
+    """Events read and events accounted for differ: a bug, never to be ignored."""
 
 
 @dataclass(frozen=True)
@@ -31,68 +43,126 @@ class ObjectRef:
 
 
 @dataclass
+class Outcome:
+    """Where the events of one batch went."""
+
+    indexed: int = 0
+    degraded: int = 0
+    retried: int = 0
+    undeliverable: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class FileResult:
     bucket: str
     key: str
     index: str
     events_read: int = 0
     indexed: int = 0
+    degraded: int = 0
+    dead_lettered: int = 0
     retried: int = 0
     seconds: float = 0.0
-    failures: list[ItemFailure] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
+    dead_letter: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket, "key": self.key, "index": self.index,
-            "events_read": self.events_read, "indexed": self.indexed,
-            "failed": self.failed, "retried": self.retried, "seconds": round(self.seconds, 3),
+            "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
+            "dead_lettered": self.dead_lettered, "retried": self.retried,
+            "seconds": round(self.seconds, 3),
+            **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
         }
 
 
 class Processor:
     def __init__(self, source: Source, writer: BulkWriter, indexes: IndexCreator,
+                 gate: WriteGate | None = None, dead_letters: deadletter.DeadLetters | None = None,
                  index_prefix: str = "cloudtrail",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self._writer = writer
         self._indexes = indexes
-        self._index_prefix = index_prefix
+        self._gate = gate
+        self.dead_letters = dead_letters
+        self.index_prefix = index_prefix
         self._clock = clock
 
     def process_file(self, bucket: str, key: str, deadline: float) -> FileResult:
         """Load one file. Raises FileFailed, naming the object, when it cannot be loaded."""
         started = self._clock()
-        result = FileResult(bucket, key, keys.index_name_for(key, self._index_prefix))
+        result = FileResult(bucket, key, keys.index_name_for(key, self.index_prefix))
         try:
             events = events_in(self.source.read(bucket, key))
             result.events_read = len(events)
-            self._indexes.ensure(result.index)
-            written = self._writer.write(self._items(result.index, events), deadline)
-        except (SourceError, BadLogFile, ClusterError) as exc:
+            outcome = self.load_events(result.index, events, deadline, bucket, key)
+            result.indexed, result.degraded, result.retried = (
+                outcome.indexed, outcome.degraded, outcome.retried)
+            if outcome.undeliverable:
+                result.dead_letter = self._dead_letter(key, outcome.undeliverable)
+                result.dead_lettered = len(outcome.undeliverable)
+            check_accounting(result)
+        except (SourceError, BadLogFile, LoaderError) as exc:
             result.seconds = self._clock() - started
             log.error("file failed", extra={**result.summary(), "error": str(exc)})
             raise FileFailed(bucket, key, str(exc)) from exc
-        result.indexed, result.retried, result.failures = (
-            written.indexed, written.retried, written.failures
-        )
         result.seconds = self._clock() - started
-        if result.failures:
-            log.error("file loaded with rejected events", extra={
+        if outcome.undeliverable:
+            log.error("file loaded, some events dead-lettered", extra={
                 **result.summary(),
-                "rejected": [f"{f.doc_id}: {f.reason}" for f in result.failures[:FAILURES_LOGGED]],
+                "reasons": [f"{r['doc_id']}: {r['reason']}"
+                            for r in outcome.undeliverable[:FAILURES_LOGGED]],
             })
         else:
             log.info("file loaded", extra=result.summary())
         return result
 
-    @staticmethod
-    def _items(index: str, events: list[dict[str, Any]]) -> Iterable[BulkItem]:
-        for event in events:
-            yield bulk_item(index, transform.document_id(event), transform.document_for(event))
+    def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
+                    bucket: str = "", key: str = "") -> Outcome:
+        """Write events to ``index``: full form first, degraded form for the rejected ones."""
+        self._indexes.ensure(index, deadline)
+        if self._gate:
+            self._gate.check(index, deadline)
+        first = self._writer.write(
+            (bulk_item(index, transform.document_id(e), transform.document_for(e), n)
+             for n, e in enumerate(events)), deadline)
+        outcome = Outcome(indexed=first.indexed, retried=first.retried)
+        rejected = [f for f in first.failures if f.status != 413]
+        undeliverable = [f for f in first.failures if f.status == 413]
+        if rejected:
+            second = self._writer.write(
+                [bulk_item(index, f.doc_id,
+                           transform.degraded_document_for(events[f.item.position], f.reason),
+                           f.item.position) for f in rejected], deadline)
+            outcome.degraded, outcome.retried = second.indexed, outcome.retried + second.retried
+            first_reason = {f.doc_id: f.reason for f in rejected}
+            undeliverable += [
+                ItemFailure(f.item, f.status, f"{first_reason[f.doc_id]}; degraded form: {f.reason}")
+                for f in second.failures
+            ]
+        outcome.undeliverable = [
+            deadletter.record(reason=f.reason, status=f.status, error=f.error, bucket=bucket,
+                              key=key, index=index, doc_id=f.doc_id,
+                              event=events[f.item.position])
+            for f in undeliverable
+        ]
+        return outcome
+
+    def _dead_letter(self, key: str, records: list[dict[str, Any]]) -> str:
+        if self.dead_letters is None:
+            raise deadletter.DeadLetterError(
+                f"{len(records)} events rejected and no dead letter configured, "
+                f"first: {records[0]['doc_id']}: {records[0]['reason']}")
+        return self.dead_letters.put(key, records)
+
+
+def check_accounting(result: FileResult) -> None:
+    accounted = result.indexed + result.degraded + result.dead_lettered
+    if accounted != result.events_read:
+        raise AccountingError(
+            f"{result.events_read} events read but {accounted} accounted for "
+            f"({result.indexed} indexed, {result.degraded} degraded, "
+            f"{result.dead_lettered} dead-lettered)")
 
 
 @dataclass
@@ -101,33 +171,16 @@ class RunResult:
     failed: list[FileFailed] = field(default_factory=list)
     skipped: list[ObjectRef] = field(default_factory=list)
 
-    @property
-    def events_read(self) -> int:
-        return sum(r.events_read for r in self.loaded)
-
-    @property
-    def indexed(self) -> int:
-        return sum(r.indexed for r in self.loaded)
-
-    @property
-    def events_failed(self) -> int:
-        return sum(r.failed for r in self.loaded)
+    def total(self, name: str) -> int:
+        return sum(getattr(r, name) for r in self.loaded)
 
     def summary(self) -> dict[str, Any]:
         return {
             "files_loaded": len(self.loaded), "files_failed": len(self.failed),
-            "files_skipped": len(self.skipped), "events_read": self.events_read,
-            "indexed": self.indexed, "events_failed": self.events_failed,
+            "files_skipped": len(self.skipped),
+            **{name: self.total(name) for name in
+               ("events_read", "indexed", "degraded", "dead_lettered", "retried")},
         }
-
-    def problems(self) -> list[FileFailed]:
-        """Every file not fully loaded: unreadable ones and ones with rejected events."""
-        rejected = [
-            FileFailed(r.bucket, r.key, f"{r.failed} of {r.events_read} events rejected, "
-                       f"first: {r.failures[0].doc_id}: {r.failures[0].reason}")
-            for r in self.loaded if r.failures
-        ]
-        return self.failed + rejected
 
 
 def process_objects(processor: Processor, objects: Iterable[ObjectRef],
@@ -148,16 +201,24 @@ def process_objects(processor: Processor, objects: Iterable[ObjectRef],
 
 
 def create_processor(settings: Settings, s3_client: Any = None,
-                     cluster: Cluster | None = None) -> Processor:
+                     cluster: Cluster | None = None,
+                     dead_letters: deadletter.DeadLetters | None = None) -> Processor:
     """Wire the real collaborators: boto3 S3, the HTTP cluster, the bulk writer."""
     if s3_client is None:
         import boto3
 
         s3_client = boto3.client("s3")
     cluster = cluster or create_cluster(settings)
+    backoff = Backoff()
+    if dead_letters is None and settings.dead_letter_bucket:
+        dead_letters = deadletter.S3DeadLetters(
+            s3_client, settings.dead_letter_bucket, settings.dead_letter_prefix)
     return Processor(
         S3Source(s3_client),
-        BulkWriter(cluster, settings.bulk_max_docs, settings.bulk_max_bytes),
-        IndexCreator(cluster, settings.index_shards, settings.index_replicas),
+        BulkWriter(cluster, settings.bulk_max_docs, settings.bulk_max_bytes,
+                   compress=settings.compress_requests, backoff=backoff),
+        IndexCreator(cluster, settings.index_shards, settings.index_replicas, backoff),
+        WriteGate(cluster, backoff),
+        dead_letters,
         settings.index_prefix,
     )

@@ -19,17 +19,17 @@ class S3Source:
     """Reads and lists objects with an injected boto3 S3 client."""
 
     def __init__(self, s3_client: Any) -> None:
-        self._s3 = s3_client
+        self.s3_client = s3_client
 
     def read(self, bucket: str, key: str) -> bytes:
         try:
-            return self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return self.s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:  # botocore raises many unrelated types; all mean "unreadable"
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             raise SourceError(f"cannot read object ({code or type(exc).__name__}: {exc})") from exc
 
     def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
-        paginator = self._s3.get_paginator("list_objects_v2")
+        paginator = self.s3_client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for entry in page.get("Contents", []):
                 yield entry["Key"]

@@ -201,3 +201,39 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
         else:
             document[top_level_name(key)] = scalar_text(value)
     return document
+
+
+#: Kept, as exact values, in the degraded form of an event the cluster rejected.
+CORE_FIELDS = (
+    "eventVersion", "eventTime", "eventSource", "eventName", "awsRegion", "sourceIPAddress",
+    "userAgent", "errorCode", "requestID", "eventID", "eventType", "recipientAccountId",
+    "readOnly", "managementEvent", "eventCategory",
+)
+EVENT_RAW = "event" + RAW_SUFFIX
+DEGRADED_REASON = "degraded_reason"
+
+
+def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """A form of the event the cluster accepts whatever broke the full one.
+
+    The event stays findable by id, name, source, region, user and time; all of
+    it is kept as JSON text in ``event_raw`` (searchable as free text), and
+    ``degraded_reason`` says what the cluster objected to.
+    """
+    document: dict[str, Any] = {}
+    for key in CORE_FIELDS:
+        value = event.get(key)
+        if value is None:
+            continue
+        if key == DATE_FIELD:
+            document[key] = value if isinstance(value, str) else json_text(value)
+        else:
+            document[key] = _keyword_value(value)
+    identity = event.get("userIdentity")
+    if isinstance(identity, dict):
+        kept, _ = _structured(identity, STRUCTURED_FIELDS["userIdentity"])
+        if kept:
+            document["userIdentity"] = kept
+    document[EVENT_RAW] = json_text(event)
+    document[DEGRADED_REASON] = reason
+    return document

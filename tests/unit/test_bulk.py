@@ -1,11 +1,13 @@
 """The bulk pipeline alone: chunking, per-item outcomes, retries (a scripted cluster, no sleep)."""
+import gzip
 import json
 
 import pytest
 
-from cloudtrail_es.bulk import BulkWriter, bulk_item, chunks
+from cloudtrail_es.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
 from cloudtrail_es.cluster import ClusterUnreachable
 from cloudtrail_es.errors import ClusterError, RetryDeadlineExceeded
+from cloudtrail_es.retry import Backoff
 
 
 class Response:
@@ -26,6 +28,9 @@ class ScriptedCluster:
         self.requests = []
 
     def request(self, method, path, body=None, *, data=None, headers=None):
+        self.headers = headers
+        if (headers or {}).get("Content-Encoding") == "gzip":
+            data = gzip.decompress(data)
         ids = [json.loads(line)["index"]["_id"] for line in data.splitlines()[::2]]
         self.requests.append(ids)
         outcome = self.script.pop(0) if self.script else "ok"
@@ -35,18 +40,23 @@ class ScriptedCluster:
             return Response(outcome, {"error": "scripted"})
         statuses = outcome if isinstance(outcome, list) else [201] * len(ids)
         return Response(200, {"errors": True, "items": [
-            {"index": {"_id": i, "status": s,
-                       **({"error": {"type": "x_exception", "reason": "why"}} if s >= 300 else {})}}
+            {"index": {"_id": i, "status": s, **({"error": error_for(s)} if s >= 300 else {})}}
             for i, s in zip(ids, statuses)]})
+
+
+def error_for(status):
+    if status == 403:
+        return {"type": "cluster_block_exception", "reason": "index read-only"}
+    return {"type": "x_exception", "reason": "why"}
 
 
 def items(n, size=10):
     return [bulk_item("idx", f"id{i}", {"f": "x" * size}) for i in range(n)]
 
 
-def writer(cluster, sleeps, now=None, **kwargs):
-    clock = now or (lambda: 0.0)
-    return BulkWriter(cluster, sleep=sleeps.append, clock=clock, jitter=lambda: 1.0, **kwargs)
+def writer(cluster, sleeps, compress=False):
+    backoff = Backoff(sleep=sleeps.append, clock=lambda: 0.0, jitter=lambda: 1.0)
+    return BulkWriter(cluster, compress=compress, backoff=backoff)
 
 
 def test_action_line_and_source_are_ndjson():
@@ -89,10 +99,10 @@ def test_whole_request_faults_are_retried(fault):
 
 
 def test_backoff_is_exponential_capped_and_jittered():
-    w = BulkWriter(ScriptedCluster(), backoff_base=0.5, backoff_cap=4.0, jitter=lambda: 0.0)
-    assert [w.backoff(a) for a in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
-    w = BulkWriter(ScriptedCluster(), backoff_base=0.5, backoff_cap=4.0, jitter=lambda: 1.0)
-    assert [w.backoff(a) for a in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    low = Backoff(base=0.5, cap=4.0, jitter=lambda: 0.0)
+    assert [low.delay(a) for a in range(1, 7)] == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    high = Backoff(base=0.5, cap=4.0, jitter=lambda: 1.0)
+    assert [high.delay(a) for a in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
 
 
 def test_retries_stop_loudly_at_the_deadline():
@@ -104,8 +114,9 @@ def test_retries_stop_loudly_at_the_deadline():
         now[0] += seconds
 
     cluster = ScriptedCluster(*[429] * 50)
-    w = BulkWriter(cluster, sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0)
-    with pytest.raises(RetryDeadlineExceeded, match="gave up retrying 2 documents"):
+    w = BulkWriter(cluster, compress=False,
+                   backoff=Backoff(sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0))
+    with pytest.raises(RetryDeadlineExceeded, match="gave up retrying 2 documents .HTTP 429"):
         w.write(items(2), deadline=10.0)
     assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.requests) == 5
 
@@ -133,3 +144,17 @@ def test_a_short_answer_is_an_error_not_a_success():
 
     with pytest.raises(ClusterError, match="lists 1 items for 2 sent"):
         writer(Short(), []).write(items(2), deadline=100)
+
+
+def test_bodies_are_gzipped_when_asked():
+    cluster, sleeps = ScriptedCluster("ok"), []
+    result = writer(cluster, sleeps, compress=True).write(items(3), deadline=100)
+    assert result.indexed == 3 and cluster.headers["Content-Encoding"] == "gzip"
+    assert cluster.requests == [["id0", "id1", "id2"]]
+
+
+def test_a_write_block_stops_at_once_with_a_clear_error():
+    cluster = ScriptedCluster([201, 403])
+    with pytest.raises(ClusterBlocked, match="writes to idx are blocked: index read-only"):
+        writer(cluster, []).write(items(2), deadline=100)
+    assert len(cluster.requests) == 1

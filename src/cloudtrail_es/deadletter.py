@@ -1,0 +1,113 @@
+"""Where events the cluster will not take are kept, with why, until ``redrive`` sends them again.
+
+A dead-letter file is gzipped NDJSON, one record per event:
+``{"reason", "status", "error", "bucket", "key", "index", "doc_id", "failed_at", "event"}``
+where ``event`` is the original CloudTrail event, so that a redrive goes
+through the same transform as the first attempt.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from .errors import LoaderError
+
+
+class DeadLetterError(LoaderError):
+    """Undeliverable events could not be stored either: the file must fail."""
+
+
+class DeadLetters(Protocol):
+    def put(self, source_key: str, records: list[dict[str, Any]]) -> str: ...
+
+
+def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index: str,
+           doc_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "reason": reason, "status": status, "error": error, "bucket": bucket, "key": key,
+        "index": index, "doc_id": doc_id,
+        "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "event": event,
+    }
+
+
+def encode(records: list[dict[str, Any]]) -> bytes:
+    lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+    return gzip.compress(lines.encode("utf-8"))
+
+
+def decode(data: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines() if line]
+
+
+def file_name(source_key: str) -> str:
+    """``YYYY/MM/DD/<source file name>-<unique>.ndjson.gz``, dated when it was written."""
+    stem = source_key.rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json") or "events"
+    return f"{datetime.now(timezone.utc):%Y/%m/%d}/{stem}-{uuid.uuid4().hex[:12]}.ndjson.gz"
+
+
+class S3DeadLetters:
+    """``s3://DEAD_LETTER_BUCKET/DEAD_LETTER_PREFIX...`` (the Lambda's)."""
+
+    def __init__(self, s3_client: Any, bucket: str, prefix: str = "") -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def put(self, source_key: str, records: list[dict[str, Any]]) -> str:
+        key = self.prefix + file_name(source_key)
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=encode(records),
+                                ContentType="application/x-ndjson", ContentEncoding="gzip")
+        except Exception as exc:  # any failure to store means the events are not safe
+            raise DeadLetterError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
+        return f"s3://{self.bucket}/{key}"
+
+    def files(self) -> Iterator[str]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for entry in page.get("Contents", []):
+                if entry["Key"].endswith(".ndjson.gz"):
+                    yield entry["Key"]
+
+    def read(self, name: str) -> list[dict[str, Any]]:
+        return decode(self._s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+
+    def replace(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Keep only ``records`` in the file; remove it when none are left."""
+        if records:
+            self._s3.put_object(Bucket=self.bucket, Key=name, Body=encode(records),
+                                ContentType="application/x-ndjson", ContentEncoding="gzip")
+        else:
+            self._s3.delete_object(Bucket=self.bucket, Key=name)
+
+
+class LocalDeadLetters:
+    """A local directory (the CLI's)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def put(self, source_key: str, records: list[dict[str, Any]]) -> str:
+        path = self.directory / file_name(source_key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode(records))
+        except OSError as exc:
+            raise DeadLetterError(f"cannot write {path}: {exc}") from exc
+        return str(path)
+
+    def files(self) -> Iterator[str]:
+        yield from sorted(str(p) for p in self.directory.rglob("*.ndjson.gz"))
+
+    def read(self, name: str) -> list[dict[str, Any]]:
+        return decode(Path(name).read_bytes())
+
+    def replace(self, name: str, records: list[dict[str, Any]]) -> None:
+        if records:
+            Path(name).write_bytes(encode(records))
+        else:
+            Path(name).unlink()

@@ -1,0 +1,85 @@
+"""Send dead-lettered events again, once their cause is fixed; remove what landed.
+
+``python -m cloudtrail_es.redrive s3://BUCKET/PREFIX`` (what the Lambda wrote)
+or ``python -m cloudtrail_es.redrive DIRECTORY`` (what bulk_upload.py wrote).
+Events that still cannot be delivered stay in their file, with the new reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from . import cli
+from .deadletter import LocalDeadLetters, S3DeadLetters
+from .errors import ClusterError, ConfigurationError, LoaderError
+from .logs import configure_logging
+from .processor import Processor, create_processor
+
+
+def redrive_file(processor: Processor, store: Any, name: str, deadline: float) -> dict[str, int]:
+    records = store.read(name)
+    by_index: dict[str, list[dict[str, Any]]] = {}
+    for entry in records:
+        by_index.setdefault(entry["index"], []).append(entry)
+    remaining: list[dict[str, Any]] = []
+    counts = {"events": len(records), "indexed": 0, "degraded": 0}
+    for index, entries in by_index.items():
+        outcome = processor.load_events(index, [e["event"] for e in entries], deadline,
+                                        entries[0]["bucket"], entries[0]["key"])
+        counts["indexed"] += outcome.indexed
+        counts["degraded"] += outcome.degraded
+        remaining += outcome.undeliverable
+    store.replace(name, remaining)
+    counts["still_dead"] = len(remaining)
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="redrive", description="Send dead-lettered CloudTrail events to the cluster again.",
+        epilog="Exit codes: 0 all landed; 1 a file could not be read or written; "
+        "2 bad usage or cluster unreachable; 3 some events still undeliverable.")
+    parser.add_argument("location", help="s3://BUCKET/PREFIX or a local directory")
+    parser.add_argument("--retry-limit", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        settings, cluster = cli.connect(args)
+        processor = create_processor(settings, cluster=cluster)
+        store = _store(args.location, processor)
+        totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "still_dead": 0}
+        failed = 0
+        for name in list(store.files()):
+            try:
+                counts = redrive_file(processor, store, name,
+                                      time.monotonic() + settings.retry_limit_seconds)
+            except LoaderError as exc:
+                print(f"FAILED {name}: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            totals["files"] += 1
+            for key, value in counts.items():
+                totals[key] += value
+    except (ConfigurationError, ClusterError) as exc:
+        print(f"redrive: {exc}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    print(json.dumps({**totals, "files_failed": failed}))
+    if failed:
+        return cli.EXIT_FILES_FAILED
+    return cli.EXIT_DEAD_LETTERED if totals["still_dead"] else cli.EXIT_OK
+
+
+def _store(location: str, processor: Processor) -> Any:
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[5:].partition("/")
+        return S3DeadLetters(processor.source.s3_client, bucket, prefix)
+    return LocalDeadLetters(location)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
