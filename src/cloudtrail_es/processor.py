@@ -202,14 +202,15 @@ def process_objects(processor: Processor, objects: Iterable[ObjectRef],
 
 def create_processor(settings: Settings, s3_client: Any = None,
                      cluster: Cluster | None = None,
-                     dead_letters: deadletter.DeadLetters | None = None) -> Processor:
+                     dead_letters: deadletter.DeadLetters | None = None,
+                     backoff: Backoff | None = None) -> Processor:
     """Wire the real collaborators: boto3 S3, the HTTP cluster, the bulk writer."""
     if s3_client is None:
         import boto3
 
         s3_client = boto3.client("s3")
     cluster = cluster or create_cluster(settings)
-    backoff = Backoff()
+    backoff = backoff or Backoff()
     if dead_letters is None and settings.dead_letter_bucket:
         dead_letters = deadletter.S3DeadLetters(
             s3_client, settings.dead_letter_bucket, settings.dead_letter_prefix)

@@ -1,0 +1,73 @@
+"""The real OpenSearch killed in the middle of a backfill, then restarted: nothing is lost."""
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from support import assert_corpus_indexed, upload
+
+from cloudtrail_es import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("RESTART_TEST_PORT", "9260"))
+
+
+def services(*args):
+    env = {**os.environ, "OPENSEARCH_PORT": str(PORT)}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), *args, "opensearch"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture()
+def own_opensearch():
+    """An OpenSearch of this test's own, so that killing it disturbs no other test."""
+    services("start")
+    url = f"http://127.0.0.1:{PORT}"
+    yield url
+    requests.delete(f"{url}/test-*", timeout=60)
+    services("stop")
+
+
+def indexed_count(url, prefix):
+    try:
+        requests.post(f"{url}/{prefix}-*/_refresh", timeout=10)
+        return requests.get(f"{url}/{prefix}-*/_count", timeout=10).json().get("count", 0)
+    except (requests.RequestException, ValueError):
+        return 0
+
+
+def test_backfill_survives_a_killed_cluster_on_rerun(
+        own_opensearch, loader_env, monkeypatch, s3, bucket, corpus_files, corpus_expectations,
+        tmp_path, capsys):
+    monkeypatch.setenv("ES_HOSTNAME", own_opensearch)
+    monkeypatch.setenv("RETRY_LIMIT_SECONDS", "2")
+    upload(s3, bucket, corpus_files)
+    exit_codes = []
+    first = threading.Thread(target=lambda: exit_codes.append(
+        cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)])))
+    first.start()
+    deadline = time.monotonic() + 300
+    while indexed_count(own_opensearch, loader_env) < 2000:
+        assert time.monotonic() < deadline and first.is_alive(), "the backfill made no progress"
+        time.sleep(0.5)
+
+    pid = int((ROOT / ".services" / f"opensearch-2.19.6-{PORT}.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(5)
+    services("start")
+    first.join(900)
+
+    assert exit_codes == [cli.EXIT_FILES_FAILED]
+    first_summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first_summary["files_failed"] > 0
+    assert first_summary["files_loaded"] + first_summary["files_failed"] == len(corpus_files)
+
+    assert cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)]) == cli.EXIT_OK
+    assert_corpus_indexed(own_opensearch, loader_env, corpus_expectations)
+    assert not list(tmp_path.rglob("*.ndjson.gz"))
