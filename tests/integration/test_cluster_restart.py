@@ -57,7 +57,8 @@ def test_backfill_survives_a_killed_cluster_on_rerun(
         assert time.monotonic() < deadline and first.is_alive(), "the backfill made no progress"
         time.sleep(0.5)
 
-    pid = int((ROOT / ".services" / f"opensearch-2.19.6-{PORT}.pid").read_text().split()[0])
+    engine = os.environ.get("ENGINE", "opensearch-2.19.6")
+    pid = int((ROOT / ".services" / f"{engine}-{PORT}.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     time.sleep(5)
     services("start")
