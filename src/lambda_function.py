@@ -1,4 +1,4 @@
-"""AWS Lambda entry point: parse the notification, hand each object to the processor."""
+"""AWS Lambda entry point: recognise what invoked us, hand each object to the processor."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +7,11 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from cloudtrail_es import retention
 from cloudtrail_es.config import Settings
 from cloudtrail_es.errors import LoadFailed
 from cloudtrail_es.logs import configure_logging
-from cloudtrail_es.notifications import parse_notification
+from cloudtrail_es.notifications import RetentionRequest, SqsBatch, SnsBatch, parse_invocation
 from cloudtrail_es.processor import Processor, create_processor, process_objects
 
 log = logging.getLogger("cloudtrail_es.handler")
@@ -27,10 +28,31 @@ def processor() -> Processor:
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    notification = parse_notification(event)
-    if notification.is_test_event:
-        log.info("skipped: s3:TestEvent", extra={"bucket": event.get("Bucket")})
-    run = process_objects(processor(), notification.objects(), lambda: deadline(context))
+    invocation = parse_invocation(event)
+    deadline_for = lambda: deadline(context)  # noqa: E731 - read at each file's start
+    if isinstance(invocation, RetentionRequest):
+        months = int(os.environ.get("RETENTION_MONTHS", "0"))
+        if months < 1:
+            log.info("retention not configured (RETENTION_MONTHS)")
+            return {"deleted": []}
+        settings = Settings.from_env()
+        cluster = processor().cluster
+        return {"deleted": retention.apply_retention(cluster, settings.index_prefix, months)}
+    if isinstance(invocation, SqsBatch):
+        failed_ids = []
+        for message in invocation.messages:
+            if message.error:
+                log.error("message not understood", extra={"message_id": message.message_id,
+                                                           "error": message.error})
+                failed_ids.append(message.message_id)
+            elif process_objects(processor(), message.source.objects(), deadline_for).failed:
+                failed_ids.append(message.message_id)
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
+    sources = invocation.sources if isinstance(invocation, SnsBatch) else [invocation]
+    objects = [ref for source in sources for ref in source.objects()]
+    if not objects:
+        log.info("no object to load (s3:TestEvent?)")
+    run = process_objects(processor(), objects, deadline_for)
     log.info("invocation done", extra=run.summary())
     if run.failed:
         raise LoadFailed(run.failed)

@@ -96,7 +96,7 @@ class BulkWriter:
         compress: bool = True,
         backoff: Backoff | None = None,
     ) -> None:
-        self._cluster = cluster
+        self.cluster = cluster
         self._max_docs = max_docs
         self._max_bytes = max_bytes
         self._compress = compress
@@ -115,7 +115,7 @@ class BulkWriter:
         if self._compress:
             body = gzip.compress(body, COMPRESSION_LEVEL)
             headers["Content-Encoding"] = "gzip"
-        return self._cluster.request("POST", "/_bulk", data=body, headers=headers)
+        return self.cluster.request("POST", "/_bulk", data=body, headers=headers)
 
     def _send(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
         attempt = 0

@@ -1,9 +1,17 @@
-"""Typed views of the events that invoke the Lambda, each yielding decoded (bucket, key)."""
+"""Typed views of whatever invokes the Lambda, each yielding decoded (bucket, key) pairs.
+
+| shape | how it arrives | keys |
+|---|---|---|
+| S3 event notification | directly, in an SNS message, or in an SQS body | URL-encoded |
+| CloudTrail's SNS delivery message (``s3Bucket``, ``s3ObjectKey``) | in SNS, or SQS | plain |
+| EventBridge "Object Created" | directly, or in an SQS body | plain |
+| EventBridge "Scheduled Event", or ``{"cloudtrail_es": "retention"}`` | directly | (retention) |
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 from urllib.parse import unquote_plus
 
 from .errors import LoaderError
@@ -16,11 +24,7 @@ class UnknownEvent(LoaderError):
 
 @dataclass(frozen=True)
 class S3Notification:
-    """An S3 event notification: ``{"Records": [{"eventSource": "aws:s3", ...}]}``.
-
-    S3 URL-encodes object keys in notifications (``+`` for a space, ``%xx``).
-    An ``s3:TestEvent`` (sent when a notification is configured) names no object.
-    """
+    """``{"Records": [{"eventSource": "aws:s3", "s3": {...}}]}``; an ``s3:TestEvent`` names none."""
 
     body: Mapping[str, Any]
 
@@ -32,8 +36,7 @@ class S3Notification:
             return True
         records = event.get("Records")
         return isinstance(records, list) and bool(records) and all(
-            isinstance(r, Mapping) and r.get("eventSource") == "aws:s3" for r in records
-        )
+            isinstance(r, Mapping) and r.get("eventSource") == "aws:s3" for r in records)
 
     @property
     def is_test_event(self) -> bool:
@@ -49,15 +52,130 @@ class S3Notification:
         ]
 
 
-def parse_notification(event: Any) -> S3Notification:
-    if S3Notification.matches(event):
-        return S3Notification(event)
-    raise UnknownEvent(f"not an S3 event notification: {_describe(event)}")
+@dataclass(frozen=True)
+class CloudTrailDelivery:
+    """The message CloudTrail publishes to its SNS topic for each file it delivers."""
+
+    body: Mapping[str, Any]
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        return isinstance(event, Mapping) and isinstance(event.get("s3Bucket"), str) and \
+            isinstance(event.get("s3ObjectKey"), list)
+
+    def objects(self) -> list[ObjectRef]:
+        return [ObjectRef(self.body["s3Bucket"], key) for key in self.body["s3ObjectKey"]]
 
 
-def _describe(event: Any, limit: int = 300) -> str:
+@dataclass(frozen=True)
+class EventBridgeObjectCreated:
+    body: Mapping[str, Any]
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        return isinstance(event, Mapping) and event.get("source") == "aws.s3" and \
+            event.get("detail-type") == "Object Created"
+
+    def objects(self) -> list[ObjectRef]:
+        detail = self.body["detail"]
+        return [ObjectRef(detail["bucket"]["name"], detail["object"]["key"])]
+
+
+@dataclass(frozen=True)
+class RetentionRequest:
+    """A scheduled event: delete the monthly indexes past their retention."""
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        return isinstance(event, Mapping) and (
+            event.get("cloudtrail_es") == "retention"
+            or (event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"))
+
+
+ObjectSource = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreated]
+
+
+@dataclass(frozen=True)
+class SqsMessage:
+    """One SQS message; ``source`` is what its body holds, or ``error`` why it is unusable."""
+
+    message_id: str
+    source: ObjectSource | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SqsBatch:
+    messages: list[SqsMessage]
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        records = event.get("Records") if isinstance(event, Mapping) else None
+        return isinstance(records, list) and bool(records) and all(
+            isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records)
+
+
+@dataclass(frozen=True)
+class SnsBatch:
+    sources: list[ObjectSource]
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        records = event.get("Records") if isinstance(event, Mapping) else None
+        return isinstance(records, list) and bool(records) and all(
+            isinstance(r, Mapping) and r.get("EventSource") == "aws:sns" for r in records)
+
+
+Invocation = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreated, SqsBatch,
+                   SnsBatch, RetentionRequest]
+
+
+def parse_invocation(event: Any) -> Invocation:
+    """What the Lambda was invoked with; UnknownEvent names anything else."""
+    if SqsBatch.matches(event):
+        return SqsBatch([_sqs_message(record) for record in event["Records"]])
+    if SnsBatch.matches(event):
+        return SnsBatch([_inner_source(_json(r["Sns"]["Message"])) for r in event["Records"]])
+    if RetentionRequest.matches(event):
+        return RetentionRequest()
+    return _object_source(event)
+
+
+def _object_source(event: Any) -> ObjectSource:
+    for kind in (S3Notification, CloudTrailDelivery, EventBridgeObjectCreated):
+        if kind.matches(event):
+            return kind(event)
+    raise UnknownEvent(f"not a notification of a CloudTrail file: {describe(event)}")
+
+
+def _inner_source(message: Any) -> ObjectSource:
+    """An SNS or SQS payload: a notification, possibly inside an SNS envelope."""
+    if isinstance(message, Mapping) and "Message" in message and (
+            "TopicArn" in message or message.get("Type") == "Notification"):
+        message = _json(message["Message"])
+    return _object_source(message)
+
+
+def _sqs_message(record: Mapping[str, Any]) -> SqsMessage:
+    message_id = record.get("messageId", "")
     try:
-        text = json.dumps(event, default=str)
+        return SqsMessage(message_id, source=_inner_source(_json(record.get("body"))))
+    except UnknownEvent as exc:
+        return SqsMessage(message_id, error=str(exc))
+
+
+def _json(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise UnknownEvent(f"message is not JSON: {describe(text)}") from None
+
+
+def describe(event: Any, limit: int = 300) -> str:
+    try:
+        text = event if isinstance(event, str) else json.dumps(event, default=str)
     except (TypeError, ValueError):
         text = repr(event)
     return text if len(text) <= limit else text[:limit] + "..."

@@ -81,6 +81,7 @@ class Processor:
                  index_prefix: str = "cloudtrail",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
+        self.cluster = writer.cluster
         self._writer = writer
         self._indexes = indexes
         self._gate = gate

@@ -1,0 +1,116 @@
+"""Delete monthly indexes past their retention; never the current month's.
+
+``python -m cloudtrail_es.retention --months N [--dry-run]``, or the Lambda's
+scheduled event with ``RETENTION_MONTHS`` set. With ``--install-policy`` it
+installs the engine's own lifecycle policy instead (OpenSearch ISM), which
+deletes by index *creation* age: fine for live loading, not for backfilled
+history, whose old months are created today.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+from datetime import date, datetime, timezone
+from typing import Iterable, Sequence
+
+from . import cli
+from .cluster import Cluster
+from .errors import ClusterError, ConfigurationError
+
+log = logging.getLogger(__name__)
+
+
+def month_index(date_of: date) -> int:
+    return date_of.year * 12 + date_of.month - 1
+
+
+def expired_indexes(names: Iterable[str], prefix: str, months: int, today: date) -> list[str]:
+    """The ``prefix-YYYY-MM`` indexes more than ``months`` months before ``today``'s month.
+
+    ``months`` = 3 in November keeps September to November (and any later month).
+    Other names are left alone.
+    """
+    if months < 1:
+        raise ConfigurationError("retention must keep at least 1 month (the current one)")
+    pattern = re.compile(re.escape(prefix) + r"-(\d{4})-(\d{2})")
+    oldest_kept = month_index(today) - (months - 1)
+    expired = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and 1 <= int(match[2]) <= 12:
+            if int(match[1]) * 12 + int(match[2]) - 1 < oldest_kept:
+                expired.append(name)
+    return sorted(expired)
+
+
+def apply_retention(cluster: Cluster, prefix: str, months: int, today: date | None = None,
+                    dry_run: bool = False) -> list[str]:
+    """Delete (or, dry, list) the expired monthly indexes; returns their names."""
+    today = today or datetime.now(timezone.utc).date()
+    response = cluster.request("GET", f"/_cat/indices/{prefix}-*?format=json&h=index")
+    if response.status_code != 200:
+        raise ClusterError(f"cannot list the {prefix}-* indexes", response)
+    expired = expired_indexes((row["index"] for row in response.json()), prefix, months, today)
+    for index in expired:
+        if dry_run:
+            log.info("would delete expired index", extra={"index": index, "months": months})
+            continue
+        deleted = cluster.request("DELETE", f"/{index}")
+        if deleted.status_code not in (200, 404):
+            raise ClusterError(f"cannot delete {index}", deleted)
+        log.info("deleted expired index", extra={"index": index, "months": months})
+    return expired
+
+
+def ism_policy(prefix: str, months: int) -> dict:
+    """An OpenSearch ISM policy deleting ``prefix-*`` indexes ``months`` x 31 days after creation."""
+    return {"policy": {
+        "description": f"cloudtrail-to-elasticsearch: delete {prefix}-* after {months} months",
+        "default_state": "live",
+        "states": [
+            {"name": "live", "actions": [],
+             "transitions": [{"state_name": "delete", "conditions": {"min_index_age": f"{months * 31}d"}}]},
+            {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+        ],
+        "ism_template": [{"index_patterns": [f"{prefix}-*"], "priority": 100}],
+    }}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retention", description=__doc__.splitlines()[0])
+    parser.add_argument("--months", type=int, default=int(os.environ.get("RETENTION_MONTHS", "0")),
+                        help="months to keep, the current one included (default RETENTION_MONTHS)")
+    parser.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    parser.add_argument("--install-policy", action="store_true",
+                        help="install an OpenSearch ISM policy instead of deleting now")
+    parser.add_argument("--retry-limit", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    from .logs import configure_logging
+
+    configure_logging(args.log_level)
+    try:
+        settings, cluster = cli.connect(args)
+        if args.install_policy:
+            name = f"{settings.index_prefix}-retention"
+            response = cluster.request("PUT", f"/_plugins/_ism/policies/{name}",
+                                       ism_policy(settings.index_prefix, args.months))
+            if response.status_code not in (200, 201):
+                raise ClusterError(f"cannot install ISM policy {name}", response)
+            print(json.dumps({"installed": name}))
+            return cli.EXIT_OK
+        expired = apply_retention(cluster, settings.index_prefix, args.months,
+                                  dry_run=args.dry_run)
+    except (ConfigurationError, ClusterError) as exc:
+        print(f"retention: {exc}", file=sys.stderr)
+        return cli.EXIT_USAGE
+    print(json.dumps({"dry_run" if args.dry_run else "deleted": expired}))
+    return cli.EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
