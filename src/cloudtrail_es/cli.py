@@ -1,4 +1,8 @@
-"""Backfill: load every CloudTrail log file under an S3 prefix, as the Lambda would."""
+"""Backfill: load CloudTrail log files from S3 or a local directory, as the Lambda would.
+
+Exit codes: 0 every event indexed; 1 some files failed; 2 bad usage, bad settings or the
+cluster unreachable; 3 some events dead-lettered; 130 interrupted (state written).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,37 +11,66 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any, Sequence
 
+from . import backfill
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .deadletter import LocalDeadLetters
-from .errors import ClusterError, ConfigurationError
+from .errors import ClusterError, ConfigurationError, LoaderError
 from .logs import configure_logging
-from .processor import ObjectRef, create_processor, process_objects
+from .processor import ObjectRef, RunResult, create_processor
+from .selection import Filters, LocalSource, S3Listing
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
-EXIT_USAGE = 2  # bad arguments or settings, or the cluster cannot be reached
+EXIT_USAGE = 2
 EXIT_DEAD_LETTERED = 3
 EXIT_INTERRUPTED = 130
+#: Parallel files (and _bulk requests in flight); see the README's performance section.
+DEFAULT_WORKERS = 4
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="bulk_upload.py",
-        description="Load CloudTrail log files from S3 into Elasticsearch / OpenSearch. "
-        "Settings come from the environment (ES_HOSTNAME, ES_AUTH, ...; see README).",
-        epilog="Exit codes: 0 every event indexed; 1 some files failed; 2 bad usage or "
-        "cluster unreachable; 3 some events dead-lettered; 130 interrupted.",
-    )
-    parser.add_argument("bucket", help="S3 bucket that holds the CloudTrail files")
+        prog="bulk_upload.py", description=__doc__.splitlines()[0],
+        epilog="Settings come from the environment (ES_HOSTNAME, ES_AUTH, ...; see README). "
+        "Exit codes: 0 every event indexed; 1 some files failed; 2 bad usage or cluster "
+        "unreachable; 3 some events dead-lettered; 130 interrupted.")
+    parser.add_argument("bucket", nargs="?", help="S3 bucket that holds the CloudTrail files")
     parser.add_argument("prefix", nargs="?", default="",
-                        help="key prefix to load, e.g. AWSLogs/123456789012/CloudTrail/")
+                        help="key prefix, e.g. AWSLogs/ or AWSLogs/123456789012/CloudTrail/")
+    parser.add_argument("--dir", metavar="DIRECTORY",
+                        help="load a local directory of CloudTrail files instead of S3")
+    parser.add_argument("--dates", nargs=2, metavar=("START", "END"), type=date.fromisoformat,
+                        help="only files whose name's date is in START..END (YYYY-MM-DD, inclusive)")
+    parser.add_argument("--accounts", nargs="+", metavar="ACCOUNT", help="only these accounts")
+    parser.add_argument("--regions", nargs="+", metavar="REGION", help="only these regions")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="files loaded in parallel (default: %(default)s)")
+    parser.add_argument("--state", metavar="FILE",
+                        help="record completed files here; a rerun skips them")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list what would be loaded (files, bytes, indexes); load nothing")
+    parser.add_argument("--output", metavar="DIR",
+                        help="write the _bulk NDJSON files to DIR instead of sending them")
+    parser.add_argument("--via-queue", metavar="QUEUE_URL",
+                        help="send each file to the Lambda's SQS queue instead of loading it here")
+    parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_options(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if bool(args.bucket) == bool(args.dir):
+        parser.error("give either BUCKET [PREFIX] or --dir DIRECTORY")
+    if args.dir and args.via_queue:
+        parser.error("--via-queue needs files in S3, which the Lambda can read")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    return args
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
@@ -64,32 +97,127 @@ def check_reachable(cluster: Cluster) -> None:
         raise ClusterError(f"cluster at {cluster.base_url} does not answer", response)
 
 
+def filters_from(args: argparse.Namespace) -> Filters:
+    start, end = args.dates or (None, None)
+    return Filters(start, end, frozenset(args.accounts) if args.accounts else None,
+                   frozenset(args.regions) if args.regions else None)
+
+
+def s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging("WARNING" if args.quiet else args.log_level)
     started = time.monotonic()
     try:
+        if args.dir:
+            source: Any = LocalSource()
+            objects = list(LocalSource.objects(args.dir, filters_from(args)))
+        else:
+            client = s3_client()
+            source = None
+            objects = list(S3Listing(client).objects(args.bucket, args.prefix, filters_from(args)))
+        if args.dry_run:
+            return report(dry_run_summary(objects, args), args)
+        if args.via_queue:
+            import boto3
+
+            summary = backfill.enqueue(boto3.client("sqs"), args.via_queue, objects)
+            report(summary, args)
+            return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
+        if args.output:
+            return export(source or _s3_source(client), objects, args)
         settings, cluster = connect(args)
-        processor = create_processor(settings, cluster=cluster,
+        processor = create_processor(settings, s3_client=None if args.dir else client,
+                                     cluster=cluster, source=source,
                                      dead_letters=LocalDeadLetters(args.dead_letter_dir))
-        keys = processor.source.list_keys(args.bucket, args.prefix)
-        run = process_objects(processor, (ObjectRef(args.bucket, key) for key in keys),
-                              lambda: time.monotonic() + settings.retry_limit_seconds)
     except (ConfigurationError, ClusterError) as exc:
         print(f"bulk_upload: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bulk_upload: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(json.dumps({**run.summary(), "seconds": round(time.monotonic() - started, 3)}))
+    state = backfill.StateFile(args.state) if args.state else None
+    done_before = [ref for ref in objects if state is not None and ref in state]
+    todo = [ref for ref in objects if state is None or ref not in state]
+    progress = backfill.Progress(len(todo), sum(ref.size for ref in todo), enabled=not args.quiet)
+    run, interrupted = backfill.run_parallel(
+        processor, todo, args.workers,
+        lambda: time.monotonic() + settings.retry_limit_seconds, state, progress)
+    progress.close()
+    summary = run_summary(run, len(done_before), time.monotonic() - started)
+    report(summary, args)
     for failure in run.failed:
         print(f"FAILED {failure}", file=sys.stderr)
     for result in run.loaded:
         if result.dead_lettered:
             print(f"DEAD-LETTERED {result.dead_lettered} events of s3://{result.bucket}/"
                   f"{result.key} -> {result.dead_letter}", file=sys.stderr)
+    if interrupted:
+        print("bulk_upload: interrupted; rerun with the same --state to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if run.failed:
         return EXIT_FILES_FAILED
-    if run.total("dead_lettered"):
-        return EXIT_DEAD_LETTERED
+    return EXIT_DEAD_LETTERED if run.total("dead_lettered") else EXIT_OK
+
+
+def _s3_source(client: Any) -> Any:
+    from .sources import S3Source
+
+    return S3Source(client)
+
+
+def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, Any]:
+    summary = run.summary()
+    return {
+        **summary, "files_done_before": done_before, "seconds": round(seconds, 3),
+        "events_per_second": round(summary["events_read"] / seconds, 1) if seconds else 0.0,
+        "failed": [{"key": f.key, "reason": f.reason} for f in run.failed],
+        "dead_letters": [r.dead_letter for r in run.loaded if r.dead_letter],
+    }
+
+
+def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[str, Any]:
+    from .keys import index_name_for
+
+    prefix = os.environ.get("INDEX_PREFIX", "cloudtrail")
+    indexes: dict[str, int] = {}
+    for ref in objects:
+        name = index_name_for(ref.key, prefix)
+        indexes[name] = indexes.get(name, 0) + 1
+    return {"dry_run": True, "files": len(objects), "bytes": sum(r.size for r in objects),
+            "indexes": dict(sorted(indexes.items())),
+            "keys": [r.key for r in objects] if not args.quiet else []}
+
+
+def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> int:
+    out_dir, written, failed = Path(args.output), 0, []
+    prefix = os.environ.get("INDEX_PREFIX", "cloudtrail")
+    for ref in objects:
+        try:
+            backfill.export_file(source, ref, out_dir, prefix)
+            written += 1
+        except LoaderError as exc:
+            failed.append({"key": ref.key, "reason": str(exc)})
+    report({"output": str(out_dir), "files_written": written, "failed": failed}, args)
+    return EXIT_FILES_FAILED if failed else EXIT_OK
+
+
+def report(summary: dict[str, Any], args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(summary))
+        return EXIT_OK
+    for name, value in summary.items():
+        if isinstance(value, list):
+            if value:
+                print(f"{name}:")
+                for item in value:
+                    print(f"  {item if not isinstance(item, dict) else json.dumps(item)}")
+        elif isinstance(value, dict):
+            print(f"{name}:")
+            for key, count in value.items():
+                print(f"  {key}: {count}")
+        else:
+            print(f"{name}: {value}")
     return EXIT_OK

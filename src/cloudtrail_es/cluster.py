@@ -52,6 +52,9 @@ class Cluster:
 
 def create_cluster(settings: Settings) -> Cluster:
     session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     session.auth = _auth(settings)
     return Cluster(settings.es_url, session)
 

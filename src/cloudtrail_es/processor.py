@@ -38,8 +38,11 @@ class AccountingError(LoaderError):
 
 @dataclass(frozen=True)
 class ObjectRef:
+    """A CloudTrail log file: S3 bucket and key, or a local root directory and relative path."""
+
     bucket: str
     key: str
+    size: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -204,19 +207,19 @@ def process_objects(processor: Processor, objects: Iterable[ObjectRef],
 def create_processor(settings: Settings, s3_client: Any = None,
                      cluster: Cluster | None = None,
                      dead_letters: deadletter.DeadLetters | None = None,
-                     backoff: Backoff | None = None) -> Processor:
+                     backoff: Backoff | None = None, source: Source | None = None) -> Processor:
     """Wire the real collaborators: boto3 S3, the HTTP cluster, the bulk writer."""
-    if s3_client is None:
+    if s3_client is None and source is None:
         import boto3
 
         s3_client = boto3.client("s3")
     cluster = cluster or create_cluster(settings)
     backoff = backoff or Backoff()
-    if dead_letters is None and settings.dead_letter_bucket:
+    if dead_letters is None and settings.dead_letter_bucket and s3_client is not None:
         dead_letters = deadletter.S3DeadLetters(
             s3_client, settings.dead_letter_bucket, settings.dead_letter_prefix)
     return Processor(
-        S3Source(s3_client),
+        source or S3Source(s3_client),
         BulkWriter(cluster, settings.bulk_max_docs, settings.bulk_max_bytes,
                    compress=settings.compress_requests, backoff=backoff),
         IndexCreator(cluster, settings.index_shards, settings.index_replicas, backoff),

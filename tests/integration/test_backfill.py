@@ -20,7 +20,7 @@ def test_backfill_loads_every_corpus_event_into_its_monthly_index(
                   "111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_20240101T000000Z.json.gz",
                   Body=b"{}")
 
-    exit_code = cli.main([bucket, "AWSLogs/"])
+    exit_code = cli.main([bucket, "AWSLogs/", "--json"])
 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert exit_code == cli.EXIT_OK
@@ -36,7 +36,7 @@ def test_backfill_loads_every_corpus_event_into_its_monthly_index(
     assert "RunInstances" in {hit["_source"]["eventName"] for hit in hits}
 
     # Re-running is idempotent: same documents, no duplicates.
-    assert cli.main([bucket, "AWSLogs/"]) == cli.EXIT_OK
+    assert cli.main([bucket, "AWSLogs/", "--json"]) == cli.EXIT_OK
     assert_corpus_indexed(opensearch_url, loader_env, corpus_expectations)
 
 
@@ -50,8 +50,8 @@ def _any_run_instances_id(opensearch_url, prefix):
 
 def test_the_seed_command_runs_as_written(loader_env, s3, bucket, corpus_files, opensearch_url):
     upload(s3, bucket, corpus_files[:3])
-    for command in ([sys.executable, "src/bulk_upload.py", bucket, "AWSLogs/"],
-                    [sys.executable, "-m", "cloudtrail_es", bucket, "AWSLogs/"]):
+    for command in ([sys.executable, "src/bulk_upload.py", bucket, "AWSLogs/", "--json"],
+                    [sys.executable, "-m", "cloudtrail_es", bucket, "AWSLogs/", "--json"]):
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, timeout=300)
         assert done.returncode == 0, done.stderr
@@ -72,7 +72,7 @@ def test_a_bad_file_fails_the_run_and_the_others_still_land(
     bad_key = good[0][0].replace(".json.gz", "").rsplit("_", 1)[0] + "_BrokenBroken0001.json.gz"
     s3.put_object(Bucket=bucket, Key=bad_key, Body=b"\x1f\x8b\x08\x00 truncated")
 
-    assert cli.main([bucket, "AWSLogs/"]) == cli.EXIT_FILES_FAILED
+    assert cli.main([bucket, "AWSLogs/", "--json"]) == cli.EXIT_FILES_FAILED
 
     captured = capsys.readouterr()
     assert f"s3://{bucket}/{bad_key}: corrupt gzip" in captured.err

@@ -50,7 +50,7 @@ def test_backfill_survives_a_killed_cluster_on_rerun(
     upload(s3, bucket, corpus_files)
     exit_codes = []
     first = threading.Thread(target=lambda: exit_codes.append(
-        cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)])))
+        cli.main([bucket, "AWSLogs/", "--json", "--dead-letter-dir", str(tmp_path)])))
     first.start()
     deadline = time.monotonic() + 300
     while indexed_count(own_opensearch, loader_env) < 2000:
@@ -69,6 +69,6 @@ def test_backfill_survives_a_killed_cluster_on_rerun(
     assert first_summary["files_failed"] > 0
     assert first_summary["files_loaded"] + first_summary["files_failed"] == len(corpus_files)
 
-    assert cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)]) == cli.EXIT_OK
+    assert cli.main([bucket, "AWSLogs/", "--json", "--dead-letter-dir", str(tmp_path)]) == cli.EXIT_OK
     assert_corpus_indexed(own_opensearch, loader_env, corpus_expectations)
     assert not list(tmp_path.rglob("*.ndjson.gz"))

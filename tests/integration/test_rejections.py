@@ -44,7 +44,7 @@ def test_conflicting_mapping_ends_degraded_but_searchable(
         "properties": {"instanceType": {"type": "long"}}}})
     upload(s3, bucket, [(KEY, trail_file(5))])
 
-    exit_code = cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)])
+    exit_code = cli.main([bucket, "AWSLogs/", "--json", "--dead-letter-dir", str(tmp_path)])
 
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert exit_code == cli.EXIT_OK
@@ -70,7 +70,7 @@ def test_unsaveable_events_go_to_the_dead_letter_and_redrive_lands_them(
     precreate(opensearch_url, index, {"eventName": {"type": "long"}})
     upload(s3, bucket, [(KEY, trail_file(4))])
 
-    exit_code = cli.main([bucket, "AWSLogs/", "--dead-letter-dir", str(tmp_path)])
+    exit_code = cli.main([bucket, "AWSLogs/", "--json", "--dead-letter-dir", str(tmp_path)])
 
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])

@@ -1,0 +1,212 @@
+"""A backfill run: files processed by parallel workers, progress, resumable state.
+
+Each worker loads one file at a time (download, parse, transform, its own ``_bulk``
+requests), so ``workers`` files and ``_bulk`` requests are in flight at once; no more
+than ``2 x workers`` files are queued ahead, so memory stays flat however many files
+a run covers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable
+from urllib.parse import quote_plus
+
+from . import keys, transform
+from .bulk import bulk_item
+from .errors import FileFailed
+from .indexes import index_body
+from .processor import FileResult, ObjectRef, Processor, RunResult
+from .sources import events_in
+
+log = logging.getLogger(__name__)
+
+
+class StateFile:
+    """The files a run completed, one key per line, appended as each completes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.done: set[str] = set()
+        if self.path.exists():
+            self.done = {line for line in self.path.read_text().splitlines() if line}
+        self._lock = threading.Lock()
+
+    def mark(self, ref: ObjectRef) -> None:
+        with self._lock, self.path.open("a") as out:
+            out.write(self.identity(ref) + "\n")
+        self.done.add(self.identity(ref))
+
+    def __contains__(self, ref: ObjectRef) -> bool:
+        return self.identity(ref) in self.done
+
+    @staticmethod
+    def identity(ref: ObjectRef) -> str:
+        return f"{ref.bucket}/{ref.key}"
+
+
+class Progress:
+    """A bar redrawn in place on a terminal; a plain log line every ``interval`` s elsewhere."""
+
+    def __init__(self, total_files: int, total_bytes: int, stream: IO[str] | None = None,
+                 interval: float = 10.0, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.total_files, self.total_bytes = total_files, total_bytes
+        self.files = self.events = self.bytes = self.failed = 0
+        self.enabled, self.interval, self.clock = enabled, interval, clock
+        self.started = self.last_drawn = clock()
+
+    def add(self, ref: ObjectRef, events: int = 0, failed: bool = False) -> None:
+        self.files += 1
+        self.events += events
+        self.bytes += ref.size
+        self.failed += failed
+        now = self.clock()
+        if self.enabled and (self.tty or now - self.last_drawn >= self.interval):
+            self.draw(now)
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-6)
+        rate = self.events / elapsed
+        done = self.bytes / self.total_bytes if self.total_bytes else self.files / max(self.total_files, 1)
+        eta = (elapsed / done - elapsed) if done > 0 else 0.0
+        return (f"files {self.files}/{self.total_files} | events {self.events} | {rate:,.0f} events/s"
+                f" | {self.bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB"
+                f" | ETA {int(eta) // 60}m{int(eta) % 60:02d}s | failed {self.failed}")
+
+    def draw(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        self.last_drawn = now
+        if self.tty:
+            width = 30
+            share = self.files / max(self.total_files, 1)
+            bar = "#" * int(share * width) + "-" * (width - int(share * width))
+            self.stream.write(f"\r[{bar}] {self.line(now)}\x1b[K")
+            self.stream.flush()
+        else:
+            log.info("progress: " + self.line(now))
+
+    def close(self) -> None:
+        if self.enabled:
+            self.draw()
+            if self.tty:
+                self.stream.write("\n")
+                self.stream.flush()
+
+
+def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: int,
+                 deadline_for: Callable[[], float], state: StateFile | None = None,
+                 progress: Progress | None = None) -> tuple[RunResult, bool]:
+    """Load the files with ``workers`` threads; returns the run and whether it was interrupted.
+
+    Ctrl-C stops taking new files, lets the ones in flight finish (their state is written)
+    and returns with interrupted = True.
+    """
+    run = RunResult()
+    interrupted = False
+    in_flight: dict[Future, ObjectRef] = {}
+
+    def collect(futures: Iterable[Future]) -> None:
+        for future in futures:
+            ref = in_flight.pop(future)
+            if future.cancelled():
+                continue
+            try:
+                result: FileResult = future.result()
+            except FileFailed as failure:
+                run.failed.append(failure)
+                if progress:
+                    progress.add(ref, failed=True)
+                continue
+            run.loaded.append(result)
+            if state is not None:
+                state.mark(ref)
+            if progress:
+                progress.add(ref, events=result.events_read)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load")
+    try:
+        for ref in objects:
+            if not keys.is_log_file_key(ref.key):
+                run.skipped.append(ref)
+                continue
+            while len(in_flight) >= 2 * workers:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                collect(done)
+            in_flight[pool.submit(processor.process_file, ref.bucket, ref.key, deadline_for())] = ref
+        while in_flight:
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            collect(done)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: finishing the files in flight, then stopping")
+        for future in in_flight:
+            future.cancel()
+        wait(in_flight)
+        collect(list(in_flight))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return run, interrupted
+
+
+def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str) -> tuple[str, int]:
+    """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it."""
+    index = keys.index_name_for(ref.key, index_prefix)
+    events = events_in(source.read(ref.bucket, ref.key))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    body_path = out_dir / f"{index}.index.json"
+    if not body_path.exists():
+        body_path.write_text(json.dumps(index_body(shards=1, replicas=1), indent=1))
+    stem = ref.key.rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json")
+    target = out_dir / index / f"{stem}.ndjson"
+    target.parent.mkdir(exist_ok=True)
+    with target.open("wb") as out:
+        for n, event in enumerate(events):
+            out.write(bulk_item(index, transform.document_id(event),
+                                transform.document_for(event), n).lines)
+    return str(target), len(events)
+
+
+def notification_for(ref: ObjectRef) -> str:
+    """An S3-notification-shaped message for one file, as S3 itself would send it."""
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": ref.bucket, "arn": f"arn:aws:s3:::{ref.bucket}"},
+               "object": {"key": quote_plus(ref.key, safe="/"), "size": ref.size}},
+    }]})
+
+
+def enqueue(sqs_client: Any, queue_url: str, objects: Iterable[ObjectRef]) -> dict[str, Any]:
+    """Send one message per file with SendMessageBatch (10 a call); retry entries that failed."""
+    summary: dict[str, Any] = {"files_enqueued": 0, "batches": 0, "failed": []}
+    batch: list[ObjectRef] = []
+
+    def send(refs: list[ObjectRef]) -> None:
+        entries = {str(n): ref for n, ref in enumerate(refs)}
+        for attempt in range(5):
+            answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[
+                {"Id": n, "MessageBody": notification_for(ref)} for n, ref in entries.items()])
+            summary["batches"] += 1
+            summary["files_enqueued"] += len(answer.get("Successful", []))
+            entries = {f["Id"]: entries[f["Id"]] for f in answer.get("Failed", [])}
+            if not entries:
+                return
+            time.sleep(0.2 * 2 ** attempt)
+        summary["failed"] += [ref.key for ref in entries.values()]
+
+    for ref in objects:
+        if keys.is_log_file_key(ref.key):
+            batch.append(ref)
+        if len(batch) == 10:
+            send(batch)
+            batch = []
+    if batch:
+        send(batch)
+    return summary
