@@ -965,9 +965,10 @@ def test_bucket_notification_step(template, mode, expected):
 # cfn-lint and checkov
 # ---------------------------------------------------------------------------
 def _find_tool(name: str) -> str | None:
-    beside_python = Path(sys.executable).parent / name
-    if beside_python.is_file():
-        return str(beside_python)
+    """Beside this interpreter, in the tools venv the Makefiles make (checkov), or on PATH."""
+    for folder in (Path(sys.executable).parent, ROOT / ".venv-tools" / "bin"):
+        if (folder / name).is_file():
+            return str(folder / name)
     return shutil.which(name)
 
 
