@@ -1,27 +1,38 @@
 #!/usr/bin/env bash
 # Start/stop the local services the tests and the demo need, in the background:
-# a real OpenSearch (fetched with Maven, cached) and a moto server (fake AWS/S3).
+# a real search engine, OpenSearch or Elasticsearch (fetched with Maven, cached), and a moto
+# server (fake AWS/S3).
 #
 # Usage: scripts/services.sh start|stop|restart [opensearch|moto]   (default: both)
 #        scripts/services.sh status
 #
 #   start    start what is not already running and answering; wait until it answers
-#   stop     stop the OpenSearch on OPENSEARCH_PORT (any engine) and the moto on MOTO_PORT
+#   stop     stop the search engine on OPENSEARCH_PORT (any engine) and the moto on MOTO_PORT
 #            started by this script
 #   status   list the services started here (all engines/ports under RUN_DIR)
+#   "opensearch" stands for the search engine, whichever ENGINE it is.
 #
 # Environment (default):
-#   ENGINE           opensearch-2.19.6   <engine>-<version>: opensearch-1.3.x, -2.x, -3.x
-#   OPENSEARCH_PORT  9200                HTTP port; the transport port is OPENSEARCH_PORT+100
+#   ENGINE           opensearch-2.19.6   <engine>-<version>: opensearch-1.3.x, -2.x, -3.x, or
+#                                        elasticsearch-6.8.x, -7.x, -8.x, -9.x (the minimal
+#                                        "integ-test-zip" builds: no ingest-common, painless,
+#                                        analysis-common, ILM, ML... modules)
+#   OPENSEARCH_PORT  9200                HTTP port of any engine; transport port is that + 100
 #   MOTO_PORT        5000
 #   OPENSEARCH_HEAP  512m
 #   CACHE_DIR        $HOME/.cache/cloudtrail-to-elasticsearch  downloaded + unpacked distributions
 #   RUN_DIR          <repo>/.services    pid files, console logs, one home/data/logs per engine+port
 #   MOTO_SERVER      <repo>/.venv/bin/moto_server if present, else moto_server on PATH
 #   START_TIMEOUT    180 (seconds)
-#   SERVICE_USER     ctes                unprivileged user OpenSearch runs as when run by root
-#   SERVICE_JAVA_HOME                    override the JDK (default: Java 21+ for OpenSearch 3.x,
-#                                        else the system `java`)
+#   SERVICE_USER     ctes                unprivileged user the engine runs as when run by root
+#   SERVICE_JAVA_HOME                    override the JDK (default: JAVA21_HOME for OpenSearch 3.x
+#                                        and Elasticsearch 9.x, else the system `java`, which
+#                                        must be 17..23 for Elasticsearch 6.8 to 8.17: they need
+#                                        the SecurityManager, gone in Java 24; 9.0.0 fails on 25)
+#   JAVA21_HOME      /usr/lib/jvm/temurin-25-jdk-amd64
+#   ES_SECURITY      false               Elasticsearch 7.17+/8.x/9.x only: true = HTTPS (self-signed
+#                                        CA, path shown by `status`) and basic auth as `elastic`
+#   ES_PASSWORD      changeme            the password of `elastic` when ES_SECURITY=true
 set -euo pipefail
 shopt -s inherit_errexit   # keep -e inside $(...) too
 
@@ -34,7 +45,9 @@ CACHE_DIR=${CACHE_DIR:-$HOME/.cache/cloudtrail-to-elasticsearch}
 RUN_DIR=${RUN_DIR:-$REPO/.services}
 START_TIMEOUT=${START_TIMEOUT:-180}
 SERVICE_USER=${SERVICE_USER:-ctes}
-JAVA21_HOME=${JAVA21_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}   # OpenSearch 3.x needs Java 21+
+JAVA21_HOME=${JAVA21_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}   # OpenSearch 3.x, ES 9.x need 21+
+ES_SECURITY=${ES_SECURITY:-false}
+ES_PASSWORD=${ES_PASSWORD:-changeme}
 if [[ -z ${MOTO_SERVER:-} ]]; then
   MOTO_SERVER=moto_server
   [[ -x $REPO/.venv/bin/moto_server ]] && MOTO_SERVER=$REPO/.venv/bin/moto_server
@@ -42,6 +55,7 @@ fi
 
 ENGINE_NAME=${ENGINE%%-*}
 ENGINE_VERSION=${ENGINE#*-}
+ENGINE_MAJOR=${ENGINE_VERSION%%.*}
 OS_ID=$ENGINE-$OPENSEARCH_PORT    # one home (hard-linked distribution + config/data/logs) per engine+port
 OS_HOME=$RUN_DIR/$OS_ID
 MOTO_ID=moto-$MOTO_PORT
@@ -62,7 +76,7 @@ alive() {
 marker() {
   case $1 in
     moto-*) echo "-p ${1##*-} " ;;
-    *) echo "$RUN_DIR/$1/" ;;   # bin/opensearch, then java (-cp <home>/lib/*) of that home
+    *) echo "$RUN_DIR/$1/" ;;   # bin/<engine>, then java (-cp <home>/lib/*) of that home
   esac
 }
 
@@ -74,11 +88,17 @@ live_pid() {
 }
 
 stop_id() {
-  local pid i
+  local pid i kids
   if pid=$(live_pid "$1"); then
+    # Elasticsearch 8.x+: the pid is a launcher whose child is the server; it stops the child
+    kids=$(pgrep -P "$pid" | tr '\n' ' ' || true)
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 60; i++)); do alive "$pid" || break; sleep 0.5; done
-    if alive "$pid"; then log "$1 did not stop in 30 s, killing"; kill -9 "$pid" 2>/dev/null || true; fi
+    if alive "$pid"; then
+      log "$1 did not stop in 30 s, killing"
+      # shellcheck disable=SC2086
+      kill -9 "$pid" $kids 2>/dev/null || true
+    fi
     log "$1 stopped (pid $pid)"
   fi
   rm -f "$RUN_DIR/$1.pid"
@@ -106,16 +126,32 @@ wait_up() {
 
 # --- checks ------------------------------------------------------------------------------------
 
-os_up() {
-  curl -sf -m 10 "http://127.0.0.1:$OPENSEARCH_PORT/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null
+# How to reach the engine of service id $1: sets CLIENT_URL and CLIENT_OPTS (curl options: the CA
+# and the credentials when that home was started with ES_SECURITY=true; see prepare_home).
+client() {
+  local home=$RUN_DIR/$1
+  CLIENT_URL=http://127.0.0.1:${1##*-} CLIENT_OPTS=()
+  if [[ -s $home/secure ]]; then
+    CLIENT_URL=https://127.0.0.1:${1##*-}
+    CLIENT_OPTS=(--cacert "$home/config/certs/ca/ca.crt" -u "elastic:$(cat "$home/secure")")
+  fi
 }
-os_version() {  # version number of whatever answers on OPENSEARCH_PORT
-  { curl -s -m 5 "http://127.0.0.1:$OPENSEARCH_PORT/" || true; } | sed -n 's/.*"number" *: *"\([^"]*\)".*/\1/p'
+os_up() {
+  client "$OS_ID"
+  curl -sf -m 10 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null
+}
+# Version of whatever answers on OPENSEARCH_PORT (plain, or TLS as elastic). Not from "/": the
+# Elasticsearch 8.x+ integ-test-zip has no rest-root module, so "GET /" answers 405 there.
+os_version() {
+  local path='_nodes/_local?filter_path=nodes.*.version'
+  { curl -s -m 5 "http://127.0.0.1:$OPENSEARCH_PORT/$path" ||
+    curl -sk -m 5 -u "elastic:$ES_PASSWORD" "https://127.0.0.1:$OPENSEARCH_PORT/$path" || true; } |
+    sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p'
 }
 http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" || true; }
 moto_up() { [[ $(http_code "http://127.0.0.1:$MOTO_PORT/moto-api/") != 000 ]]; }
 
-# --- OpenSearch --------------------------------------------------------------------------------
+# --- search engine (OpenSearch or Elasticsearch) -----------------------------------------------
 
 # Download (once) and unpack (once) the distribution into CACHE_DIR; print its directory.
 fetch_dist() {
@@ -123,6 +159,7 @@ fetch_dist() {
   if [[ -x $dist/bin/$ENGINE_NAME ]]; then echo "$dist"; return; fi
   case $ENGINE_NAME in
     opensearch) artifact=org.opensearch.distribution.integ-test-zip:opensearch:$ENGINE_VERSION:zip ;;
+    elasticsearch) artifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ENGINE_VERSION:zip ;;
   esac
   mkdir -p "$CACHE_DIR/downloads"
   if [[ ! -s $zip ]]; then
@@ -151,12 +188,12 @@ fetch_dist() {
 java_home() {
   if [[ -n ${SERVICE_JAVA_HOME:-} ]]; then echo "$SERVICE_JAVA_HOME"; return; fi
   case $ENGINE in
-    opensearch-[3-9].*) echo "$JAVA21_HOME" ;;
+    opensearch-[3-9].* | elasticsearch-9.* | elasticsearch-[1-9][0-9].*) echo "$JAVA21_HOME" ;;
     *) dirname "$(dirname "$(readlink -f "$(command -v java)")")" ;;
   esac
 }
 
-# The user OpenSearch runs as (it refuses to run as root) and the command prefix to become it.
+# The user the engine runs as (it refuses to run as root) and the command prefix to become it.
 as_user=()
 setup_user() {
   ((EUID == 0)) || return 0
@@ -165,11 +202,98 @@ setup_user() {
   as_user=(setpriv --reuid="$SERVICE_USER" --regid="$SERVICE_USER" --init-groups --)
 }
 
+# Environment of the engine's own scripts and tools (bin/opensearch*, bin/elasticsearch*):
+# OpenSearch reads OPENSEARCH_*, Elasticsearch ES_* (but ES 6.8 to 7.11 only JAVA_HOME, and 8.x+
+# warns that it ignores JAVA_HOME).
+engine_env=()
+set_engine_env() {
+  local jh=$1 p=OPENSEARCH
+  [[ $ENGINE_NAME == elasticsearch ]] && p=ES
+  engine_env=(-u JAVA_HOME "${p}_JAVA_HOME=$jh" "${p}_PATH_CONF=$OS_HOME/config"
+    "${p}_TMPDIR=$OS_HOME/tmp" "${p}_JAVA_OPTS=-Xms$OPENSEARCH_HEAP -Xmx$OPENSEARCH_HEAP")
+  [[ $ENGINE == elasticsearch-[89].* || $ENGINE == elasticsearch-[1-9][0-9].* ]] ||
+    engine_env+=(JAVA_HOME="$jh")
+}
+
+# Run tool bin/$1 of the home as the service user.
+engine_tool() {
+  "${as_user[@]}" env "${engine_env[@]}" "$OS_HOME/bin/$1" "${@:2}" >>"$RUN_DIR/$OS_ID.tools.log" 2>&1 || {
+    tail -n 20 "$RUN_DIR/$OS_ID.tools.log" >&2
+    die "bin/$1 $2 failed (log: $RUN_DIR/$OS_ID.tools.log)"
+  }
+}
+
+# Append to the config the Elasticsearch settings that depend on the version and on the modules
+# that the distribution has (an unknown setting is fatal at start-up); with ES_SECURITY=true
+# also those of TLS and basic auth, with a CA and certificate made once per home.
+es_config() {
+  local conf=$OS_HOME/config/elasticsearch.yml certs=$OS_HOME/config/certs
+  rm -f "$RUN_DIR/$OS_ID.tools.log"
+  [[ -d $OS_HOME/modules/x-pack-core ]] && echo "xpack.ml.enabled: false" >>"$conf"   # no ML module though
+  [[ -d $OS_HOME/modules/ingest-geoip ]] && ((ENGINE_MAJOR >= 8)) &&
+    echo "ingest.geoip.downloader.enabled: false" >>"$conf"
+  rm -f "$OS_HOME/secure"
+  if [[ ! -d $OS_HOME/modules/x-pack-security ]]; then
+    [[ $ES_SECURITY != true ]] || die "ENGINE=$ENGINE has no security module: ES_SECURITY=true is not possible"
+    return 0
+  fi
+  if [[ $ES_SECURITY != true ]]; then
+    echo "xpack.security.enabled: false" >>"$conf"   # on by default in 8.x
+    return 0
+  fi
+  ((${#ES_PASSWORD} >= 6)) || die "ES_PASSWORD must have at least 6 characters"
+  if [[ ! -s $certs/node/node.crt ]]; then   # once per home: clients keep trusting the same CA
+    log "generating a self-signed CA and a certificate for 127.0.0.1/localhost in $certs"
+    rm -rf "$certs" && mkdir -p "$certs/ca" "$certs/node"
+    ((EUID != 0)) || chown -R "$SERVICE_USER:" "$certs"
+    if [[ -d $OS_HOME/lib/tools/security-cli ]]; then   # 8.x+; 7.17's integ-test-zip lacks it
+      engine_tool elasticsearch-certutil ca --silent --pem --days 3650 --out "$certs/ca.zip"
+      unzip -qo "$certs/ca.zip" -d "$certs"
+      engine_tool elasticsearch-certutil cert --silent --pem --days 3650 --name node \
+        --ca-cert "$certs/ca/ca.crt" --ca-key "$certs/ca/ca.key" --ip 127.0.0.1 --dns localhost \
+        --out "$certs/node.zip"
+      unzip -qo "$certs/node.zip" -d "$certs"
+    else
+      command -v openssl >/dev/null || die "openssl not found (needed for ES_SECURITY=true with $ENGINE)"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=ctes $OS_ID test CA" \
+        -keyout "$certs/ca/ca.key" -out "$certs/ca/ca.crt" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$certs/node/node.key" -out "$certs/node/node.csr" 2>/dev/null
+      printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+        "extendedKeyUsage=serverAuth,clientAuth" >"$certs/node/node.ext"
+      openssl x509 -req -days 3650 -in "$certs/node/node.csr" -CA "$certs/ca/ca.crt" \
+        -CAkey "$certs/ca/ca.key" -CAcreateserial -extfile "$certs/node/node.ext" \
+        -out "$certs/node/node.crt" 2>/dev/null
+    fi
+  fi
+  cat >>"$conf" <<EOF
+xpack.security.enabled: true
+xpack.security.http.ssl.enabled: true
+xpack.security.http.ssl.key: certs/node/node.key
+xpack.security.http.ssl.certificate: certs/node/node.crt
+xpack.security.http.ssl.certificate_authorities: [certs/ca/ca.crt]
+xpack.security.transport.ssl.enabled: true
+xpack.security.transport.ssl.verification_mode: certificate
+xpack.security.transport.ssl.key: certs/node/node.key
+xpack.security.transport.ssl.certificate: certs/node/node.crt
+xpack.security.transport.ssl.certificate_authorities: [certs/ca/ca.crt]
+EOF
+  (umask 077 && printf '%s' "$ES_PASSWORD" >"$OS_HOME/secure")   # for this script's curl only
+}
+
+# The password of `elastic`: bootstrap.password in the keystore, set on every start (and used as
+# long as nobody changes that password through the API). Run after the config is the user's.
+es_keystore() {
+  [[ -s $OS_HOME/secure ]] || return 0
+  [[ -f $OS_HOME/config/elasticsearch.keystore ]] || engine_tool elasticsearch-keystore create
+  printf '%s\n' "$ES_PASSWORD" | engine_tool elasticsearch-keystore add -x -f bootstrap.password
+}
+
 # Per engine+port home: a hard-linked copy of the cached distribution (so that the service user
 # needs no access to CACHE_DIR, which is often under root's private home), with its own config,
 # data, logs and tmp dirs owned by the service user.
 prepare_home() {
-  local dist=$1 tmp
+  local dist=$1 tmp transport=transport.port
   if [[ ! -d $OS_HOME/lib ]]; then
     tmp=$OS_HOME.new
     rm -rf "$tmp"
@@ -181,31 +305,34 @@ prepare_home() {
     mv "$tmp" "$OS_HOME"
   fi
   mkdir -p "$OS_HOME/data" "$OS_HOME/logs" "$OS_HOME/tmp"
-  cat >"$OS_HOME/config/opensearch.yml" <<EOF
+  [[ $ENGINE == elasticsearch-[0-6].* ]] && transport=transport.tcp.port
+  cat >"$OS_HOME/config/$ENGINE_NAME.yml" <<EOF
 # written by scripts/services.sh on each start
 cluster.name: ctes-$OS_ID
 node.name: $OS_ID
 network.host: 127.0.0.1
 http.port: $OPENSEARCH_PORT
-transport.port: $((OPENSEARCH_PORT + 100))
+$transport: $((OPENSEARCH_PORT + 100))
 discovery.type: single-node
 path.data: $OS_HOME/data
 path.logs: $OS_HOME/logs
 cluster.routing.allocation.disk.threshold_enabled: false
 EOF
+  [[ $ENGINE_NAME != elasticsearch ]] || es_config
   if ((EUID == 0)); then
     chown -R "$SERVICE_USER:" "$OS_HOME/config" "$OS_HOME/data" "$OS_HOME/logs" "$OS_HOME/tmp"
-    "${as_user[@]}" test -x "$OS_HOME/bin/opensearch" ||
+    "${as_user[@]}" test -x "$OS_HOME/bin/$ENGINE_NAME" ||
       die "user $SERVICE_USER cannot reach $OS_HOME; set RUN_DIR to a directory outside a private home"
   fi
+  [[ $ENGINE_NAME != elasticsearch ]] || es_keystore
 }
 
 start_opensearch() {
   local pid version dist jh
   case $ENGINE in
-    opensearch-[1-9].*) ;;
-    elasticsearch-*) die "ENGINE=$ENGINE: Elasticsearch is not supported yet" ;;
-    *) die "ENGINE=$ENGINE: expected opensearch-<version>, e.g. opensearch-2.19.6" ;;
+    opensearch-[1-9].* | elasticsearch-[6-9].* | elasticsearch-[1-9][0-9].*) ;;
+    *) die "ENGINE=$ENGINE: expected opensearch-<version> (1.3.x or later) or" \
+      "elasticsearch-<version> (6.8.x or later), e.g. opensearch-2.19.6, elasticsearch-8.17.0" ;;
   esac
   if pid=$(live_pid "$OS_ID"); then log "$OS_ID already running (pid $pid)"; echo "$pid"; return; fi
   version=$(os_version)
@@ -215,17 +342,16 @@ start_opensearch() {
     log "$ENGINE already answers on port $OPENSEARCH_PORT (not started by this script)"
     return
   fi
-  dist=$(fetch_dist)
-  setup_user
-  prepare_home "$dist"
   jh=$(java_home)
   [[ -x $jh/bin/java ]] || die "no java in $jh (set SERVICE_JAVA_HOME)"
+  dist=$(fetch_dist)
+  setup_user
+  set_engine_env "$jh"
+  prepare_home "$dist"
   log "starting $OS_ID (java: $jh, heap: $OPENSEARCH_HEAP)"
-  nohup "${as_user[@]}" env JAVA_HOME="$jh" OPENSEARCH_JAVA_HOME="$jh" \
-    OPENSEARCH_PATH_CONF="$OS_HOME/config" OPENSEARCH_TMPDIR="$OS_HOME/tmp" \
-    OPENSEARCH_JAVA_OPTS="-Xms$OPENSEARCH_HEAP -Xmx$OPENSEARCH_HEAP" \
-    "$OS_HOME/bin/opensearch" </dev/null >"$RUN_DIR/$OS_ID.log" 2>&1 9>&- &
-  echo $! >"$RUN_DIR/$OS_ID.pid"   # the scripts exec, so this becomes the java pid
+  nohup "${as_user[@]}" env "${engine_env[@]}" \
+    "$OS_HOME/bin/$ENGINE_NAME" </dev/null >"$RUN_DIR/$OS_ID.log" 2>&1 9>&- &
+  echo $! >"$RUN_DIR/$OS_ID.pid"   # the scripts exec, so this becomes the (first) java pid
   echo $!
 }
 
@@ -257,7 +383,10 @@ cmd_start() {
   [[ $WHICH == opensearch ]] || moto_pid=$(start_moto)
   [[ $WHICH == opensearch ]] || wait_up "$MOTO_ID" moto_up "$moto_pid"
   [[ $WHICH == moto ]] || wait_up "$OS_ID" os_up "$os_pid"
-  log "up: $WHICH (OpenSearch: $ENGINE on http://127.0.0.1:$OPENSEARCH_PORT, moto: http://127.0.0.1:$MOTO_PORT)"
+  client "$OS_ID"
+  log "up: $WHICH (search engine: $ENGINE on $CLIENT_URL, moto: http://127.0.0.1:$MOTO_PORT)"
+  [[ $WHICH == moto || ! -s $RUN_DIR/$OS_ID/secure ]] ||
+    log "TLS and basic auth: user elastic, CA $RUN_DIR/$OS_ID/config/certs/ca/ca.crt"
 }
 
 cmd_stop() {
@@ -279,7 +408,12 @@ cmd_status() {
     if pid=$(live_pid "$id"); then state="running (pid $pid)"; else state="not running (stale pid file)"; fi
     case $id in
       moto-*) state+=", http $(http_code "http://127.0.0.1:$port/moto-api/")" ;;
-      *) state+=", $(curl -s -m 5 "http://127.0.0.1:$port/_cluster/health" | grep -o '"status":"[a-z]*"' || echo 'not answering')" ;;
+      *)
+        client "$id"
+        state+=", $CLIENT_URL, $(curl -s -m 5 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health" |
+          grep -o '"status":"[a-z]*"' || echo 'not answering')"
+        [[ ! -s $RUN_DIR/$id/secure ]] || state+=", user elastic, CA $RUN_DIR/$id/config/certs/ca/ca.crt"
+        ;;
     esac
     echo "$id: $state"
   done
