@@ -21,7 +21,7 @@ from . import keys, transform
 from .bulk import bulk_item
 from .errors import FileFailed
 from .indexes import index_body
-from .processor import FileResult, ObjectRef, Processor, RunResult
+from .processor import ObjectRef, Processor, RunResult
 from .sources import events_in
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,29 @@ class Progress:
                 self.stream.flush()
 
 
+#: Files loaded together by one worker, so that small files share ``_bulk`` requests:
+#: up to this many compressed bytes (about 10x that as NDJSON) or files.
+GROUP_BYTES = 256 * 1024
+GROUP_FILES = 200
+
+
+def groups(objects: Iterable[ObjectRef], skipped: list[ObjectRef]) -> Iterable[list[ObjectRef]]:
+    """Consecutive log files grouped by size; other objects go to ``skipped``."""
+    group: list[ObjectRef] = []
+    size = 0
+    for ref in objects:
+        if not keys.is_log_file_key(ref.key):
+            skipped.append(ref)
+            continue
+        group.append(ref)
+        size += ref.size
+        if size >= GROUP_BYTES or len(group) >= GROUP_FILES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
 def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: int,
                  deadline_for: Callable[[], float], state: StateFile | None = None,
                  progress: Progress | None = None) -> tuple[RunResult, bool]:
@@ -111,36 +134,32 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     """
     run = RunResult()
     interrupted = False
-    in_flight: dict[Future, ObjectRef] = {}
+    in_flight: dict[Future, list[ObjectRef]] = {}
 
     def collect(futures: Iterable[Future]) -> None:
         for future in futures:
-            ref = in_flight.pop(future)
+            refs = in_flight.pop(future)
             if future.cancelled():
                 continue
-            try:
-                result: FileResult = future.result()
-            except FileFailed as failure:
-                run.failed.append(failure)
+            for ref, outcome in zip(refs, future.result()):
+                if isinstance(outcome, FileFailed):
+                    run.failed.append(outcome)
+                    if progress:
+                        progress.add(ref, failed=True)
+                    continue
+                run.loaded.append(outcome)
+                if state is not None:
+                    state.mark(ref)
                 if progress:
-                    progress.add(ref, failed=True)
-                continue
-            run.loaded.append(result)
-            if state is not None:
-                state.mark(ref)
-            if progress:
-                progress.add(ref, events=result.events_read)
+                    progress.add(ref, events=outcome.events_read)
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load")
     try:
-        for ref in objects:
-            if not keys.is_log_file_key(ref.key):
-                run.skipped.append(ref)
-                continue
+        for group in groups(objects, run.skipped):
             while len(in_flight) >= 2 * workers:
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 collect(done)
-            in_flight[pool.submit(processor.process_file, ref.bucket, ref.key, deadline_for())] = ref
+            in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
         while in_flight:
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             collect(done)

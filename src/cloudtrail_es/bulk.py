@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -42,10 +43,27 @@ class BulkItem:
     position: int = 0
 
 
-def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: int = 0) -> BulkItem:
+def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any = 0) -> BulkItem:
     action = json.dumps({"index": {"_index": index, "_id": doc_id}}, ensure_ascii=False)
-    source = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return BulkItem(index, doc_id, f"{action}\n{source}\n".encode("utf-8"), position)
+    return BulkItem(index, doc_id, b"%s\n%s\n" % (action.encode("utf-8"), dumps(document)),
+                    position)
+
+
+def _dumps_stdlib(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
+    import orjson
+
+    def dumps(document: dict[str, Any]) -> bytes:
+        """Compact UTF-8 JSON of a document (every leaf of ours is a string)."""
+        try:
+            return orjson.dumps(document)
+        except TypeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+            return _dumps_stdlib(document)
+except ImportError:  # pragma: no cover - exercised by the fallback test
+    dumps = _dumps_stdlib
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,8 @@ class WriteResult:
     indexed: int = 0
     retried: int = 0
     failures: list[ItemFailure] = field(default_factory=list)
+    #: Retries per group (the first element of a tuple ``position``: the file of a batch).
+    retried_by_group: Counter = field(default_factory=Counter)
 
 
 def chunks(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
@@ -97,15 +117,15 @@ class BulkWriter:
         backoff: Backoff | None = None,
     ) -> None:
         self.cluster = cluster
-        self._max_docs = max_docs
-        self._max_bytes = max_bytes
+        self.max_docs = max_docs
+        self.max_bytes = max_bytes
         self._compress = compress
         self._backoff = backoff or Backoff()
 
     def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
         """Send every item; ``deadline`` is on the backoff clock's scale (monotonic seconds)."""
         result = WriteResult()
-        for chunk in chunks(items, self._max_docs, self._max_bytes):
+        for chunk in chunks(items, self.max_docs, self.max_bytes):
             self._send(chunk, deadline, result)
         return result
 
@@ -140,6 +160,8 @@ class BulkWriter:
             attempt += 1
             self._backoff.wait(attempt, deadline, f"{len(pending)} documents ({why})")
             result.retried += len(pending)
+            result.retried_by_group.update(
+                item.position[0] if isinstance(item.position, tuple) else 0 for item in pending)
 
     def _split(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
         if len(pending) == 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
@@ -20,7 +21,7 @@ from .errors import BadLogFile, ClusterError, FileFailed, LoaderError
 from .health import WriteGate
 from .indexes import IndexCreator
 from .retry import Backoff
-from .sources import S3Source, SourceError, events_in
+from .sources import S3Source, SourceError, iter_events
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +95,45 @@ class Processor:
 
     def process_file(self, bucket: str, key: str, deadline: float) -> FileResult:
         """Load one file. Raises FileFailed, naming the object, when it cannot be loaded."""
+        [outcome] = self.process_files([ObjectRef(bucket, key)], deadline)
+        if isinstance(outcome, FileFailed):
+            raise outcome
+        return outcome
+
+    def process_files(self, refs: list[ObjectRef], deadline: float) -> list[FileResult | FileFailed]:
+        """Load several files together: their events share ``_bulk`` requests.
+
+        Events stream from each file into chunks of ``bulk_max_docs`` / ``bulk_max_bytes``;
+        only one chunk's events are held at a time. A file that cannot be read or decoded
+        fails alone; a cluster failure (deadline passed, write block...) fails every file
+        of the batch not yet failed, since none of them is known to be complete.
+        """
         started = self._clock()
-        result = FileResult(bucket, key, keys.index_name_for(key, self.index_prefix))
+        files = [_File(ref, FileResult(ref.bucket, ref.key,
+                                       keys.index_name_for(ref.key, self.index_prefix)))
+                 for ref in refs]
+        chunk = _Chunk()
         try:
-            events = events_in(self.source.read(bucket, key))
-            result.events_read = len(events)
-            outcome = self.load_events(result.index, events, deadline, bucket, key)
-            result.indexed, result.degraded, result.retried = (
-                outcome.indexed, outcome.degraded, outcome.retried)
-            if outcome.undeliverable:
-                result.dead_letter = self._dead_letter(key, outcome.undeliverable)
-                result.dead_lettered = len(outcome.undeliverable)
-            check_accounting(result)
-        except (SourceError, BadLogFile, LoaderError) as exc:
-            result.seconds = self._clock() - started
-            log.error("file failed", extra={**result.summary(), "error": str(exc)})
-            raise FileFailed(bucket, key, str(exc)) from exc
-        result.seconds = self._clock() - started
-        if outcome.undeliverable:
-            log.error("file loaded, some events dead-lettered", extra={
-                **result.summary(),
-                "reasons": [f"{r['doc_id']}: {r['reason']}"
-                            for r in outcome.undeliverable[:FAILURES_LOGGED]],
-            })
-        else:
-            log.info("file loaded", extra=result.summary())
-        return result
+            for group, file in enumerate(files):
+                try:
+                    data = self.source.read(file.ref.bucket, file.ref.key)
+                    self._indexes.ensure(file.result.index, deadline)
+                    if self._gate:
+                        self._gate.check(file.result.index, deadline)
+                    for n, event in enumerate(iter_events(data)):
+                        file.result.events_read += 1
+                        chunk.add(bulk_item(file.result.index, transform.document_id(event),
+                                            transform.document_for(event), (group, n)), event)
+                        if chunk.full(self._writer.max_docs, self._writer.max_bytes):
+                            self._deliver(chunk, files, deadline)
+                            chunk = _Chunk()
+                except (SourceError, BadLogFile) as exc:
+                    file.failure = _failure(file.ref, exc)
+            self._deliver(chunk, files, deadline)
+        except LoaderError as exc:
+            for file in files:
+                file.failure = file.failure or _failure(file.ref, exc)
+        return [self._finish(file, (self._clock() - started) / len(files)) for file in files]
 
     def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
                     bucket: str = "", key: str = "") -> Outcome:
@@ -127,30 +141,70 @@ class Processor:
         self._indexes.ensure(index, deadline)
         if self._gate:
             self._gate.check(index, deadline)
-        first = self._writer.write(
-            (bulk_item(index, transform.document_id(e), transform.document_for(e), n)
-             for n, e in enumerate(events)), deadline)
-        outcome = Outcome(indexed=first.indexed, retried=first.retried)
+        file = _File(ObjectRef(bucket, key), FileResult(bucket, key, index))
+        chunk = _Chunk()
+        for n, event in enumerate(events):
+            chunk.add(bulk_item(index, transform.document_id(event),
+                                transform.document_for(event), (0, n)), event)
+        self._deliver(chunk, [file], deadline)
+        return Outcome(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
+
+    def _deliver(self, chunk: "_Chunk", files: list["_File"], deadline: float) -> None:
+        """Send a chunk; degrade what is rejected; note what cannot be delivered, per file."""
+        if not chunk.items:
+            return
+        first = self._writer.write(chunk.items, deadline)
         rejected = [f for f in first.failures if f.status != 413]
         undeliverable = [f for f in first.failures if f.status == 413]
-        if rejected:
-            second = self._writer.write(
-                [bulk_item(index, f.doc_id,
-                           transform.degraded_document_for(events[f.item.position], f.reason),
-                           f.item.position) for f in rejected], deadline)
-            outcome.degraded, outcome.retried = second.indexed, outcome.retried + second.retried
-            first_reason = {f.doc_id: f.reason for f in rejected}
-            undeliverable += [
-                ItemFailure(f.item, f.status, f"{first_reason[f.doc_id]}; degraded form: {f.reason}")
-                for f in second.failures
-            ]
-        outcome.undeliverable = [
-            deadletter.record(reason=f.reason, status=f.status, error=f.error, bucket=bucket,
-                              key=key, index=index, doc_id=f.doc_id,
-                              event=events[f.item.position])
-            for f in undeliverable
-        ]
-        return outcome
+        second = self._writer.write(
+            [bulk_item(f.item.index, f.doc_id,
+                       transform.degraded_document_for(chunk.events[f.item.position], f.reason),
+                       f.item.position) for f in rejected], deadline) if rejected else None
+        first_reason = {f.item.position: f.reason for f in rejected}
+        if second:
+            undeliverable += [ItemFailure(f.item, f.status,
+                                          f"{first_reason[f.item.position]}; degraded form: {f.reason}")
+                              for f in second.failures]
+        for item in chunk.items:
+            files[item.position[0]].result.indexed += 1
+        for failure in first.failures:
+            files[failure.item.position[0]].result.indexed -= 1
+        for failure in rejected:
+            files[failure.item.position[0]].result.degraded += 1
+        for failure in second.failures if second else []:
+            files[failure.item.position[0]].result.degraded -= 1
+        for group, count in (first.retried_by_group + (second.retried_by_group if second
+                                                       else Counter())).items():
+            files[group].result.retried += count
+        for failure in undeliverable:
+            file = files[failure.item.position[0]]
+            file.dead.append(deadletter.record(
+                reason=failure.reason, status=failure.status, error=failure.error,
+                bucket=file.ref.bucket, key=file.ref.key, index=failure.item.index,
+                doc_id=failure.doc_id, event=chunk.events[failure.item.position]))
+
+    def _finish(self, file: "_File", seconds: float) -> FileResult | FileFailed:
+        result = file.result
+        result.seconds = seconds
+        if file.failure is None:
+            try:
+                if file.dead:
+                    result.dead_letter = self._dead_letter(file.ref.key, file.dead)
+                    result.dead_lettered = len(file.dead)
+                check_accounting(result)
+            except LoaderError as exc:
+                file.failure = _failure(file.ref, exc)
+        if file.failure is not None:
+            log.error("file failed", extra={**result.summary(), "error": file.failure.reason})
+            return file.failure
+        if file.dead:
+            log.error("file loaded, some events dead-lettered", extra={
+                **result.summary(),
+                "reasons": [f"{r['doc_id']}: {r['reason']}" for r in file.dead[:FAILURES_LOGGED]],
+            })
+        else:
+            log.info("file loaded", extra=result.summary())
+        return result
 
     def _dead_letter(self, key: str, records: list[dict[str, Any]]) -> str:
         if self.dead_letters is None:
@@ -158,6 +212,37 @@ class Processor:
                 f"{len(records)} events rejected and no dead letter configured, "
                 f"first: {records[0]['doc_id']}: {records[0]['reason']}")
         return self.dead_letters.put(key, records)
+
+
+def _failure(ref: ObjectRef, cause: Exception) -> FileFailed:
+    failure = FileFailed(ref.bucket, ref.key, str(cause))
+    failure.__cause__ = cause
+    return failure
+
+
+@dataclass
+class _File:
+    ref: ObjectRef
+    result: FileResult
+    failure: FileFailed | None = None
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _Chunk:
+    """The items of one ``_bulk`` chunk and, until it is sent, the events they came from."""
+
+    def __init__(self) -> None:
+        self.items: list[BulkItem] = []
+        self.events: dict[tuple[int, int], dict[str, Any]] = {}
+        self.size = 0
+
+    def add(self, item: BulkItem, event: dict[str, Any]) -> None:
+        self.items.append(item)
+        self.events[item.position] = event
+        self.size += len(item.lines)
+
+    def full(self, max_docs: int, max_bytes: int) -> bool:
+        return len(self.items) >= max_docs or self.size >= max_bytes
 
 
 def check_accounting(result: FileResult) -> None:

@@ -1,8 +1,11 @@
 """Where CloudTrail log files come from, and how their bytes become events."""
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import json
+import re
 import zlib
 from typing import Any, Iterator
 
@@ -36,15 +39,92 @@ class S3Source:
 
 
 def events_in(data: bytes) -> list[dict[str, Any]]:
-    """The ``Records`` of a CloudTrail log file, gzipped or not (told by its magic bytes)."""
-    if data[:2] == GZIP_MAGIC:
+    """All the ``Records`` of a CloudTrail log file (see ``iter_events``)."""
+    return list(iter_events(data))
+
+
+READ_SIZE = 1 << 20
+_RECORDS_START = re.compile(r'\s*\{\s*"Records"\s*:\s*\[')
+_WHITESPACE = re.compile(r"\s*")
+
+
+def iter_events(data: bytes) -> Iterator[dict[str, Any]]:
+    """The events of a CloudTrail log file, gzipped or not (told by its magic bytes), one by one.
+
+    A file shaped as CloudTrail writes it (``{"Records":[...]}``) is decoded an event at a
+    time from a 1 MiB window, so a file of 100,000 events never sits in memory whole.
+    Anything else is parsed whole and checked. Errors raise BadLogFile, possibly after
+    some events were yielded.
+    """
+    chunks = _text_chunks(data)
+    buffer = next(chunks, "")
+    start = _RECORDS_START.match(buffer)
+    if start is None:
+        yield from _parse_whole(buffer + "".join(chunks))
+        return
+    decoder = json.JSONDecoder()
+    pos, first, exhausted = start.end(), True, False
+    while True:
+        if not exhausted and len(buffer) - pos < READ_SIZE // 2:
+            more = next(chunks, None)
+            if more is None:
+                exhausted = True
+            else:
+                buffer, pos = buffer[pos:] + more, 0
+                continue
+        pos = _WHITESPACE.match(buffer, pos).end()
+        if pos < len(buffer) and buffer[pos] == "]":
+            if buffer[pos + 1:].strip() + "".join(chunks).strip() not in ("}",):
+                raise BadLogFile("not a CloudTrail log file: unexpected content after \"Records\"")
+            return
+        if not first:
+            if pos >= len(buffer) and not exhausted:
+                continue
+            if pos >= len(buffer):
+                raise BadLogFile("not valid JSON: the file ends inside \"Records\"")
+            if buffer[pos] != ",":
+                raise BadLogFile(f"not valid JSON: expected ',' or ']' at character {pos}")
+            pos = _WHITESPACE.match(buffer, pos + 1).end()
         try:
-            data = gzip.decompress(data)
+            event, end = decoder.raw_decode(buffer, pos)
+        except (ValueError, RecursionError) as exc:
+            if exhausted:
+                raise BadLogFile(f"not valid JSON: {exc}") from exc
+            more = next(chunks, None)
+            if more is None:
+                exhausted = True
+            else:
+                buffer, pos = buffer[pos:] + more, 0
+            continue
+        if not isinstance(event, dict):
+            raise BadLogFile("not a CloudTrail log file: a \"Records\" element is not an object")
+        first, pos = False, end
+        yield event
+
+
+def _text_chunks(data: bytes) -> Iterator[str]:
+    """The file's text in ~1 MiB pieces, gunzipped when it starts with gzip's magic bytes."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == GZIP_MAGIC else io.BytesIO(data)
+    while True:
+        try:
+            raw = stream.read(READ_SIZE)
         except (OSError, EOFError, zlib.error) as exc:
             raise BadLogFile(f"corrupt gzip data: {exc}") from exc
+        try:
+            text = decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as exc:
+            raise BadLogFile(f"not valid JSON: {exc}") from exc
+        if text:
+            yield text
+        if not raw:
+            return
+
+
+def _parse_whole(text: str) -> list[dict[str, Any]]:
     try:
-        content = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        content = json.loads(text)
+    except (ValueError, RecursionError) as exc:
         raise BadLogFile(f"not valid JSON: {exc}") from exc
     records = content.get("Records") if isinstance(content, dict) else None
     if not isinstance(records, list):

@@ -40,6 +40,7 @@ KEYWORD_FIELDS = (
 )
 TEXT_FIELDS = ("errorMessage",)
 DATE_FIELD = "eventTime"
+_SCALAR_FIELDS = frozenset(KEYWORD_FIELDS + TEXT_FIELDS + (DATE_FIELD,))
 
 #: Documented sub-fields of the structured top-level objects (leaf -> None).
 STRUCTURED_FIELDS: Mapping[str, Mapping[str, Any]] = {
@@ -72,8 +73,13 @@ STRUCTURED_FIELDS: Mapping[str, Mapping[str, Any]] = {
 
 def scalar_text(value: Any) -> str:
     """A scalar as the string a JSON reader would recognise (``true``, ``1.5``)."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
     return json.dumps(value, ensure_ascii=False)
 
 
@@ -103,10 +109,14 @@ def top_level_name(key: str) -> str:
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
-    if isinstance(value, dict):
+    kind = type(value)
+    if kind is dict:
         for child_key, child in value.items():
-            yield from _leaves(child, child_key)
-    elif isinstance(value, list):
+            if type(child) is str:
+                yield child_key, child
+            elif child is not None:
+                yield from _leaves(child, child_key)
+    elif kind is list:
         for child in value:
             yield from _leaves(child, key)
     elif value is not None:
@@ -131,6 +141,8 @@ def flatten_leaves(value: Any, root_key: str = "") -> dict[str, list[str]]:
 
 
 def _keyword_value(value: Any) -> str | list[str]:
+    if type(value) is str:
+        return value
     if isinstance(value, list) and all(
         not isinstance(item, (dict, list)) for item in value
     ):
@@ -140,18 +152,23 @@ def _keyword_value(value: Any) -> str | list[str]:
     return scalar_text(value)
 
 
+_MISSING = object()
+
+
 def _structured(value: Any, schema: Mapping[str, Any]) -> tuple[dict, dict]:
     """Split ``value`` into the part that fits ``schema`` and what is left over."""
     kept: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, child in value.items():
-        if key not in schema or child is None:
-            if child is not None:
-                extra[key] = child
-        elif schema[key] is None:
-            kept[key] = _keyword_value(child)
+        if child is None:
+            continue
+        child_schema = schema.get(key, _MISSING)
+        if child_schema is _MISSING:
+            extra[key] = child
+        elif child_schema is None:
+            kept[key] = child if type(child) is str else _keyword_value(child)
         elif isinstance(child, dict):
-            child_kept, child_extra = _structured(child, schema[key])
+            child_kept, child_extra = _structured(child, child_schema)
             if child_kept:
                 kept[key] = child_kept
             if child_extra:
@@ -183,10 +200,9 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if value is None:
             continue
-        if key == DATE_FIELD:
-            document[key] = value if isinstance(value, str) else json_text(value)
-        elif key in KEYWORD_FIELDS or key in TEXT_FIELDS:
-            document[key] = _keyword_value(value)
+        if key in _SCALAR_FIELDS:
+            document[key] = value if type(value) is str else (
+                json_text(value) if key == DATE_FIELD else _keyword_value(value))
         elif key in STRUCTURED_FIELDS:
             kept, extra = (
                 _structured(value, STRUCTURED_FIELDS[key])

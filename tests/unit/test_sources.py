@@ -28,3 +28,41 @@ def test_reads_gzipped_and_plain_files_by_magic_bytes():
 def test_bad_files_raise_one_clear_error(data, message):
     with pytest.raises(BadLogFile, match=message):
         events_in(data)
+
+
+def many_events(n):
+    return [{"eventID": f"id-{i}", "eventName": "Sign", "nested": {"x": [i, "é", {"y": None}]},
+             "text": "brace } and bracket ] inside a string"} for i in range(n)]
+
+
+@pytest.mark.parametrize("spacing", [(",", ":"), (", ", ": ")])
+def test_streams_large_files_in_small_windows_with_the_same_result(monkeypatch, spacing):
+    from cloudtrail_es import sources
+
+    monkeypatch.setattr(sources, "READ_SIZE", 4096)
+    events = many_events(3000)
+    data = gzip.compress(json.dumps({"Records": events}, separators=spacing).encode())
+    assert list(sources.iter_events(data)) == events
+    assert list(sources.iter_events(b'  {\n "Records" : [ ] }\n')) == []
+
+
+def test_a_file_cut_short_fails_after_the_events_before_the_cut(monkeypatch):
+    from cloudtrail_es import sources
+
+    monkeypatch.setattr(sources, "READ_SIZE", 4096)
+    text = json.dumps({"Records": many_events(500)})
+    seen = []
+    with pytest.raises(BadLogFile, match="not valid JSON"):
+        for event in sources.iter_events(text[: len(text) // 2].encode()):
+            seen.append(event)
+    assert 100 < len(seen) < 500
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"Records": [{"a": 1}] , "more": 1}', "unexpected content after"),
+    ('{"Records": [{"a": 1} {"b": 2}]}', "expected ',' or ']'"),
+    ('{"Records": [{"a": 1}, 7]}', "element is not an object"),
+])
+def test_malformed_records_arrays(text, message):
+    with pytest.raises(BadLogFile, match=message):
+        events_in(text.encode())
