@@ -43,8 +43,15 @@ class BulkItem:
     position: int = 0
 
 
-def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any = 0) -> BulkItem:
-    action = json.dumps({"index": {"_index": index, "_id": doc_id}}, ensure_ascii=False)
+def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any = 0,
+              doc_type: str | None = None, with_id: bool = True) -> BulkItem:
+    """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused."""
+    target = {"_index": index}
+    if doc_type:
+        target["_type"] = doc_type
+    if with_id:
+        target["_id"] = doc_id
+    action = json.dumps({"index": target}, ensure_ascii=False)
     return BulkItem(index, doc_id, b"%s\n%s\n" % (action.encode("utf-8"), dumps(document)),
                     position)
 
@@ -184,7 +191,7 @@ class BulkWriter:
             )
         retry: list[BulkItem] = []
         for item, answer in zip(pending, answers):
-            outcome = next(iter(answer.values()))
+            outcome = next(iter(answer.values()))  # {"index": {...}} or {"create": {...}}
             status = outcome.get("status", 0)
             error = outcome.get("error")
             if 200 <= status < 300:

@@ -19,6 +19,7 @@ from . import backfill
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .deadletter import LocalDeadLetters
+from .engine import detect
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .logs import configure_logging
 from .processor import ObjectRef, RunResult, create_processor
@@ -87,14 +88,13 @@ def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:
     overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
     settings = Settings.from_env(**overrides)
     cluster = create_cluster(settings)
-    check_reachable(cluster)
+    check_reachable(cluster, settings)
     return settings, cluster
 
 
-def check_reachable(cluster: Cluster) -> None:
-    response = cluster.request("GET", "/")
-    if response.status_code != 200:
-        raise ClusterError(f"cluster at {cluster.base_url} does not answer", response)
+def check_reachable(cluster: Cluster, settings: Settings) -> None:
+    """Fails fast, with the reason, when the cluster cannot be reached or refuses us."""
+    detect(cluster, settings.serverless, settings.client_ids)
 
 
 def filters_from(args: argparse.Namespace) -> Filters:

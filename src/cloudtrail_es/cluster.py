@@ -22,9 +22,12 @@ class ClusterUnreachable(ClusterError):
 class Cluster:
     """Sends requests to one cluster; knows nothing of CloudTrail."""
 
-    def __init__(self, base_url: str, session: requests.Session) -> None:
+    def __init__(self, base_url: str, session: requests.Session,
+                 verify: bool | str = True) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
+        # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's.
+        self._verify = verify
 
     def request(
         self,
@@ -44,7 +47,7 @@ class Cluster:
         try:
             return self._session.request(
                 method, self.base_url + path, data=data, headers=send_headers,
-                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), verify=self._verify,
             )
         except requests.RequestException as exc:
             raise ClusterUnreachable(f"{method} {self.base_url}{path} failed: {exc}") from exc
@@ -56,14 +59,21 @@ def create_cluster(settings: Settings) -> Cluster:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.auth = _auth(settings)
-    return Cluster(settings.es_url, session)
+    if settings.auth == "apikey":
+        session.headers["Authorization"] = f"ApiKey {settings.api_key}"
+    if not settings.verify_certs:
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    return Cluster(settings.es_url, session,
+                   verify=settings.verify_certs and (settings.ca_certs or True))
 
 
 def _auth(settings: Settings) -> Any:
     if settings.auth == "basic":
         return (settings.username, settings.password)
     if settings.auth == "sigv4":
-        return sigv4_auth(settings.es_url, settings.region or "")
+        return sigv4_auth(settings.es_url, settings.region or "", settings.sigv4_service)
     return None
 
 

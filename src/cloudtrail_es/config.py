@@ -23,8 +23,13 @@ RETRY_LIMIT_SECONDS = "RETRY_LIMIT_SECONDS"
 ES_COMPRESS_REQUESTS = "ES_COMPRESS_REQUESTS"
 DEAD_LETTER_BUCKET = "DEAD_LETTER_BUCKET"
 DEAD_LETTER_PREFIX = "DEAD_LETTER_PREFIX"
+ES_API_KEY = "ES_API_KEY"
+ES_CA_CERTS = "ES_CA_CERTS"
+ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
+ES_SERVICE = "ES_SERVICE"
+AOSS_COLLECTION = "AOSS_COLLECTION"
 
-AUTH_MODES = ("sigv4", "basic", "none")
+AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,19 @@ class Settings:
     compress_requests: bool = True
     dead_letter_bucket: str | None = None
     dead_letter_prefix: str = "dead-letter/"
+    api_key: str | None = None
+    #: A CA bundle to verify the cluster's certificate with; verification is on unless
+    #: ES_VERIFY_CERTS=false says otherwise, explicitly.
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    #: SigV4 service: "es" (Amazon OpenSearch Service domains) or "aoss" (Serverless).
+    sigv4_service: str = "es"
+    #: Serverless time-series collections refuse client document ids.
+    client_ids: bool = True
+
+    @property
+    def serverless(self) -> bool:
+        return self.sigv4_service == "aoss"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -54,9 +72,12 @@ class Settings:
         hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
         if not hostname:
             raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
+        url = base_url(hostname)
+        default_auth = ("apikey" if env.get(ES_API_KEY) else
+                        "basic" if env.get(ES_USERNAME) else "sigv4")
         settings = cls(
-            es_url=base_url(hostname),
-            auth=env.get(ES_AUTH, "sigv4").lower(),
+            es_url=url,
+            auth=(env.get(ES_AUTH) or default_auth).lower(),
             region=env.get(AWS_REGION) or env.get("AWS_DEFAULT_REGION"),
             username=env.get(ES_USERNAME),
             password=env.get(ES_PASSWORD),
@@ -69,6 +90,13 @@ class Settings:
             compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
             dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
             dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
+            api_key=env.get(ES_API_KEY) or None,
+            ca_certs=env.get(ES_CA_CERTS) or None,
+            verify_certs=_bool(env, ES_VERIFY_CERTS, True),
+            sigv4_service=(env.get(ES_SERVICE) or
+                           ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
+                            else "es")).lower(),
+            client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
         )
         return replace(settings, **overrides).validated()
 
@@ -79,6 +107,10 @@ class Settings:
             raise ConfigurationError(f"{ES_AUTH}=sigv4 needs {AWS_REGION}")
         if self.auth == "basic" and not (self.username and self.password):
             raise ConfigurationError(f"{ES_AUTH}=basic needs {ES_USERNAME} and {ES_PASSWORD}")
+        if self.auth == "apikey" and not self.api_key:
+            raise ConfigurationError(f"{ES_AUTH}=apikey needs {ES_API_KEY}")
+        if self.sigv4_service not in ("es", "aoss"):
+            raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
         return self

@@ -6,6 +6,7 @@ from typing import Any
 
 from . import transform
 from .cluster import Cluster, request_retrying
+from .engine import Engine
 from .errors import ClusterError
 from .retry import Backoff
 
@@ -84,9 +85,10 @@ class IndexCreator:
     """
 
     def __init__(self, cluster: Cluster, shards: int = 1, replicas: int = 1,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, engine: Engine | None = None) -> None:
         self._cluster = cluster
-        self._body = index_body(shards, replicas)
+        body = index_body(shards, replicas)
+        self._body = engine.index_body(body) if engine else body
         self._backoff = backoff or Backoff()
         self._known: set[str] = set()
 

@@ -17,6 +17,7 @@ from . import deadletter, keys, transform
 from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
+from .engine import Engine, detect
 from .errors import BadLogFile, ClusterError, FileFailed, LoaderError
 from .health import WriteGate
 from .indexes import IndexCreator
@@ -83,8 +84,9 @@ class Processor:
     def __init__(self, source: Source, writer: BulkWriter, indexes: IndexCreator,
                  gate: WriteGate | None = None, dead_letters: deadletter.DeadLetters | None = None,
                  index_prefix: str = "cloudtrail",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, engine: Engine | None = None) -> None:
         self.source = source
+        self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
         self._writer = writer
         self._indexes = indexes
@@ -122,8 +124,7 @@ class Processor:
                         self._gate.check(file.result.index, deadline)
                     for n, event in enumerate(iter_events(data)):
                         file.result.events_read += 1
-                        chunk.add(bulk_item(file.result.index, transform.document_id(event),
-                                            transform.document_for(event), (group, n)), event)
+                        chunk.add(self._item(file.result.index, event, (group, n)), event)
                         if chunk.full(self._writer.max_docs, self._writer.max_bytes):
                             self._deliver(chunk, files, deadline)
                             chunk = _Chunk()
@@ -144,10 +145,16 @@ class Processor:
         file = _File(ObjectRef(bucket, key), FileResult(bucket, key, index))
         chunk = _Chunk()
         for n, event in enumerate(events):
-            chunk.add(bulk_item(index, transform.document_id(event),
-                                transform.document_for(event), (0, n)), event)
+            chunk.add(self._item(index, event, (0, n)), event)
         self._deliver(chunk, [file], deadline)
         return Outcome(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
+
+    def _item(self, index: str, event: dict[str, Any], position: tuple[int, int],
+              degraded_because: str | None = None) -> BulkItem:
+        document = (transform.document_for(event) if degraded_because is None
+                    else transform.degraded_document_for(event, degraded_because))
+        return bulk_item(index, transform.document_id(event), document, position,
+                         self.engine.doc_type, self.engine.accepts_ids)
 
     def _deliver(self, chunk: "_Chunk", files: list["_File"], deadline: float) -> None:
         """Send a chunk; degrade what is rejected; note what cannot be delivered, per file."""
@@ -157,9 +164,9 @@ class Processor:
         rejected = [f for f in first.failures if f.status != 413]
         undeliverable = [f for f in first.failures if f.status == 413]
         second = self._writer.write(
-            [bulk_item(f.item.index, f.doc_id,
-                       transform.degraded_document_for(chunk.events[f.item.position], f.reason),
-                       f.item.position) for f in rejected], deadline) if rejected else None
+            [self._item(f.item.index, chunk.events[f.item.position], f.item.position,
+                        degraded_because=f.reason) for f in rejected],
+            deadline) if rejected else None
         first_reason = {f.item.position: f.reason for f in rejected}
         if second:
             undeliverable += [ItemFailure(f.item, f.status,
@@ -299,6 +306,8 @@ def create_processor(settings: Settings, s3_client: Any = None,
 
         s3_client = boto3.client("s3")
     cluster = cluster or create_cluster(settings)
+    engine = detect(cluster, settings.serverless, settings.client_ids)
+    log.info("cluster", extra={"engine": str(engine), "url": cluster.base_url})
     backoff = backoff or Backoff()
     if dead_letters is None and settings.dead_letter_bucket and s3_client is not None:
         dead_letters = deadletter.S3DeadLetters(
@@ -306,9 +315,11 @@ def create_processor(settings: Settings, s3_client: Any = None,
     return Processor(
         source or S3Source(s3_client),
         BulkWriter(cluster, settings.bulk_max_docs, settings.bulk_max_bytes,
-                   compress=settings.compress_requests, backoff=backoff),
-        IndexCreator(cluster, settings.index_shards, settings.index_replicas, backoff),
-        WriteGate(cluster, backoff),
+                   compress=settings.compress_requests and engine.supports_compression,
+                   backoff=backoff),
+        IndexCreator(cluster, settings.index_shards, settings.index_replicas, backoff, engine),
+        None if engine.serverless else WriteGate(cluster, backoff),
         dead_letters,
         settings.index_prefix,
+        engine=engine,
     )

@@ -1,4 +1,5 @@
 """SigV4: a proxy in front of the real OpenSearch recomputes every signature with botocore."""
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,14 +16,14 @@ from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
 KEY, SECRET, TOKEN, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en=", "eu-west-1"
 
 
-def expected_signature(method, path, headers, body, secret=SECRET, token=TOKEN):
+def expected_signature(method, path, headers, body, secret=SECRET, token=TOKEN, service="es"):
     """The signature botocore computes for what was received (signed headers only)."""
     authorization = headers["Authorization"]
     signed = authorization.split("SignedHeaders=")[1].split(",")[0].strip().split(";")
     request = AWSRequest(method=method, url=f"http://{headers['Host']}{path}", data=body,
                          headers={name: headers[name] for name in signed})
     request.context["timestamp"] = headers["X-Amz-Date"]
-    auth = SigV4Auth(Credentials(KEY, secret, token), "es", REGION)
+    auth = SigV4Auth(Credentials(KEY, secret, token), service, REGION)
     return auth.signature(auth.string_to_sign(request, auth.canonical_request(request)), request)
 
 
@@ -31,8 +32,8 @@ def received_signature(headers):
 
 
 class VerifyingProxy(ThreadingHTTPServer):
-    def __init__(self, upstream):
-        self.upstream = upstream
+    def __init__(self, upstream, service="es"):
+        self.upstream, self.service = upstream, service
         self.seen = []  # (method, path, headers, body, verified)
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -46,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = self.headers  # case-insensitive, as HTTP header names are
         ok = "Authorization" in headers and received_signature(headers) == expected_signature(
-            self.command, self.path, headers, body)
+            self.command, self.path, headers, body, service=self.server.service)
         self.server.seen.append((self.command, self.path, headers, body, ok))
         if not ok:
             self.send_response(403)
@@ -68,9 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture()
-def proxy(opensearch_url):
-    server = VerifyingProxy(opensearch_url)
+@pytest.fixture(params=["es", "aoss"])
+def proxy(request, opensearch_url):
+    """A domain (service es) and, with the real OpenSearch standing in, a Serverless
+    collection (service aoss: no GET /, mappings-only index bodies, no compression)."""
+    server = VerifyingProxy(opensearch_url, request.param)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -91,9 +94,10 @@ def test_every_request_carries_a_signature_botocore_agrees_with(
                         ("AWS_SESSION_TOKEN", TOKEN)):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    settings = Settings.from_env({"ES_HOSTNAME": proxy.url, "AWS_REGION": REGION},
+    settings = Settings.from_env({"ES_HOSTNAME": proxy.url, "AWS_REGION": REGION,
+                                  "ES_SERVICE": proxy.service},
                                  index_prefix=index_prefix, index_replicas=0)
-    assert settings.auth == "sigv4"
+    assert settings.auth == "sigv4" and settings.sigv4_service == proxy.service
     processor = create_processor(settings, s3_client=object())
     processor.source = Files(corpus_files[:3])
 
@@ -105,9 +109,17 @@ def test_every_request_carries_a_signature_botocore_agrees_with(
     assert ("POST", "_bulk") in methods and any(m == "PUT" for m, _ in methods)
     assert all(ok for *_, ok in proxy.seen)
     assert all(h["X-Amz-Security-Token"] == TOKEN for _, _, h, _, _ in proxy.seen)
-    # _bulk bodies went gzipped, and the signature covers the compressed bytes.
     bulk = [(h, body) for method, path, h, body, _ in proxy.seen if path.endswith("_bulk")]
-    assert all(h["Content-Encoding"] == "gzip" and body[:2] == b"\x1f\x8b" for h, body in bulk)
+    assert all(h["x-amz-content-sha256"] for h, _ in bulk)
+    if proxy.service == "es":
+        # _bulk bodies went gzipped, and the signature covers the compressed bytes.
+        assert all(h["Content-Encoding"] == "gzip" and body[:2] == b"\x1f\x8b" for h, body in bulk)
+        assert ("GET", "/") in {(m, p) for m, p, *_ in proxy.seen}
+    else:
+        assert all(not h["Content-Encoding"] for h, _ in bulk)
+        assert all(p not in ("/", ) and "_cluster" not in p for _, p, *_ in proxy.seen)
+        creates = [b for m, p, h, b, _ in proxy.seen if m == "PUT"]
+        assert creates and all(list(json.loads(body)) == ["mappings"] for body in creates)
     assert search(opensearch_url, index_prefix, {"match_all": {}})
 
     # The check can fail: the same request does not verify under another secret or body.
