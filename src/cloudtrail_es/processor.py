@@ -18,7 +18,7 @@ from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .engine import Engine, detect
-from .errors import BadLogFile, ClusterError, FileFailed, LoaderError
+from .errors import BadLogFile, FileFailed, LoaderError
 from .health import WriteGate
 from .indexes import IndexCreator
 from .retry import Backoff

@@ -66,11 +66,8 @@ def iter_events(data: bytes) -> Iterator[dict[str, Any]]:
     pos, first, exhausted = start.end(), True, False
     while True:
         if not exhausted and len(buffer) - pos < READ_SIZE // 2:
-            more = next(chunks, None)
-            if more is None:
-                exhausted = True
-            else:
-                buffer, pos = buffer[pos:] + more, 0
+            buffer, pos, exhausted = _refill(buffer, pos, chunks)
+            if not exhausted:
                 continue
         pos = _WHITESPACE.match(buffer, pos).end()
         if pos < len(buffer) and buffer[pos] == "]":
@@ -90,16 +87,20 @@ def iter_events(data: bytes) -> Iterator[dict[str, Any]]:
         except (ValueError, RecursionError) as exc:
             if exhausted:
                 raise BadLogFile(f"not valid JSON: {exc}") from exc
-            more = next(chunks, None)
-            if more is None:
-                exhausted = True
-            else:
-                buffer, pos = buffer[pos:] + more, 0
+            buffer, pos, exhausted = _refill(buffer, pos, chunks)
             continue
         if not isinstance(event, dict):
             raise BadLogFile("not a CloudTrail log file: a \"Records\" element is not an object")
         first, pos = False, end
         yield event
+
+
+def _refill(buffer: str, pos: int, chunks: Iterator[str]) -> tuple[str, int, bool]:
+    """The unread rest of the window plus the next piece; or, at the end, (buffer, pos, True)."""
+    more = next(chunks, None)
+    if more is None:
+        return buffer, pos, True
+    return buffer[pos:] + more, 0, False
 
 
 def _text_chunks(data: bytes) -> Iterator[str]:

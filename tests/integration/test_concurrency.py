@@ -5,7 +5,7 @@ import threading
 import time
 
 import requests
-from support import refresh
+from support import MemorySource, refresh
 
 from cloudtrail_es.config import Settings
 from cloudtrail_es.indexes import TOTAL_FIELDS_LIMIT, mapping
@@ -13,15 +13,6 @@ from cloudtrail_es.processor import create_processor
 
 WRITERS = 16
 
-
-class FileBytes:
-    """A source serving one in-memory file per key (the S3 path is tested elsewhere)."""
-
-    def __init__(self, files):
-        self.files = dict(files)
-
-    def read(self, bucket, key):
-        return self.files[key]
 
 
 def test_sixteen_concurrent_writers_create_each_index_once_with_our_mapping(
@@ -39,7 +30,7 @@ def test_sixteen_concurrent_writers_create_each_index_once_with_our_mapping(
 
     def writer(n):
         processor = create_processor(settings, s3_client=object())
-        processor.source = FileBytes(files)
+        processor.source = MemorySource(files)
         start.wait()
         try:
             outcomes[n] = [processor.process_file("mem", key, time.monotonic() + 120)

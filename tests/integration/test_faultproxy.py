@@ -360,7 +360,7 @@ def test_stop_does_not_wait_for_idle_keep_alive_clients(opensearch_url):
     proxy.stop()
     assert time.monotonic() - started < 5
     with pytest.raises(RuntimeError):
-        proxy.url
+        proxy.url  # noqa: B018 - the property raises once stopped
     session.close()
 
 

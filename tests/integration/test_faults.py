@@ -7,9 +7,8 @@ import time
 import pytest
 import requests
 from faultproxy import FaultProxy
-from support import assert_corpus_indexed, refresh, upload
+from support import MemorySource, assert_corpus_indexed
 
-from cloudtrail_es import cli
 from cloudtrail_es.bulk import ClusterBlocked
 from cloudtrail_es.config import Settings
 from cloudtrail_es.deadletter import LocalDeadLetters
@@ -21,13 +20,6 @@ KEY = ("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
        "111122223333_CloudTrail_eu-west-1_20240115T0910Z_Faults0000000001.json.gz")
 
 
-class Files:
-    def __init__(self, files):
-        self.files = dict(files)
-
-    def read(self, bucket, key):
-        return self.files[key]
-
 
 def processor_for(url, prefix, files, tmp_path, **settings):
     """The real processor, with short backoff delays so that storms do not take minutes."""
@@ -35,7 +27,7 @@ def processor_for(url, prefix, files, tmp_path, **settings):
         Settings(es_url=url, auth="none", index_prefix=prefix, index_replicas=0, **settings),
         s3_client=object(), dead_letters=LocalDeadLetters(tmp_path),
         backoff=Backoff(base=0.02, cap=0.2))
-    processor.source = Files(files)
+    processor.source = MemorySource(files)
     return processor
 
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import requests
-from support import refresh, search
+from support import MemorySource, refresh, search
 
 from cloudtrail_es.config import Settings
 from cloudtrail_es.processor import create_processor
@@ -74,20 +74,13 @@ def adversarial_events():
     return events + [golden]
 
 
-class OneFile:
-    def __init__(self, data):
-        self.data = data
-
-    def read(self, bucket, key):
-        return self.data
-
 
 def test_every_adversarial_event_is_indexed_and_found(opensearch_url, index_prefix):
     events = adversarial_events()
     settings = Settings(es_url=opensearch_url, auth="none", index_prefix=index_prefix,
                         index_replicas=0)
     processor = create_processor(settings, s3_client=object())
-    processor.source = OneFile(gzip.compress(json.dumps({"Records": events}).encode()))
+    processor.source = MemorySource({KEY: gzip.compress(json.dumps({"Records": events}).encode())})
 
     result = processor.process_file("mem", KEY, time.monotonic() + 120)
 

@@ -8,7 +8,7 @@ import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from support import search
+from support import MemorySource, search
 
 from cloudtrail_es.config import Settings
 from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
@@ -80,13 +80,6 @@ def proxy(request, opensearch_url):
     server.shutdown()
 
 
-class Files:
-    def __init__(self, files):
-        self.files = dict(files)
-
-    def read(self, bucket, key):
-        return self.files[key]
-
 
 def test_every_request_carries_a_signature_botocore_agrees_with(
         proxy, monkeypatch, index_prefix, corpus_files, opensearch_url):
@@ -99,7 +92,7 @@ def test_every_request_carries_a_signature_botocore_agrees_with(
                                  index_prefix=index_prefix, index_replicas=0)
     assert settings.auth == "sigv4" and settings.sigv4_service == proxy.service
     processor = create_processor(settings, s3_client=object())
-    processor.source = Files(corpus_files[:3])
+    processor.source = MemorySource(corpus_files[:3])
 
     run = process_objects(processor, [ObjectRef("b", k) for k, _ in corpus_files[:3]],
                           lambda: 1e12)

@@ -565,7 +565,7 @@ def test_fine_grained_access_control(template):
     assert generated.get("RequireEachIncludedType") is True
     assert "SecretString" not in secret["Properties"], "the password must be generated"
     # No password parameter, no literal password anywhere.
-    for name, spec in template["Parameters"].items():
+    for name in template["Parameters"]:
         assert "password" not in name.lower(), name
     assert "MasterUserARN" not in master  # an internal user, not an IAM principal
 
