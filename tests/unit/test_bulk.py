@@ -158,3 +158,16 @@ def test_a_write_block_stops_at_once_with_a_clear_error():
     with pytest.raises(ClusterBlocked, match="writes to idx are blocked: index read-only"):
         writer(cluster, []).write(items(2), deadline=100)
     assert len(cluster.requests) == 1
+
+
+def test_fast_and_fallback_serialisers_write_the_same_bytes():
+    from pathlib import Path
+
+    from cloudtrail_es import bulk
+    from cloudtrail_es.transform import document_for
+
+    golden = Path(__file__).resolve().parents[1] / "events" / "transform"
+    for path in golden.glob("*.input.json"):
+        document = document_for(json.loads(path.read_text()))
+        assert bulk.dumps(document) == bulk._dumps_stdlib(document)
+    assert bulk.dumps({"n": 2 ** 70}) == b'{"n":1180591620717411303424}'
