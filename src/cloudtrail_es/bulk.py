@@ -51,8 +51,7 @@ def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any =
         target["_type"] = doc_type
     if with_id:
         target["_id"] = doc_id
-    action = json.dumps({"index": target}, ensure_ascii=False)
-    return BulkItem(index, doc_id, b"%s\n%s\n" % (action.encode("utf-8"), dumps(document)),
+    return BulkItem(index, doc_id, b"%s\n%s\n" % (dumps({"index": target}), dumps(document)),
                     position)
 
 

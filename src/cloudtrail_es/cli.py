@@ -105,8 +105,10 @@ def filters_from(args: argparse.Namespace) -> Filters:
 
 def s3_client() -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    # Room for the workers' concurrent reads (processor.READ_THREADS) and the listing.
+    return boto3.client("s3", config=Config(max_pool_connections=32))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,8 +124,8 @@ def test_export_files_load_with_plain_curl_into_the_same_result(
         subprocess.run(["curl", "-sf", "-XPUT", f"{opensearch_url}/{index}", "-H",
                         "Content-Type: application/json", "--data-binary", f"@{body}"], check=True)
     for ndjson in sorted(out_dir.rglob("*.ndjson")):
-        data = ndjson.read_text().replace(f'"_index": "{loader_env}-', f'"_index": "{curl_prefix}-')
-        assert f'"_index": "{curl_prefix}-' in data
+        data = ndjson.read_text().replace(f'"_index":"{loader_env}-', f'"_index":"{curl_prefix}-')
+        assert f'"_index":"{curl_prefix}-' in data
         rewritten = tmp_path / "one.ndjson"
         rewritten.write_text(data)
         answer = subprocess.run(["curl", "-sf", "-XPOST", f"{opensearch_url}/_bulk", "-H",
