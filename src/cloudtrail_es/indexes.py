@@ -16,23 +16,91 @@ TOTAL_FIELDS_LIMIT = 8192
 #: Lucene refuses terms over 32,766 bytes; a character is at most 4 UTF-8 bytes.
 KEYWORD_IGNORE_ABOVE = 8191
 
-KEYWORD = {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}
-TEXT = {"type": "text"}
+# Storage choices, field by field. Each one is kept for a search users run or dropped for
+# a cost nobody searches for; ``scripts/storage.py`` measures the whole (bytes per million
+# events against the seed project's dynamic mapping) and tests/integration/test_searches.py
+# proves every search below on the real cluster.
+#
+# * ``index.codec: best_compression`` (DEFLATE instead of LZ4 for stored fields): _source
+#   is the largest part of the index and CloudTrail JSON is very repetitive; it costs a
+#   little CPU when a hit's _source is read, nothing for filters and aggregations.
+# * keyword fields index ``docs`` only (no frequencies, no positions, no norms): an exact
+#   filter or a terms aggregation never scores by term frequency or field length.
+# * doc values (column storage for aggregations and sorting) are kept on the top-level
+#   keywords users chart in Dashboards (eventName, eventSource, awsRegion, errorCode,
+#   sourceIPAddress, userAgent, userIdentity.arn / userName / type / accountId, the session
+#   issuer, ...) and on eventTime (date histograms, sort); they are dropped where an
+#   aggregation answers nothing: identifiers unique to a call or a session (eventID, whose
+#   doc values were the largest such cost: page through everything with scroll or point in
+#   time sorted by _doc, not by eventID), and every flattened leaf (thousands of
+#   sparse fields). Those stay exact-searchable; ``exists`` still works (through
+#   ``_field_names``) and the values stay in _source for Discover.
+# * requestID is kept in _source only (neither indexed nor doc values): one unique value
+#   per event was the largest single cost after eventID; no listed search filters on it.
+# * ``requestParameters_raw`` and ``responseElements_raw`` are full-text with positions, so
+#   match and phrase queries work (a quoted value in Dashboards becomes a phrase query, which
+#   fails on a field without positions); norms are off (the length of the JSON text says
+#   nothing about relevance). The other ``<name>_raw`` texts (resources, additionalEventData,
+#   serviceEventDetails, extra userIdentity attributes, ...) are kept in _source only: their
+#   values are searched exactly through ``<name>_flattened``.
+#   errorMessage and a degraded event's event_raw use the same text mapping.
+# * ``_source`` is kept whole (no excludes): Discover, reindex and update need it, and
+#   excluding the ``_flattened`` copies made the stored fields 28% larger, not smaller
+#   (the unfiltered source is kept as ``_recovery_source`` until merges past the
+#   operation-history retention drop it).
+
+#: Exact filters and aggregations.
+KEYWORD = {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE, "index_options": "docs"}
+#: Exact filters only: no doc values (no aggregation, no sort).
+KEYWORD_FILTER_ONLY = {**KEYWORD, "doc_values": False}
+#: Kept in _source, neither searchable nor aggregatable.
+SOURCE_ONLY = {"type": "keyword", "index": False, "doc_values": False}
+#: Free text with positions (match and phrase queries), without norms.
+TEXT = {"type": "text", "norms": False}
+#: Kept in _source only (JSON text whose values are searched through ``_flattened``).
+TEXT_SOURCE_ONLY = {"type": "text", "index": False}
+
+#: Top-level fields searched but never aggregated: identifiers unique to a call.
+FILTER_ONLY_FIELDS = ("eventID", "sharedEventID")
+#: Top-level fields kept in _source only.
+SOURCE_ONLY_FIELDS = ("requestID",)
+#: Paths under the structured objects searched but never aggregated: values unique to a
+#: session or repeating another field (userIdentity.arn names the same principal).
+FILTER_ONLY_PATHS = frozenset({
+    "userIdentity.principalId",
+    "userIdentity.credentialId",
+    "userIdentity.sessionContext.attributes.creationDate",
+    "userIdentity.sessionContext.sessionIssuer.principalId",
+    "addendum.originalRequestID",
+    "addendum.originalEventID",
+})
+#: The ``<name>_raw`` texts searched as free text (the rest are kept in _source only).
+FREE_TEXT_RAW = ("requestParameters", "responseElements")
 
 
-def _object(schema: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "properties": {
-            name: KEYWORD if child is None else _object(child)
-            for name, child in schema.items()
-        }
-    }
+def _object(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for name, child in schema.items():
+        path = prefix + name
+        if child is not None:
+            properties[name] = _object(child, path + ".")
+        else:
+            properties[name] = KEYWORD_FILTER_ONLY if path in FILTER_ONLY_PATHS else KEYWORD
+    return {"properties": properties}
+
+
+def _top_level_keyword(name: str) -> dict[str, Any]:
+    if name in SOURCE_ONLY_FIELDS:
+        return SOURCE_ONLY
+    return KEYWORD_FILTER_ONLY if name in FILTER_ONLY_FIELDS else KEYWORD
 
 
 def mapping() -> dict[str, Any]:
     """The mapping that fits every document ``transform.document_for`` makes."""
-    properties: dict[str, Any] = {name: KEYWORD for name in transform.KEYWORD_FIELDS}
+    properties: dict[str, Any] = {
+        name: _top_level_keyword(name) for name in transform.KEYWORD_FIELDS}
     properties.update({name: TEXT for name in transform.TEXT_FIELDS})
+    # A degraded event's only searchable copy of everything but its core fields.
     properties[transform.EVENT_RAW] = TEXT
     properties[transform.DEGRADED_REASON] = KEYWORD
     properties[transform.DATE_FIELD] = {
@@ -41,20 +109,22 @@ def mapping() -> dict[str, Any]:
         "ignore_malformed": True,
     }
     properties.update(
-        {name: _object(schema) for name, schema in transform.STRUCTURED_FIELDS.items()}
+        {name: _object(schema, name + ".")
+         for name, schema in transform.STRUCTURED_FIELDS.items()}
     )
+    properties.update({name + transform.RAW_SUFFIX: TEXT for name in FREE_TEXT_RAW})
     return {
         "date_detection": False,
         "numeric_detection": False,
         "dynamic_templates": [
             {"flattened_leaves": {
                 "path_match": f"*{transform.FLATTENED_SUFFIX}.*",
-                "mapping": KEYWORD,
+                "mapping": KEYWORD_FILTER_ONLY,
             }},
             {"raw_json": {
                 "match": f"*{transform.RAW_SUFFIX}",
                 "match_mapping_type": "string",
-                "mapping": TEXT,
+                "mapping": TEXT_SOURCE_ONLY,
             }},
             {"other_strings": {"match_mapping_type": "string", "mapping": KEYWORD}},
         ],
@@ -68,6 +138,7 @@ def index_body(shards: int, replicas: int) -> dict[str, Any]:
             "index": {
                 "number_of_shards": shards,
                 "number_of_replicas": replicas,
+                "codec": "best_compression",
                 "mapping": {"total_fields": {"limit": TOTAL_FIELDS_LIMIT}},
             }
         },

@@ -26,23 +26,20 @@ def refresh(opensearch_url, prefix):
 
 
 def ids_by_index(opensearch_url, prefix) -> dict[str, str]:
-    """eventID -> index, for every document under the prefix (scrolling through all)."""
+    """eventID -> index, for every document under the prefix (a scroll in index order)."""
     refresh(opensearch_url, prefix)
     found: dict[str, str] = {}
-    search_after = None
-    while True:
-        body = {"size": 5000, "_source": False, "sort": [{"eventID": "asc"}],
-                "query": {"match_all": {}}}
-        if search_after:
-            body["search_after"] = search_after
-        hits = requests.post(f"{opensearch_url}/{prefix}-*/_search", json=body,
-                             timeout=60).json()["hits"]["hits"]
-        if not hits:
-            return found
-        for hit in hits:
+    page = requests.post(f"{opensearch_url}/{prefix}-*/_search?scroll=2m", timeout=60, json={
+        "size": 5000, "_source": False, "sort": ["_doc"], "query": {"match_all": {}}}).json()
+    while page["hits"]["hits"]:
+        for hit in page["hits"]["hits"]:
             assert hit["_id"] not in found, f"{hit['_id']} indexed twice"
             found[hit["_id"]] = hit["_index"]
-        search_after = hits[-1]["sort"]
+        page = requests.post(f"{opensearch_url}/_search/scroll", timeout=60, json={
+            "scroll": "2m", "scroll_id": page["_scroll_id"]}).json()
+    requests.delete(f"{opensearch_url}/_search/scroll", json={"scroll_id": page["_scroll_id"]},
+                    timeout=60)
+    return found
 
 
 def assert_corpus_indexed(opensearch_url, prefix, expected):
