@@ -30,13 +30,8 @@ class S3Notification:
 
     @staticmethod
     def matches(event: Any) -> bool:
-        if not isinstance(event, Mapping):
-            return False
-        if event.get("Event") == "s3:TestEvent":
-            return True
-        records = event.get("Records")
-        return isinstance(records, list) and bool(records) and all(
-            isinstance(r, Mapping) and r.get("eventSource") == "aws:s3" for r in records)
+        return (isinstance(event, Mapping) and event.get("Event") == "s3:TestEvent") or \
+            _records_from(event, "eventSource", "aws:s3")
 
     @property
     def is_test_event(self) -> bool:
@@ -110,9 +105,7 @@ class SqsBatch:
 
     @staticmethod
     def matches(event: Any) -> bool:
-        records = event.get("Records") if isinstance(event, Mapping) else None
-        return isinstance(records, list) and bool(records) and all(
-            isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records)
+        return _records_from(event, "eventSource", "aws:sqs")
 
 
 @dataclass(frozen=True)
@@ -121,9 +114,14 @@ class SnsBatch:
 
     @staticmethod
     def matches(event: Any) -> bool:
-        records = event.get("Records") if isinstance(event, Mapping) else None
-        return isinstance(records, list) and bool(records) and all(
-            isinstance(r, Mapping) and r.get("EventSource") == "aws:sns" for r in records)
+        return _records_from(event, "EventSource", "aws:sns")
+
+
+def _records_from(event: Any, field: str, source: str) -> bool:
+    """Whether ``event`` is a non-empty ``Records`` list, every record from ``source``."""
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    return isinstance(records, list) and bool(records) and all(
+        isinstance(r, Mapping) and r.get(field) == source for r in records)
 
 
 Invocation = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreated, SqsBatch,
