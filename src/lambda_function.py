@@ -35,9 +35,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if months < 1:
             log.info("retention not configured (RETENTION_MONTHS)")
             return {"deleted": []}
-        settings = Settings.from_env()
-        cluster = processor().cluster
-        return {"deleted": retention.apply_retention(cluster, settings.index_prefix, months)}
+        loader = processor()
+        return {"deleted": retention.apply_retention(loader.cluster, loader.index_prefix, months)}
     if isinstance(invocation, SqsBatch):
         failed_ids = []
         for message in invocation.messages:

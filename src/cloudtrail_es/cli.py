@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from . import backfill
 from .cluster import Cluster, create_cluster
-from .config import Settings
+from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
 from .engine import detect
 from .errors import ClusterError, ConfigurationError, LoaderError
@@ -84,17 +84,18 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
 
 
-def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:
+def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
-    settings = Settings.from_env(**overrides)
+    return Settings.from_env(**overrides)
+
+
+def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:
+    """For commands without a processor: fails fast, with the reason, when the cluster
+    cannot be reached or refuses us (``create_processor`` does the same check)."""
+    settings = settings_from(args)
     cluster = create_cluster(settings)
-    check_reachable(cluster, settings)
-    return settings, cluster
-
-
-def check_reachable(cluster: Cluster, settings: Settings) -> None:
-    """Fails fast, with the reason, when the cluster cannot be reached or refuses us."""
     detect(cluster, settings.serverless, settings.client_ids)
+    return settings, cluster
 
 
 def filters_from(args: argparse.Namespace) -> Filters:
@@ -133,9 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
         if args.output:
             return export(source or _s3_source(client), objects, args)
-        settings, cluster = connect(args)
+        settings = settings_from(args)
         processor = create_processor(settings, s3_client=None if args.dir else client,
-                                     cluster=cluster, source=source,
+                                     source=source,
                                      dead_letters=LocalDeadLetters(args.dead_letter_dir))
     except (ConfigurationError, ClusterError) as exc:
         print(f"bulk_upload: {exc}", file=sys.stderr)
@@ -183,7 +184,7 @@ def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, A
 def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[str, Any]:
     from .keys import index_name_for
 
-    prefix = os.environ.get("INDEX_PREFIX", "cloudtrail")
+    prefix = index_prefix_from_env()
     indexes: dict[str, int] = {}
     for ref in objects:
         name = index_name_for(ref.key, prefix)
@@ -195,7 +196,7 @@ def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[
 
 def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> int:
     out_dir, written, failed = Path(args.output), 0, []
-    prefix = os.environ.get("INDEX_PREFIX", "cloudtrail")
+    prefix = index_prefix_from_env()
     for ref in objects:
         try:
             backfill.export_file(source, ref, out_dir, prefix)

@@ -81,7 +81,7 @@ class Settings:
             region=env.get(AWS_REGION) or env.get("AWS_DEFAULT_REGION"),
             username=env.get(ES_USERNAME),
             password=env.get(ES_PASSWORD),
-            index_prefix=env.get(INDEX_PREFIX, cls.index_prefix),
+            index_prefix=index_prefix_from_env(env),
             index_shards=_int(env, INDEX_SHARDS, cls.index_shards),
             index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
             bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
@@ -114,6 +114,11 @@ class Settings:
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
         return self
+
+
+def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``INDEX_PREFIX``, for commands that name indexes without talking to a cluster."""
+    return (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix)
 
 
 def base_url(hostname: str) -> str:

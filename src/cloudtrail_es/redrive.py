@@ -49,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:
-        settings, cluster = cli.connect(args)
-        processor = create_processor(settings, cluster=cluster)
+        settings = cli.settings_from(args)
+        processor = create_processor(settings)
         store = _store(args.location, processor)
         totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "still_dead": 0}
         failed = 0
