@@ -18,8 +18,9 @@ from typing import IO, Any, Callable, Iterable
 from urllib.parse import quote_plus
 
 from . import keys, transform
+from .breaker import CircuitBreaker
 from .bulk import bulk_item
-from .errors import FileFailed
+from .errors import ConfigurationError, FileFailed
 from .indexes import index_body
 from .processor import ObjectRef, Processor, RunResult
 from .sources import events_in
@@ -27,19 +28,63 @@ from .sources import events_in
 log = logging.getLogger(__name__)
 
 
+class StateFileError(ConfigurationError):
+    """The ``--state`` file cannot be read, or is not one this program wrote."""
+
+
 class StateFile:
-    """The files a run completed, one key per line, appended as each completes."""
+    """The files a run completed, appended as each completes: one JSON string per line.
+
+    The identity ``bucket/key`` is written as ``json.dumps`` spells it, so a key holding a
+    newline (or anything else) stays one line and can never be read back as another file.
+    Reading refuses anything else (StateFileError, a usage error) before any file loads,
+    the old format (raw keys) included: its lines cannot be told from an injected one.
+    A last line cut short by a crash is dropped (that file loads again; writes are idempotent).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.done: set[str] = set()
-        if self.path.exists():
-            self.done = {line for line in self.path.read_text().splitlines() if line}
         self._lock = threading.Lock()
+        if self.path.exists():
+            self.done = self._read()
+
+    def _read(self) -> set[str]:
+        try:
+            text = self.path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StateFileError(f"cannot read the state file {self.path}: {exc}") from exc
+        lines = text.split("\n")
+        last = lines.pop()  # "" when the file ends with a newline, as every complete write does
+        torn = last.startswith('"') and not _is_json_string(last)  # a write cut short by a crash
+        if last and not torn:
+            lines.append(last)
+        done = set()
+        for number, line in enumerate(lines, 1):
+            if not _is_json_string(line):
+                raise StateFileError(
+                    f"the state file {self.path} is corrupt at line {number}: expected one JSON "
+                    "string (\"bucket/key\") per line. A file of an older version (raw keys) is "
+                    "not trusted: remove it and rerun (writes are idempotent), or give another --state")
+            done.add(json.loads(line))
+        if torn:
+            log.warning("state file: an incomplete last line dropped (that file loads again)",
+                        extra={"state": str(self.path)})
+        if last:  # so that the next line appended starts on a line of its own
+            self._rewrite(done)
+        return done
+
+    def _rewrite(self, done: set[str]) -> None:
+        partial = self.path.with_name(self.path.name + ".tmp")
+        try:
+            partial.write_text("".join(json.dumps(identity) + "\n" for identity in sorted(done)))
+            partial.replace(self.path)
+        except OSError as exc:
+            raise StateFileError(f"cannot rewrite the state file {self.path}: {exc}") from exc
 
     def mark(self, ref: ObjectRef) -> None:
         with self._lock, self.path.open("a") as out:
-            out.write(self.identity(ref) + "\n")
+            out.write(json.dumps(self.identity(ref)) + "\n")
         self.done.add(self.identity(ref))
 
     def __contains__(self, ref: ObjectRef) -> bool:
@@ -48,6 +93,13 @@ class StateFile:
     @staticmethod
     def identity(ref: ObjectRef) -> str:
         return f"{ref.bucket}/{ref.key}"
+
+
+def _is_json_string(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), str)
+    except ValueError:
+        return False
 
 
 class Progress:
@@ -126,11 +178,14 @@ def groups(objects: Iterable[ObjectRef], skipped: list[ObjectRef]) -> Iterable[l
 
 def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: int,
                  deadline_for: Callable[[], float], state: StateFile | None = None,
-                 progress: Progress | None = None) -> tuple[RunResult, bool]:
+                 progress: Progress | None = None,
+                 breaker: CircuitBreaker | None = None) -> tuple[RunResult, bool]:
     """Load the files with ``workers`` threads; returns the run and whether it was interrupted.
 
     Ctrl-C stops taking new files, lets the ones in flight finish (their state is written)
-    and returns with interrupted = True.
+    and returns with interrupted = True. An open ``breaker`` (the cluster down too long)
+    stops taking new files too: the groups not started are dropped (neither loaded nor
+    failed), those in flight end quickly, failing with ClusterDown; ``breaker.is_open`` tells.
     """
     run = RunResult()
     interrupted = False
@@ -156,9 +211,14 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load")
     try:
         for group in groups(objects, run.skipped):
-            while len(in_flight) >= 2 * workers:
+            while len(in_flight) >= 2 * workers and not (breaker and breaker.is_open):
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 collect(done)
+            if breaker and breaker.is_open:  # harden: circuit breaker
+                log.error("stopping: the cluster is down", extra={"cause": breaker.cause})
+                for future in in_flight:
+                    future.cancel()
+                break
             in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
         while in_flight:
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -1,7 +1,8 @@
 """Backfill: load CloudTrail log files from S3 or a local directory, as the Lambda would.
 
-Exit codes: 0 every event indexed; 1 some files failed; 2 bad usage, bad settings or the
-cluster unreachable; 3 some events dead-lettered; 130 interrupted (state written).
+Exit codes: 0 every event indexed; 1 some files failed, or the cluster went down for longer
+than the breaker allows (state written); 2 bad usage, bad settings or the cluster unreachable;
+3 some events dead-lettered; 130 interrupted (state written).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import backfill
+from . import backfill, keys
+from .breaker import CircuitBreaker
 from .cluster import Cluster, create_cluster
 from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
@@ -23,6 +25,8 @@ from .engine import detect
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .logs import configure_logging
 from .processor import ObjectRef, RunResult, create_processor
+from .redact import redact
+from .retry import Backoff
 from .selection import Filters, LocalSource, S3Listing
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="write the _bulk NDJSON files to DIR instead of sending them")
     parser.add_argument("--via-queue", metavar="QUEUE_URL",
                         help="send each file to the Lambda's SQS queue instead of loading it here")
+    parser.add_argument("--breaker-seconds", type=float, default=None, metavar="SECONDS",
+                        help="stop the run when the cluster has not answered (or answered only "
+                             "5xx) this long (default: BREAKER_SECONDS or 120)")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_options(parser)
@@ -85,7 +92,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
+    overrides: dict[str, Any] = {} if args.retry_limit is None else {
+        "retry_limit_seconds": args.retry_limit}
+    if getattr(args, "breaker_seconds", None) is not None:
+        overrides["breaker_seconds"] = args.breaker_seconds
     return Settings.from_env(**overrides)
 
 
@@ -117,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("WARNING" if args.quiet else args.log_level)
     started = time.monotonic()
     try:
+        state = backfill.StateFile(args.state) if args.state else None  # checked before anything
         if args.dir:
             source: Any = LocalSource()
             objects = list(LocalSource.objects(args.dir, filters_from(args)))
@@ -135,24 +146,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output:
             return export(source or _s3_source(client), objects, args)
         settings = settings_from(args)
+        breaker = CircuitBreaker(settings.breaker_seconds)
+        cluster = create_cluster(settings)
+        cluster.breaker = breaker
         processor = create_processor(settings, s3_client=None if args.dir else client,
-                                     source=source,
+                                     source=source, cluster=cluster, backoff=Backoff(breaker=breaker),
                                      dead_letters=LocalDeadLetters(args.dead_letter_dir))
     except (ConfigurationError, ClusterError) as exc:
-        print(f"bulk_upload: {exc}", file=sys.stderr)
+        print(redact(f"bulk_upload: {exc}"), file=sys.stderr)
         return EXIT_USAGE
-    state = backfill.StateFile(args.state) if args.state else None
     done_before = [ref for ref in objects if state is not None and ref in state]
     todo = [ref for ref in objects if state is None or ref not in state]
     progress = backfill.Progress(len(todo), sum(ref.size for ref in todo), enabled=not args.quiet)
     run, interrupted = backfill.run_parallel(
         processor, todo, args.workers,
-        lambda: time.monotonic() + settings.retry_limit_seconds, state, progress)
+        lambda: time.monotonic() + settings.retry_limit_seconds, state, progress, breaker)
     progress.close()
     summary = run_summary(run, len(done_before), time.monotonic() - started)
+    if breaker.is_open:
+        summary.update(stopped=breaker.cause, files_not_attempted=len(todo) - len(run.loaded)
+                       - len(run.failed) - len(run.skipped))
     report(summary, args)
     for failure in run.failed:
-        print(f"FAILED {failure}", file=sys.stderr)
+        print(redact(f"FAILED {failure}"), file=sys.stderr)
     for result in run.loaded:
         if result.dead_lettered:
             print(f"DEAD-LETTERED {result.dead_lettered} events of s3://{result.bucket}/"
@@ -160,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if interrupted:
         print("bulk_upload: interrupted; rerun with the same --state to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if breaker.is_open:
+        print(redact(f"bulk_upload: stopped: {breaker.cause}; rerun (with the same --state) "
+                     "once the cluster is back"), file=sys.stderr)
+        return EXIT_FILES_FAILED
     if run.failed:
         return EXIT_FILES_FAILED
     return EXIT_DEAD_LETTERED if run.total("dead_lettered") else EXIT_OK
@@ -186,41 +206,47 @@ def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[
 
     prefix = index_prefix_from_env()
     indexes: dict[str, int] = {}
-    for ref in objects:
+    loadable = [ref for ref in objects if keys.is_log_file_key(ref.key)]  # what a load would take
+    for ref in loadable:
         name = index_name_for(ref.key, prefix)
         indexes[name] = indexes.get(name, 0) + 1
-    return {"dry_run": True, "files": len(objects), "bytes": sum(r.size for r in objects),
+    return {"dry_run": True, "files": len(loadable), "bytes": sum(r.size for r in loadable),
+            "files_skipped": len(objects) - len(loadable),
             "indexes": dict(sorted(indexes.items())),
-            "keys": [r.key for r in objects] if not args.quiet else []}
+            "keys": [r.key for r in loadable] if not args.quiet else []}
 
 
 def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> int:
-    out_dir, written, failed = Path(args.output), 0, []
+    out_dir, written, skipped, failed = Path(args.output), 0, 0, []
     prefix = index_prefix_from_env()
     for ref in objects:
+        if not keys.is_log_file_key(ref.key):  # digest files and other objects, as a load skips
+            skipped += 1
+            continue
         try:
             backfill.export_file(source, ref, out_dir, prefix)
             written += 1
         except LoaderError as exc:
             failed.append({"key": ref.key, "reason": str(exc)})
-    report({"output": str(out_dir), "files_written": written, "failed": failed}, args)
+    report({"output": str(out_dir), "files_written": written, "files_skipped": skipped,
+            "failed": failed}, args)
     return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
 def report(summary: dict[str, Any], args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps(summary))
+        print(redact(json.dumps(summary)))
         return EXIT_OK
+    lines = []
     for name, value in summary.items():
         if isinstance(value, list):
             if value:
-                print(f"{name}:")
-                for item in value:
-                    print(f"  {item if not isinstance(item, dict) else json.dumps(item)}")
+                lines.append(f"{name}:")
+                lines += [f"  {item if not isinstance(item, dict) else json.dumps(item)}" for item in value]
         elif isinstance(value, dict):
-            print(f"{name}:")
-            for key, count in value.items():
-                print(f"  {key}: {count}")
+            lines.append(f"{name}:")
+            lines += [f"  {key}: {count}" for key, count in value.items()]
         else:
-            print(f"{name}: {value}")
+            lines.append(f"{name}: {value}")
+    print(redact("\n".join(lines)))
     return EXIT_OK

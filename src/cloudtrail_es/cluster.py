@@ -7,8 +7,10 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .breaker import CircuitBreaker
 from .config import Settings
 from .errors import ClusterError, ConfigurationError
+from .redact import redact
 from .retry import Backoff
 
 CONNECT_TIMEOUT = 10
@@ -23,11 +25,13 @@ class Cluster:
     """Sends requests to one cluster; knows nothing of CloudTrail."""
 
     def __init__(self, base_url: str, session: requests.Session,
-                 verify: bool | str = True) -> None:
+                 verify: bool | str = True, breaker: CircuitBreaker | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
         # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's.
         self._verify = verify
+        #: Told of every request's outcome (the backfill's circuit breaker), when there is one.
+        self.breaker = breaker
 
     def request(
         self,
@@ -45,12 +49,18 @@ class Cluster:
         if headers:
             send_headers.update(headers)
         try:
-            return self._session.request(
+            response = self._session.request(
                 method, self.base_url + path, data=data, headers=send_headers,
                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), verify=self._verify,
             )
         except requests.RequestException as exc:
-            raise ClusterUnreachable(f"{method} {self.base_url}{path} failed: {exc}") from exc
+            error = ClusterUnreachable(redact(f"{method} {self.base_url}{path} failed: {exc}"))
+            if self.breaker is not None:
+                self.breaker.record(None, str(error))
+            raise error from exc
+        if self.breaker is not None:
+            self.breaker.record(response.status_code, f"{method} {path}: HTTP {response.status_code}")
+        return response
 
 
 def create_cluster(settings: Settings) -> Cluster:

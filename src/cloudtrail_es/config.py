@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
+from . import names, redact
 from .errors import ConfigurationError
 
 # Environment variables the code reads (the README lists exactly these).
@@ -28,6 +29,7 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+BREAKER_SECONDS = "BREAKER_SECONDS"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 
@@ -38,7 +40,7 @@ class Settings:
     auth: str = "sigv4"
     region: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     index_prefix: str = "cloudtrail"
     index_shards: int = 1
     index_replicas: int = 1
@@ -52,7 +54,7 @@ class Settings:
     compress_requests: bool = True
     dead_letter_bucket: str | None = None
     dead_letter_prefix: str = "dead-letter/"
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     #: A CA bundle to verify the cluster's certificate with; verification is on unless
     #: ES_VERIFY_CERTS=false says otherwise, explicitly.
     ca_certs: str | None = None
@@ -61,6 +63,8 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    #: CLI: a cluster unreachable (or answering 5xx) this long stops the run (circuit breaker).
+    breaker_seconds: float = 120.0
 
     @property
     def serverless(self) -> bool:
@@ -72,15 +76,22 @@ class Settings:
         hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
         if not hostname:
             raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
-        url = base_url(hostname)
+        url, url_username, url_password = split_credentials(base_url(hostname))
+        if url_username is None and env.get(ES_HOSTNAME):
+            _, url_username, url_password = split_credentials(base_url(env[ES_HOSTNAME]))
+        username = env.get(ES_USERNAME) or url_username
+        password = env.get(ES_PASSWORD) or url_password
         default_auth = ("apikey" if env.get(ES_API_KEY) else
-                        "basic" if env.get(ES_USERNAME) else "sigv4")
+                        "basic" if username else "sigv4")
+        auth = (env.get(ES_AUTH) or default_auth).lower()
+        if auth == "none" and url_username is not None:  # requests used to send them as basic auth
+            auth = "basic"
         settings = cls(
             es_url=url,
-            auth=(env.get(ES_AUTH) or default_auth).lower(),
+            auth=auth,
             region=env.get(AWS_REGION) or env.get("AWS_DEFAULT_REGION"),
-            username=env.get(ES_USERNAME),
-            password=env.get(ES_PASSWORD),
+            username=username,
+            password=password,
             index_prefix=index_prefix_from_env(env),
             index_shards=_int(env, INDEX_SHARDS, cls.index_shards),
             index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
@@ -97,8 +108,12 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            breaker_seconds=_float(env, BREAKER_SECONDS, cls.breaker_seconds),
         )
-        return replace(settings, **overrides).validated()
+        settings = replace(settings, **overrides).validated()
+        redact.register([settings.password, settings.api_key])
+        redact.register_aws_environment(env)
+        return settings
 
     def validated(self) -> "Settings":
         if self.auth not in AUTH_MODES:
@@ -113,12 +128,16 @@ class Settings:
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        if not self.breaker_seconds > 0:
+            raise ConfigurationError(f"{BREAKER_SECONDS} must be more than 0 seconds")
+        names.validate_prefix(self.index_prefix)
         return self
 
 
 def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
-    """``INDEX_PREFIX``, for commands that name indexes without talking to a cluster."""
-    return (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix)
+    """``INDEX_PREFIX``, for commands that name indexes without talking to a cluster; validated."""
+    return names.validate_prefix(
+        (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix))
 
 
 def base_url(hostname: str) -> str:
@@ -128,8 +147,23 @@ def base_url(hostname: str) -> str:
         hostname = "https://" + hostname
     parts = urlsplit(hostname)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r} is neither a host name nor a URL")
+        shown = urlunsplit(split_credentials_parts(parts)[0])
+        raise ConfigurationError(f"{ES_HOSTNAME}={shown!r} is neither a host name nor a URL")
     return hostname
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``https://user:pw@host`` -> (``https://host``, user, pw), percent-decoded, as requests reads them."""
+    parts, username, password = split_credentials_parts(urlsplit(url))
+    return urlunsplit(parts), username, password
+
+
+def split_credentials_parts(parts: SplitResult) -> tuple[SplitResult, str | None, str | None]:
+    if "@" not in parts.netloc:
+        return parts, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    return parts._replace(netloc=hostport), unquote(username), unquote(password) or None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -140,6 +174,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a number of seconds") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

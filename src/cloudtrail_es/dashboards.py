@@ -14,8 +14,10 @@ import sys
 from typing import Sequence
 
 from .cluster import create_cluster
-from .config import Settings
+from .config import Settings, split_credentials
 from .errors import ClusterError, ConfigurationError
+from .names import segment
+from .redact import redact
 
 
 def index_pattern(prefix: str) -> tuple[str, dict]:
@@ -27,7 +29,7 @@ def create_index_pattern(cluster, prefix: str, kibana: bool = False) -> str:
     object_id, attributes = index_pattern(prefix)
     xsrf = {"kbn-xsrf": "true"} if kibana else {"osd-xsrf": "true"}
     response = cluster.request(
-        "POST", f"/api/saved_objects/index-pattern/{object_id}?overwrite=true",
+        "POST", f"/api/saved_objects/index-pattern/{segment(object_id)}?overwrite=true",
         {"attributes": attributes}, headers=xsrf)
     if response.status_code != 200:
         raise ClusterError(f"cannot create index pattern {attributes['title']}", response)
@@ -45,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = create_cluster(Settings.from_env(es_url=url))
         object_id = create_index_pattern(cluster, settings.index_prefix, args.kibana)
     except (ConfigurationError, ClusterError) as exc:
-        print(f"dashboards: {exc}", file=sys.stderr)
+        print(redact(f"dashboards: {exc}"), file=sys.stderr)
         return 2
-    print(json.dumps({"index_pattern": object_id, "url": url}))
+    print(redact(json.dumps({"index_pattern": object_id, "url": split_credentials(url)[0]})))
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 from .bulk import ClusterBlocked
 from .cluster import Cluster, request_retrying
 from .errors import ClusterError
+from .names import segment
 from .retry import Backoff
 
 BLOCK_SETTINGS = ("read_only", "read_only_allow_delete", "write")
@@ -30,10 +31,10 @@ class WriteGate:
     def check(self, index: str, deadline: float) -> None:
         if self._clock() - self._checked.get(index, float("-inf")) < self._ttl:
             return
-        health = self._get(f"/_cluster/health/{index}", deadline)
+        health = self._get(f"/_cluster/health/{segment(index)}", deadline)
         if health.get("status") == "red":
             raise ClusterError(f"index {index} is red: its primary shards are not all assigned")
-        index_settings = self._get(f"/{index}/_settings?flat_settings=true", deadline)
+        index_settings = self._get(f"/{segment(index)}/_settings?flat_settings=true", deadline)
         cluster_settings = self._get("/_cluster/settings?flat_settings=true", deadline)
         settings = {
             **cluster_settings.get("persistent", {}), **cluster_settings.get("transient", {}),

@@ -8,6 +8,7 @@ from . import transform
 from .cluster import Cluster, request_retrying
 from .engine import Engine
 from .errors import ClusterError
+from .names import segment
 from .retry import Backoff
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class IndexCreator:
     def ensure(self, index: str, deadline: float) -> None:
         if index in self._known:
             return
-        response = request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{index}",
+        response = request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{segment(index)}",
                                     self._body)
         if response.status_code == 200:
             log.info("created index", extra={"index": index})

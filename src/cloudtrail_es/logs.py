@@ -7,6 +7,8 @@ import os
 import sys
 from typing import IO, Any
 
+from .redact import redact
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -21,7 +23,7 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return redact(json.dumps(line, default=str, ensure_ascii=False))
 
 
 class _JsonHandler(logging.StreamHandler):

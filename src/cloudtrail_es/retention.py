@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 from . import cli
 from .cluster import Cluster
 from .errors import ClusterError, ConfigurationError
+from .names import segment
+from .redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def apply_retention(cluster: Cluster, prefix: str, months: int, today: date | No
                     dry_run: bool = False) -> list[str]:
     """Delete (or, dry, list) the expired monthly indexes; returns their names."""
     today = today or datetime.now(timezone.utc).date()
-    response = cluster.request("GET", f"/_cat/indices/{prefix}-*?format=json&h=index")
+    response = cluster.request("GET", f"/_cat/indices/{segment(prefix)}-*?format=json&h=index")
     if response.status_code != 200:
         raise ClusterError(f"cannot list the {prefix}-* indexes", response)
     expired = expired_indexes((row["index"] for row in response.json()), prefix, months, today)
@@ -59,7 +61,7 @@ def apply_retention(cluster: Cluster, prefix: str, months: int, today: date | No
         if dry_run:
             log.info("would delete expired index", extra={"index": index, "months": months})
             continue
-        deleted = cluster.request("DELETE", f"/{index}")
+        deleted = cluster.request("DELETE", f"/{segment(index)}")
         if deleted.status_code not in (200, 404):
             raise ClusterError(f"cannot delete {index}", deleted)
         log.info("deleted expired index", extra={"index": index, "months": months})
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, cluster = cli.connect(args)
         if args.install_policy:
             name = f"{settings.index_prefix}-retention"
-            response = cluster.request("PUT", f"/_plugins/_ism/policies/{name}",
+            response = cluster.request("PUT", f"/_plugins/_ism/policies/{segment(name)}",
                                        ism_policy(settings.index_prefix, args.months))
             if response.status_code not in (200, 201):
                 raise ClusterError(f"cannot install ISM policy {name}", response)
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         expired = apply_retention(cluster, settings.index_prefix, args.months,
                                   dry_run=args.dry_run)
     except (ConfigurationError, ClusterError) as exc:
-        print(f"retention: {exc}", file=sys.stderr)
+        print(redact(f"retention: {exc}"), file=sys.stderr)
         return cli.EXIT_USAGE
     print(json.dumps({"dry_run" if args.dry_run else "deleted": expired}))
     return cli.EXIT_OK
