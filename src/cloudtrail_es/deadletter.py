@@ -21,6 +21,14 @@ class DeadLetterError(LoaderError):
     """Undeliverable events could not be stored either: the file must fail."""
 
 
+class DeadLetterUnreadable(LoaderError):
+    """A dead-letter file cannot be read, or is not one this program wrote."""
+
+
+#: What a record must hold for a redrive: its original event and where it came from.
+RECORD_FIELDS = {"event": dict, "bucket": str, "key": str, "index": str}
+
+
 class DeadLetters(Protocol):
     def put(self, source_key: str, records: list[dict[str, Any]]) -> str: ...
 
@@ -39,8 +47,27 @@ def encode(records: list[dict[str, Any]]) -> bytes:
     return gzip.compress(lines.encode("utf-8"))
 
 
-def decode(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines() if line]
+def decode(data: bytes, name: str = "dead-letter file") -> list[dict[str, Any]]:
+    """The records of a dead-letter file; DeadLetterUnreadable if it is not one we wrote."""
+    try:
+        lines = gzip.decompress(data).decode("utf-8").split("\n")
+    except (OSError, EOFError, ValueError) as exc:  # bad gzip, truncated, not UTF-8
+        raise DeadLetterUnreadable(f"{name}: not gzipped UTF-8 text: {exc}") from exc
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError as exc:
+            raise DeadLetterUnreadable(f"{name}: line {number} is not JSON: {exc}") from exc
+        wrong = [field for field, kind in RECORD_FIELDS.items()
+                 if not isinstance(entry, dict) or not isinstance(entry.get(field), kind)]
+        if wrong:
+            raise DeadLetterUnreadable(
+                f"{name}: line {number} is not a dead-letter record (missing or wrong: {', '.join(wrong)})")
+        records.append(entry)
+    return records
 
 
 def file_name(source_key: str) -> str:
@@ -74,7 +101,11 @@ class S3DeadLetters:
                     yield entry["Key"]
 
     def read(self, name: str) -> list[dict[str, Any]]:
-        return decode(self._s3.get_object(Bucket=self.bucket, Key=name)["Body"].read())
+        try:
+            data = self._s3.get_object(Bucket=self.bucket, Key=name)["Body"].read()
+        except Exception as exc:  # botocore's errors: whatever it is, this file is skipped
+            raise DeadLetterUnreadable(f"cannot read s3://{self.bucket}/{name}: {exc}") from exc
+        return decode(data, f"s3://{self.bucket}/{name}")
 
     def replace(self, name: str, records: list[dict[str, Any]]) -> None:
         """Keep only ``records`` in the file; remove it when none are left."""
@@ -104,7 +135,11 @@ class LocalDeadLetters:
         yield from sorted(str(p) for p in self.directory.rglob("*.ndjson.gz"))
 
     def read(self, name: str) -> list[dict[str, Any]]:
-        return decode(Path(name).read_bytes())
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise DeadLetterUnreadable(f"cannot read {name}: {exc}") from exc
+        return decode(data, name)
 
     def replace(self, name: str, records: list[dict[str, Any]]) -> None:
         if records:

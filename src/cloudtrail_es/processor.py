@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from . import deadletter, keys, transform
+from . import deadletter, fieldlimit, keys, transform
 from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
@@ -69,6 +69,8 @@ class FileResult:
     events_read: int = 0
     indexed: int = 0
     degraded: int = 0
+    #: Of ``degraded``: rejected because the index reached its total-fields limit.
+    degraded_field_limit: int = 0
     dead_lettered: int = 0
     retried: int = 0
     seconds: float = 0.0
@@ -78,6 +80,7 @@ class FileResult:
         return {
             "bucket": self.bucket, "key": self.key, "index": self.index,
             "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
+            "degraded_field_limit": self.degraded_field_limit,
             "dead_lettered": self.dead_lettered, "retried": self.retried,
             "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
@@ -203,6 +206,11 @@ class Processor:
             files[failure.item.position[0]].result.degraded += 1
         for failure in second.failures if second else []:
             files[failure.item.position[0]].result.degraded -= 1
+        still_rejected = {f.item.position for f in second.failures} if second else set()
+        for failure in rejected:  # harden: field-limit pressure made visible
+            if fieldlimit.is_field_limit(failure.error) and failure.item.position not in still_rejected:
+                files[failure.item.position[0]].result.degraded_field_limit += 1
+                fieldlimit.warn_once(failure.item.index, failure.error)
         for group, count in (first.retried_by_group + (second.retried_by_group if second
                                                        else Counter())).items():
             files[group].result.retried += count
@@ -298,7 +306,8 @@ class RunResult:
             "files_loaded": len(self.loaded), "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
-               ("events_read", "indexed", "degraded", "dead_lettered", "retried")},
+               ("events_read", "indexed", "degraded", "degraded_field_limit", "dead_lettered",
+                "retried")},
         }
 
 

@@ -8,25 +8,48 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from typing import Any, Sequence
 
-from . import cli
+from . import cli, keys, names
 from .deadletter import LocalDeadLetters, S3DeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .logs import configure_logging
 from .processor import Processor, create_processor
+from .redact import redact
+
+log = logging.getLogger(__name__)
+
+
+def target_index(entry: dict[str, Any], prefix: str) -> str | None:
+    """Where a record goes: ``prefix-YYYY-MM`` from its source file's name, as a load does;
+    else its recorded index if that is one of ours; else nowhere (None)."""
+    if keys.is_log_file_key(entry["key"]):
+        return keys.index_name_for(entry["key"], prefix)
+    return entry["index"] if names.is_monthly_index(entry["index"], prefix) else None
 
 
 def redrive_file(processor: Processor, store: Any, name: str, deadline: float) -> dict[str, int]:
+    """Send one file's records again; what still cannot land stays in it, with the new reason.
+
+    Records whose index is not one of ours (``INDEX_PREFIX-YYYY-MM``) are never sent: they
+    stay in the file, counted as ``foreign_index``.
+    """
     records = store.read(name)
     by_index: dict[str, list[dict[str, Any]]] = {}
-    for entry in records:
-        by_index.setdefault(entry["index"], []).append(entry)
     remaining: list[dict[str, Any]] = []
-    counts = {"events": len(records), "indexed": 0, "degraded": 0}
+    for entry in records:
+        index = target_index(entry, processor.index_prefix)
+        if index is None:
+            log.error("record not redriven: its index is not one of ours", extra={
+                "file": name, "index": entry["index"], "prefix": processor.index_prefix})
+            remaining.append(entry)
+        else:
+            by_index.setdefault(index, []).append(entry)
+    counts = {"events": len(records), "indexed": 0, "degraded": 0, "foreign_index": len(remaining)}
     for index, entries in by_index.items():
         outcome = processor.load_events(index, [e["event"] for e in entries], deadline,
                                         entries[0]["bucket"], entries[0]["key"])
@@ -52,21 +75,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = cli.settings_from(args)
         processor = create_processor(settings)
         store = _store(args.location, processor)
-        totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "still_dead": 0}
+        totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "foreign_index": 0,
+                  "still_dead": 0}
         failed = 0
         for name in list(store.files()):
             try:
                 counts = redrive_file(processor, store, name,
                                       time.monotonic() + settings.retry_limit_seconds)
             except LoaderError as exc:
-                print(f"FAILED {name}: {exc}", file=sys.stderr)
+                print(redact(f"FAILED {name}: {exc}"), file=sys.stderr)
                 failed += 1
                 continue
             totals["files"] += 1
             for key, value in counts.items():
                 totals[key] += value
     except (ConfigurationError, ClusterError) as exc:
-        print(f"redrive: {exc}", file=sys.stderr)
+        print(redact(f"redrive: {exc}"), file=sys.stderr)
         return cli.EXIT_USAGE
     print(json.dumps({**totals, "files_failed": failed}))
     if failed:
