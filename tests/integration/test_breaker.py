@@ -1,0 +1,136 @@
+"""The circuit breaker on a real OpenSearch of this test's own, stopped in the middle of a backfill:
+for good (the run stops within the breaker's time, exit 1, state written, cause named), or for a
+while shorter than the breaker's time (ridden out: exit 0, every event indexed once)."""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from support import assert_corpus_indexed
+
+from cloudtrail_es import cli
+from cloudtrail_es.keys import index_name_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("BREAKER_TEST_PORT", "9320"))
+#: Far beyond the breaker's time: a run that waited it out would fail the bound below.
+RETRY_LIMIT = 900
+#: The corpus's two busiest months: 422 files, 15,850 events, two indexes to create.
+MONTHS = ("2014/09", "2017/06")
+
+
+def services(command):
+    env = {**os.environ, "OPENSEARCH_PORT": str(PORT)}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), command, "opensearch"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture()
+def own_opensearch(loader_env, monkeypatch):
+    """An OpenSearch of this test's own (killing it disturbs no other test), running at the end too."""
+    services("start")
+    url = f"http://127.0.0.1:{PORT}"
+    monkeypatch.setenv("ES_HOSTNAME", url)
+    monkeypatch.setenv("RETRY_LIMIT_SECONDS", str(RETRY_LIMIT))
+    yield url
+    services("start")
+    requests.delete(f"{url}/{loader_env}-*", timeout=60)
+
+
+@pytest.fixture()
+def two_months(corpus_dir, tmp_path):
+    """(directory, eventID -> YYYY-MM) for the corpus files of MONTHS, laid out as CloudTrail does."""
+    root, expected = tmp_path / "logs", {}
+    for path in sorted((corpus_dir / "AWSLogs").rglob("*.json.gz")):
+        key = str(path.relative_to(corpus_dir))
+        if any(f"/{month}/" in key for month in MONTHS):
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / key)
+            for event in json.loads(gzip.decompress(path.read_bytes()))["Records"]:
+                expected[event["eventID"]] = index_name_for(key, "")[1:]
+    assert len(expected) > 10000
+    return root, expected
+
+
+def indexed_count(url, prefix):
+    try:
+        requests.post(f"{url}/{prefix}-*/_refresh", timeout=10)
+        return requests.get(f"{url}/{prefix}-*/_count", timeout=10).json().get("count", 0)
+    except (requests.RequestException, ValueError):
+        return 0
+
+
+def start_backfill(args):
+    exit_codes = []
+    run = threading.Thread(target=lambda: exit_codes.append(cli.main(args)))
+    run.start()
+    return run, exit_codes
+
+
+def wait_for_progress(url, prefix, run, events=2000):
+    deadline = time.monotonic() + 300
+    while indexed_count(url, prefix) < events:
+        assert time.monotonic() < deadline and run.is_alive(), "the backfill made no progress"
+        time.sleep(0.3)
+
+
+def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
+        own_opensearch, loader_env, two_months, tmp_path, capsys):
+    (root, expected), state = two_months, tmp_path / "state"
+    args = ["--dir", str(root), "--json", "--workers", "2", "--state", str(state),
+            "--breaker-seconds", "8", "--dead-letter-dir", str(tmp_path / "dl")]
+    run, exit_codes = start_backfill(args)
+    wait_for_progress(own_opensearch, loader_env, run)
+
+    services("stop")
+    stopped = time.monotonic()
+    run.join(RETRY_LIMIT)
+    waited = time.monotonic() - stopped
+
+    assert exit_codes == [cli.EXIT_FILES_FAILED]
+    assert waited < RETRY_LIMIT / 3, f"the run went on {waited:.0f} s after the cluster stopped"
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert "has not answered" in summary["stopped"] and "breaker limit 8 s" in summary["stopped"]
+    assert "bulk_upload: stopped: the cluster has not answered" in captured.err
+    assert summary["files_not_attempted"] > 0 and summary["files_loaded"] > 0
+    done = [json.loads(line) for line in state.read_text().splitlines()]
+    assert len(done) == len(set(done)) == summary["files_loaded"]
+
+    # Once the cluster is back, a rerun with the same state loads the rest: nothing is lost.
+    services("start")
+    capsys.readouterr()
+    assert cli.main(args) == cli.EXIT_OK
+    rerun = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rerun["files_done_before"] == summary["files_loaded"]
+    assert_corpus_indexed(own_opensearch, loader_env, expected)
+
+
+def test_an_outage_shorter_than_the_breaker_time_is_ridden_out(
+        own_opensearch, loader_env, two_months, tmp_path, capsys):
+    root, expected = two_months
+    args = ["--dir", str(root), "--json", "--workers", "2", "--breaker-seconds", "400",
+            "--dead-letter-dir", str(tmp_path / "dl")]
+    run, exit_codes = start_backfill(args)
+    wait_for_progress(own_opensearch, loader_env, run)
+
+    services("stop")
+    time.sleep(3)
+    assert run.is_alive()
+    services("start")
+    run.join(RETRY_LIMIT)
+
+    assert exit_codes == [cli.EXIT_OK]
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["files_failed"] == 0 and "stopped" not in summary
+    assert summary["retried"] > 0  # the outage was seen, and retried through
+    assert_corpus_indexed(own_opensearch, loader_env, expected)
