@@ -15,11 +15,14 @@ import time
 from typing import Any, Sequence
 
 from . import cli, keys, names
+from .breaker import CircuitBreaker
+from .cluster import create_cluster
 from .deadletter import LocalDeadLetters, S3DeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .logs import configure_logging
 from .processor import Processor, create_processor
 from .redact import redact
+from .retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "2 bad usage or cluster unreachable; 3 some events still undeliverable.")
     parser.add_argument("location", help="s3://BUCKET/PREFIX or a local directory")
     parser.add_argument("--retry-limit", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--breaker-seconds", type=float, default=None, metavar="SECONDS",
+                        help="stop when the cluster has not answered (or answered only 5xx) this "
+                             "long (default: BREAKER_SECONDS or 120)")
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:
         settings = cli.settings_from(args)
-        processor = create_processor(settings)
+        breaker = CircuitBreaker(settings.breaker_seconds)
+        cluster = create_cluster(settings)
+        cluster.breaker = breaker
+        processor = create_processor(settings, cluster=cluster, backoff=Backoff(breaker=breaker))
         store = _store(args.location, processor)
         totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "foreign_index": 0,
                   "still_dead": 0}
@@ -85,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except LoaderError as exc:
                 print(redact(f"FAILED {name}: {exc}"), file=sys.stderr)
                 failed += 1
+                if breaker.is_open:
+                    print(redact(f"redrive: stopped: {breaker.cause}"), file=sys.stderr)
+                    break
                 continue
             totals["files"] += 1
             for key, value in counts.items():

@@ -14,7 +14,7 @@ import pytest
 import requests
 from support import assert_corpus_indexed
 
-from cloudtrail_es import cli
+from cloudtrail_es import backfill, cli
 from cloudtrail_es.keys import index_name_for
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("BREAKER_TEST_PORT", "9320"))
 #: Far beyond the breaker's time: a run that waited it out would fail the bound below.
 RETRY_LIMIT = 900
-#: The corpus's two busiest months: 422 files, 15,850 events, two indexes to create.
-MONTHS = ("2014/09", "2017/06")
+#: A month of the corpus: 227 files, 4,440 events, one index to create; in groups of
+#: GROUP_FILES files, so that a run has many groups and files complete early.
+MONTHS = ("2014/09",)
+GROUP_FILES = 10
 
 
 def services(command):
@@ -38,6 +40,7 @@ def services(command):
 def own_opensearch(loader_env, monkeypatch):
     """An OpenSearch of this test's own (killing it disturbs no other test), running at the end too."""
     services("start")
+    monkeypatch.setattr(backfill, "GROUP_FILES", GROUP_FILES)
     url = f"http://127.0.0.1:{PORT}"
     monkeypatch.setenv("ES_HOSTNAME", url)
     monkeypatch.setenv("RETRY_LIMIT_SECONDS", str(RETRY_LIMIT))
@@ -57,7 +60,7 @@ def two_months(corpus_dir, tmp_path):
             shutil.copy(path, root / key)
             for event in json.loads(gzip.decompress(path.read_bytes()))["Records"]:
                 expected[event["eventID"]] = index_name_for(key, "")[1:]
-    assert len(expected) > 10000
+    assert len(expected) > 4000
     return root, expected
 
 
@@ -76,9 +79,11 @@ def start_backfill(args):
     return run, exit_codes
 
 
-def wait_for_progress(url, prefix, run, events=2000):
+def wait_for_progress(url, prefix, run, events=500, state=None):
+    """Until ``events`` are indexed (and, with a state file, some files are complete)."""
     deadline = time.monotonic() + 300
-    while indexed_count(url, prefix) < events:
+    while indexed_count(url, prefix) < events or (
+            state is not None and not (state.exists() and state.read_text())):
         assert time.monotonic() < deadline and run.is_alive(), "the backfill made no progress"
         time.sleep(0.3)
 
@@ -89,7 +94,7 @@ def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
     args = ["--dir", str(root), "--json", "--workers", "2", "--state", str(state),
             "--breaker-seconds", "8", "--dead-letter-dir", str(tmp_path / "dl")]
     run, exit_codes = start_backfill(args)
-    wait_for_progress(own_opensearch, loader_env, run)
+    wait_for_progress(own_opensearch, loader_env, run, state=state)
 
     services("stop")
     stopped = time.monotonic()
@@ -134,3 +139,46 @@ def test_an_outage_shorter_than_the_breaker_time_is_ridden_out(
     assert summary["files_failed"] == 0 and "stopped" not in summary
     assert summary["retried"] > 0  # the outage was seen, and retried through
     assert_corpus_indexed(own_opensearch, loader_env, expected)
+
+
+def test_a_cluster_answering_only_5xx_stops_backfill_and_redrive(
+        loader_env, opensearch_url, monkeypatch, tmp_path, capsys):
+    """Every ``_bulk`` answered 503 (a fault the real server cannot make on demand): an outage too."""
+    from faultproxy import FaultProxy
+
+    from cloudtrail_es import deadletter, redrive
+
+    event = json.loads((Path(__file__).resolve().parents[1] / "events" / "transform"
+                        / "run_instances.input.json").read_text())
+    root = tmp_path / "logs" / "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15"
+    root.mkdir(parents=True)
+    for n in range(40):
+        records = [{**event, "eventID": f"5xx-{n}-{m}"} for m in range(3)]
+        (root / f"111122223333_CloudTrail_eu-west-1_20240115T0910Z_Fivexx{n:04d}.json.gz").write_bytes(
+            gzip.compress(json.dumps({"Records": records}).encode()))
+    dead = tmp_path / "dead"
+    for n in range(3):
+        (dead / f"f{n}.ndjson.gz").parent.mkdir(exist_ok=True)
+        (dead / f"f{n}.ndjson.gz").write_bytes(deadletter.encode([deadletter.record(
+            reason="test", status=400, error={}, bucket="b", key=str(next(root.iterdir())),
+            index=f"{loader_env}-2024-01", doc_id=f"dead-{n}", event={**event, "eventID": f"dead-{n}"})]))
+
+    with FaultProxy(opensearch_url) as proxy:
+        proxy.bulk_request_faults = (1.0, ("503",))
+        monkeypatch.setenv("ES_HOSTNAME", proxy.url)
+        monkeypatch.setenv("RETRY_LIMIT_SECONDS", str(RETRY_LIMIT))
+        started = time.monotonic()
+        exit_code = cli.main(["--dir", str(tmp_path / "logs"), "--json", "--workers", "1",
+                              "--breaker-seconds", "3", "--state", str(tmp_path / "state")])
+        captured = capsys.readouterr()
+        assert exit_code == cli.EXIT_FILES_FAILED
+        summary = json.loads(captured.out.strip().splitlines()[-1])
+        assert "HTTP 503" in summary["stopped"] and summary["files_loaded"] == 0
+        assert summary["files_failed"] + summary["files_not_attempted"] == 40
+
+        assert redrive.main([str(dead), "--breaker-seconds", "3"]) == cli.EXIT_FILES_FAILED
+        captured = capsys.readouterr()
+        assert "redrive: stopped: the cluster has not answered" in captured.err
+        assert captured.err.count("FAILED ") == 1  # stopped at the first file
+        assert time.monotonic() - started < RETRY_LIMIT / 3
+    assert len(list(dead.iterdir())) == 3
