@@ -28,8 +28,12 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+LOG_LEVEL = "LOG_LEVEL"
+RETENTION_MONTHS = "RETENTION_MONTHS"
+DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Settings:
     compress_requests: bool = True
     dead_letter_bucket: str | None = None
     dead_letter_prefix: str = "dead-letter/"
+    #: The CLI's dead letters: a local directory.
+    dead_letter_dir: str = "dead-letter"
     api_key: str | None = None
     #: A CA bundle to verify the cluster's certificate with; verification is on unless
     #: ES_VERIFY_CERTS=false says otherwise, explicitly.
@@ -61,6 +67,9 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    log_level: str = "INFO"
+    #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
+    retention_months: int = 0
 
     @property
     def serverless(self) -> bool:
@@ -86,10 +95,11 @@ class Settings:
             index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
             bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
             bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
-            retry_limit_seconds=float(env.get(RETRY_LIMIT_SECONDS, cls.retry_limit_seconds)),
+            retry_limit_seconds=_float(env, RETRY_LIMIT_SECONDS, cls.retry_limit_seconds),
             compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
             dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
             dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
+            dead_letter_dir=env.get(DEAD_LETTER_DIR) or cls.dead_letter_dir,
             api_key=env.get(ES_API_KEY) or None,
             ca_certs=env.get(ES_CA_CERTS) or None,
             verify_certs=_bool(env, ES_VERIFY_CERTS, True),
@@ -97,6 +107,8 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            log_level=log_level_from_env(env),
+            retention_months=retention_months_from_env(env),
         )
         return replace(settings, **overrides).validated()
 
@@ -121,6 +133,22 @@ def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
     return (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix)
 
 
+def log_level_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``LOG_LEVEL``, for commands that log before (or without) the cluster's settings."""
+    value = (os.environ if environ is None else environ).get(LOG_LEVEL, "").strip().upper()
+    if value and value not in LOG_LEVELS:
+        raise ConfigurationError(f"{LOG_LEVEL}={value!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return value or Settings.log_level
+
+
+def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``RETENTION_MONTHS``: months kept by the scheduled retention (0 or unset: off)."""
+    months = _int(os.environ if environ is None else environ, RETENTION_MONTHS, 0)
+    if months < 0:
+        raise ConfigurationError(f"{RETENTION_MONTHS}={months}: expected 0 (off) or more months")
+    return months
+
+
 def base_url(hostname: str) -> str:
     """A bare host name means HTTPS on 443 (Amazon's endpoints); a URL is kept."""
     hostname = hostname.strip().rstrip("/")
@@ -140,6 +168,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a number") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

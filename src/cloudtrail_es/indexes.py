@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 from . import transform
 from .cluster import Cluster, request_retrying
@@ -78,7 +78,7 @@ FILTER_ONLY_PATHS = frozenset({
 FREE_TEXT_RAW = ("requestParameters", "responseElements")
 
 
-def _object(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _object(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, child in schema.items():
         path = prefix + name

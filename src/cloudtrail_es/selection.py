@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .keys import is_log_file_key, parse_log_file_key
-from .processor import ObjectRef
+from .errors import SourceError
+from .refs import ObjectRef
 
 LISTING_THREADS = 8
 
@@ -116,8 +117,6 @@ class LocalSource:
     """A directory of CloudTrail files, as ``aws s3 sync`` leaves them. ``bucket`` is the root."""
 
     def read(self, bucket: str, key: str) -> bytes:
-        from .sources import SourceError
-
         try:
             return (Path(bucket) / key).read_bytes()
         except OSError as exc:

@@ -9,13 +9,11 @@ import re
 import zlib
 from typing import Any, Iterator
 
-from .errors import BadLogFile, LoaderError
+from .errors import BadLogFile, SourceError
+
+__all__ = ["S3Source", "SourceError", "events_in", "iter_events"]
 
 GZIP_MAGIC = b"\x1f\x8b"
-
-
-class SourceError(LoaderError):
-    """The object could not be read (missing, access denied, network)."""
 
 
 class S3Source:
