@@ -1,5 +1,4 @@
 """The bulk pipeline alone: chunking, per-item outcomes, retries (the scripted cluster, no sleep)."""
-import gzip
 import json
 
 import pytest

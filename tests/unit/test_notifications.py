@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from cloudtrail_es.notifications import (
-    CloudTrailDelivery, EventBridgeObjectCreated, RetentionRequest, S3Notification, SnsBatch,
+    RetentionRequest, S3Notification, SnsBatch,
     NotUnderstood, SqsBatch, Understood, UnknownEvent, parse_invocation)
 from cloudtrail_es.refs import ObjectRef
 
