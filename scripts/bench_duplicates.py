@@ -91,7 +91,7 @@ def main() -> None:
         print(f"| {name} | {median / count * 1e6:.2f} | {median / base:.3f} |")
     built = [items(events) for events in files]
     alone: dict[str, list[float]] = {c.__name__: [] for c in contenders}
-    for run in range(args.runs):
+    for _ in range(args.runs):
         for contender in contenders:
             alone[contender.__name__].append(remember_only(built, contender))
     print("\nthe remembering step alone (items built beforehand)\n| contender | us/event |\n|---|---|")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -161,23 +161,24 @@ def base_url(hostname: str) -> str:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+    return _number(env, name, default, int, "a whole number")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, "a number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], what: str) -> N:
     value = env.get(name)
-    if value in (None, ""):
+    if value is None or value == "":
         return default
     try:
-        return float(value)
+        return parse(value)
     except ValueError:
-        raise ConfigurationError(f"{name}={value!r} is not a number") from None
+        raise ConfigurationError(f"{name}={value!r} is not {what}") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -67,7 +67,7 @@ def iter_events(data: bytes) -> Iterator[dict[str, Any]]:
             buffer, pos, exhausted = _refill(buffer, pos, chunks)
             if not exhausted:
                 continue
-        pos = _WHITESPACE.match(buffer, pos).end()
+        pos = _WHITESPACE.match(buffer, pos).end()  # type: ignore[union-attr]  # \s* always matches
         if pos < len(buffer) and buffer[pos] == "]":
             if buffer[pos + 1:].strip() + "".join(chunks).strip() not in ("}",):
                 raise BadLogFile("not a CloudTrail log file: unexpected content after \"Records\"")
@@ -79,7 +79,7 @@ def iter_events(data: bytes) -> Iterator[dict[str, Any]]:
                 raise BadLogFile("not valid JSON: the file ends inside \"Records\"")
             if buffer[pos] != ",":
                 raise BadLogFile(f"not valid JSON: expected ',' or ']' at character {pos}")
-            pos = _WHITESPACE.match(buffer, pos + 1).end()
+            pos = _WHITESPACE.match(buffer, pos + 1).end()  # type: ignore[union-attr]
         try:
             event, end = decoder.raw_decode(buffer, pos)
         except (ValueError, RecursionError) as exc:
