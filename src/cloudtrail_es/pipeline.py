@@ -93,16 +93,18 @@ class FileLoad:
     def of(cls, ref: ObjectRef, index: str = "") -> "FileLoad":
         return cls(ref, FileResult(ref.bucket, ref.key, index))
 
-    def fail(self, cause: BaseException) -> None:
-        """The file fails with ``cause`` (its first failure wins); a surprise is logged with its trace."""
+    def fail(self, cause: BaseException, logged: bool = False) -> None:
+        """The file fails with ``cause`` (its first failure wins); a surprise is logged with its
+        trace, unless that was done already (``logged``)."""
         if self.failure is not None:
             return
         if isinstance(cause, LoaderError):
             reason = str(cause)
         else:
             reason = f"{type(cause).__name__}: {cause}"
-            log.error("unexpected error", exc_info=cause,
-                      extra={"bucket": self.ref.bucket, "key": self.ref.key})
+            if not logged:
+                log.error("unexpected error", exc_info=cause,
+                          extra={"bucket": self.ref.bucket, "key": self.ref.key})
         self.failure = FileFailed(self.ref.bucket, self.ref.key, reason)
         self.failure.__cause__ = cause
 
@@ -159,8 +161,10 @@ class Pipeline:
                 for item in chunk:
                     events.pop(item.position, None)
         except Exception as exc:  # the cluster's failure (or ours): no file is known complete
+            if not isinstance(exc, LoaderError):
+                log.error("unexpected error", exc_info=exc)
             for file in files:
-                file.fail(exc)
+                file.fail(exc, logged=True)
         finally:
             documents.close()
 

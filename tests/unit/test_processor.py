@@ -232,3 +232,13 @@ def test_every_event_read_is_accounted_for_once(fakes, sizes, script, reject_deg
         assert landed | dead_ids == {f"f{n}-e{i}" for i in range(sizes[n])}
         assert not landed & dead_ids
     assert json.dumps([o.summary() for o in outcomes])
+
+
+def test_an_unexpected_failure_of_the_write_path_fails_the_batch_and_is_logged_once(fakes, caplog):
+    processor, cluster, _, refs = batch(fakes, [1, 1, 1])
+    cluster.script = [ZeroDivisionError("a bug")]
+
+    outcomes = processor.process_files(refs, deadline=100)
+
+    assert all(isinstance(o, FileFailed) and "ZeroDivisionError: a bug" in o.reason for o in outcomes)
+    assert len([r for r in caplog.records if r.exc_info]) == 1
