@@ -10,11 +10,12 @@ large on its own is handed back as a failure, like a rejected one.
 from __future__ import annotations
 
 import gzip
-import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from . import transform
 from .cluster import Cluster, ClusterUnreachable
 from .errors import ClusterError
 from .retry import Backoff
@@ -46,17 +47,33 @@ class BulkItem:
 def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any = 0,
               doc_type: str | None = None, with_id: bool = True) -> BulkItem:
     """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused."""
-    target = {"_index": index}
     if doc_type:
-        target["_type"] = doc_type
-    if with_id:
-        target["_id"] = doc_id
-    return BulkItem(index, doc_id, b"%s\n%s\n" % (dumps({"index": target}), dumps(document)),
-                    position)
+        target: dict[str, Any] = {"_index": index, "_type": doc_type}
+        if with_id:
+            target["_id"] = doc_id
+        action = dumps({"index": target})
+    elif with_id:
+        action = dumps({"index": {"_index": index, "_id": doc_id}})
+    else:
+        action = dumps({"index": {"_index": index}})
+    return BulkItem(index, doc_id, b"%s\n%s\n" % (action, dumps(document)), position)
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _dumps_stdlib(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON at any depth; lone surrogates (not UTF-8) become U+FFFD, noted.
+
+    A repaired document says so in ``repaired_reason`` (``transform.REPAIRED_REASON``).
+    """
+    text = transform.json_text(document)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if isinstance(document, dict):
+            text = transform.json_text({**document, transform.REPAIRED_REASON: transform.SURROGATES_REPLACED})
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
@@ -66,7 +83,7 @@ try:  # orjson serialises documents ~5x faster; the standard library stays the f
         """Compact UTF-8 JSON of a document (every leaf of ours is a string)."""
         try:
             return orjson.dumps(document)
-        except TypeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+        except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254
             return _dumps_stdlib(document)
 except ImportError:  # pragma: no cover - exercised by the fallback test
     dumps = _dumps_stdlib
