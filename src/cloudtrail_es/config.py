@@ -28,6 +28,8 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
+MAX_FILE_BYTES = "MAX_FILE_BYTES"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 
@@ -61,6 +63,10 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    #: An event whose JSON text is longer is dead-lettered as too large, never held whole
+    #: (sources.DEFAULT_MAX_EVENT_BYTES); a file inflating to more than max_file_bytes fails.
+    max_event_bytes: int = 8 << 20
+    max_file_bytes: int = 2 << 30
 
     @property
     def serverless(self) -> bool:
@@ -97,6 +103,8 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
+            max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
         )
         return replace(settings, **overrides).validated()
 
@@ -113,6 +121,8 @@ class Settings:
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        if self.max_event_bytes < 1 or self.max_file_bytes < 1:
+            raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self
 
 

@@ -380,11 +380,13 @@ def _rest_of(window: _Window, limit: int) -> str:
     parts = [window.text[window.pos:]]
     size = len(parts[0])
     for more in window.chunks:
-        size += len(more)
         if size > limit:
-            raise BadLogFile("not a CloudTrail log file: it does not start with {\"Records\":[ "
-                             f"and is larger than {limit:,} characters (MAX_EVENT_BYTES)")
+            break
+        size += len(more)
         parts.append(more)
+    if size > limit:
+        raise BadLogFile("not a CloudTrail log file: it does not start with {\"Records\":[ "
+                         f"and is larger than {limit:,} characters (MAX_EVENT_BYTES)")
     return "".join(parts)
 
 

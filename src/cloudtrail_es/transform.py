@@ -145,13 +145,17 @@ def top_level_name(key: str) -> str:
     return "%5F" + name[1:] if name.startswith("_") else name
 
 
-def _flatten(value: Any, root_key: str) -> tuple[dict[str, dict[str, None]], bool]:
-    """(leaf name -> its distinct values as keys, in first-seen order; whether no float was seen).
+#: Past this many values, a leaf's distinct values are also tracked in a set.
+_LINEAR_SEARCH_VALUES = 16
+
+
+def _flatten(value: Any, root_key: str) -> tuple[dict[str, list[str]], bool]:
+    """(leaf name -> its distinct values in first-seen order; whether no float was seen).
 
     A leaf's key is the key of the object member holding it, or holding the array that
     holds it (at any depth); ``null`` is left out. Iterative: any depth.
     """
-    flattened: dict[str, dict[str, None]] = {}
+    flattened: dict[str, list[str]] = {}
     without_floats = True
     names = _FIELD_NAMES
     kind = type(value)
@@ -163,10 +167,11 @@ def _flatten(value: Any, root_key: str) -> tuple[dict[str, dict[str, None]], boo
         in_object = False
     else:
         if value is not None:
-            flattened[_cached_field_name(root_key)] = {scalar_text(value): None}
+            flattened[_cached_field_name(root_key)] = [scalar_text(value)]
         return flattened, type(value) is not float
     holder = root_key
     stack: list[tuple[Iterator[Any], bool, str]] = []
+    many: dict[str, set[str]] = {}  # the values of leaves with many, as a set
     while True:
         for item in items:
             if in_object:
@@ -192,10 +197,19 @@ def _flatten(value: Any, root_key: str) -> tuple[dict[str, dict[str, None]], boo
                 text = scalar_text(child)
             name = names.get(key) or _cached_field_name(key)
             values = flattened.get(name)
-            if values is not None:
-                values[text] = None
-            elif len(flattened) < MAX_FLATTENED_KEYS:
-                flattened[name] = {text: None}
+            if values is None:
+                if len(flattened) < MAX_FLATTENED_KEYS:
+                    flattened[name] = [text]
+            elif len(values) < _LINEAR_SEARCH_VALUES:
+                if text not in values:
+                    values.append(text)
+            else:
+                seen = many.get(name)
+                if seen is None:
+                    seen = many[name] = set(values)
+                if text not in seen:
+                    seen.add(text)
+                    values.append(text)
         else:
             if not stack:
                 return flattened, without_floats
@@ -209,7 +223,7 @@ def flatten_leaves(value: Any, root_key: str = "") -> dict[str, list[str]]:
     carries nothing to search for and is left out. At most
     ``MAX_FLATTENED_KEYS`` keys are kept (the first seen).
     """
-    return {key: list(values) for key, values in _flatten(value, root_key)[0].items()}
+    return _flatten(value, root_key)[0]
 
 
 def _keyword_value(value: Any) -> str | list[str]:
@@ -243,6 +257,8 @@ def _structured(value: Any, schema: Mapping[str, Any]) -> tuple[dict, dict]:
         elif child_schema is _MISSING:
             extra[key] = child
         elif type(child) is dict:
+            if not child:
+                continue
             child_kept, child_extra = _structured(child, child_schema)
             if child_kept:
                 kept[key] = child_kept
@@ -256,7 +272,7 @@ def _structured(value: Any, schema: Mapping[str, Any]) -> tuple[dict, dict]:
 def _add_flattened(document: dict, name: str, value: Any) -> None:
     flattened, without_floats = _flatten(value, name)
     if flattened:
-        document[name + FLATTENED_SUFFIX] = {key: list(values) for key, values in flattened.items()}
+        document[name + FLATTENED_SUFFIX] = flattened
     document[name + RAW_SUFFIX] = _raw_text(value, without_floats)
 
 
@@ -290,28 +306,36 @@ def _digest(text: str) -> str:
     return DIGEST_PREFIX + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_SCALAR, _DATE, _STRUCTURED = 1, 2, 3
+_TOP_LEVEL_KIND = {**{key: _SCALAR for key in _SCALAR_FIELDS}, DATE_FIELD: _DATE,
+                   **{key: _STRUCTURED for key in STRUCTURED_FIELDS}}
+
+
 def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
     """The document indexed for one CloudTrail event."""
     document: dict[str, Any] = {}
+    kinds = _TOP_LEVEL_KIND
     for key, value in event.items():
         if value is None:
             continue
-        if key in _SCALAR_FIELDS:
-            document[key] = value if type(value) is str else (
-                json_text(value) if key == DATE_FIELD else _keyword_value(value))
-        elif key in STRUCTURED_FIELDS:
-            kept, extra = (
-                _structured(value, STRUCTURED_FIELDS[key])
-                if isinstance(value, dict) else ({}, value)
-            )
+        kind = kinds.get(key)
+        if kind is None:
+            if type(value) is dict or type(value) is list or isinstance(value, (dict, list)):
+                _add_flattened(document, top_level_name(key), value)
+            else:
+                document[top_level_name(key)] = scalar_text(value)
+        elif kind is _SCALAR:
+            document[key] = value if type(value) is str else _keyword_value(value)
+        elif kind is _DATE:
+            document[key] = value if type(value) is str else json_text(value)
+        elif isinstance(value, dict):
+            kept, extra = _structured(value, STRUCTURED_FIELDS[key])
             if kept:
                 document[key] = kept
             if extra:
                 _add_flattened(document, key, value)
-        elif type(value) is dict or type(value) is list or isinstance(value, (dict, list)):
-            _add_flattened(document, top_level_name(key), value)
-        else:
-            document[top_level_name(key)] = scalar_text(value)
+        elif value:
+            _add_flattened(document, key, value)
     return document
 
 
