@@ -270,10 +270,64 @@ def _structured(value: Any, schema: Mapping[str, Any]) -> tuple[dict, dict]:
 
 
 def _add_flattened(document: dict, name: str, value: Any) -> None:
+    for field, part in _flattened_parts(name, value, None):
+        document[field] = part
+
+
+def _flattened_parts(name: str, value: Any, text: bytes | None) -> tuple[tuple[str, Any], ...]:
+    """The ``<name>_flattened`` (when not empty) and ``<name>_raw`` fields of ``value``.
+
+    ``text`` is orjson's spelling of ``value`` when already known.
+    """
     flattened, without_floats = _flatten(value, name)
+    if without_floats and text is None and _orjson_dumps is not None:
+        try:
+            text = _orjson_dumps(value)
+        except TypeError:
+            pass
+    raw = text.decode("utf-8") if without_floats and text is not None else json_text(value)
     if flattened:
-        document[name + FLATTENED_SUFFIX] = flattened
-    document[name + RAW_SUFFIX] = _raw_text(value, without_floats)
+        return (name + FLATTENED_SUFFIX, flattened), (name + RAW_SUFFIX, raw)
+    return ((name + RAW_SUFFIX, raw),)
+
+
+#: The document fields made from one top-level object, by (its name, its orjson text): the
+#: same ``userIdentity``, ``tlsDetails`` or ``requestParameters`` recurs across the events
+#: of an account. Equal texts mean equal values, so equal fields (floats included: orjson
+#: spells distinct floats distinctly). Small objects only; emptied when full. The fields'
+#: values are shared between documents, which nothing changes once built.
+_PARTS: dict[tuple[str, bytes], tuple[tuple[str, Any], ...]] = {}
+_PARTS_KEPT = 4096
+_PARTS_TEXT_BYTES = 2048
+
+
+def _parts(key: str, name: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """The fields of the document made from the top-level ``key`` (``name`` once made safe)."""
+    text = None
+    if _orjson_dumps is not None:
+        try:
+            text = _orjson_dumps(value)
+        except TypeError:  # integers beyond 64 bits, lone surrogates, nesting past 254
+            pass
+        else:
+            known = _PARTS.get((key, text))
+            if known is not None:
+                return known
+    schema = STRUCTURED_FIELDS.get(key)
+    if schema is None:
+        parts = _flattened_parts(name, value, text)
+    elif type(value) is dict:
+        kept, extra = _structured(value, schema)
+        parts = ((key, kept),) if kept else ()
+        if extra:
+            parts += _flattened_parts(key, value, text)
+    else:
+        parts = _flattened_parts(key, value, text) if value else ()
+    if text is not None and len(text) <= _PARTS_TEXT_BYTES:
+        if len(_PARTS) >= _PARTS_KEPT:
+            _PARTS.clear()
+        _PARTS[(key, text)] = parts
+    return parts
 
 
 #: The longest ``_id`` the engines accept, in UTF-8 bytes.
@@ -319,23 +373,16 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         kind = kinds.get(key)
-        if kind is None:
-            if type(value) is dict or type(value) is list or isinstance(value, (dict, list)):
-                _add_flattened(document, top_level_name(key), value)
-            else:
-                document[top_level_name(key)] = scalar_text(value)
-        elif kind is _SCALAR:
+        if kind is _SCALAR:
             document[key] = value if type(value) is str else _keyword_value(value)
+        elif kind is None and not isinstance(value, (dict, list)):
+            document[top_level_name(key)] = scalar_text(value)
         elif kind is _DATE:
             document[key] = value if type(value) is str else json_text(value)
-        elif isinstance(value, dict):
-            kept, extra = _structured(value, STRUCTURED_FIELDS[key])
-            if kept:
-                document[key] = kept
-            if extra:
-                _add_flattened(document, key, value)
-        elif value:
-            _add_flattened(document, key, value)
+        else:
+            for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key),
+                                      value):
+                document[field] = part
     return document
 
 

@@ -181,3 +181,12 @@ def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
         assert decoded is not None and same_json(decoded, expected["Records"])
     elif expected is None:
         assert decoded is None
+
+
+@EXAMPLES
+@given(st.text(max_size=30), st.text(max_size=30), st.sampled_from([None, "_doc"]), st.booleans())
+def test_the_action_line_is_the_serialised_action(index, doc_id, doc_type, with_id):
+    target = {"_index": index, **({"_type": doc_type} if doc_type else {}),
+              **({"_id": doc_id} if with_id else {})}
+    lines = bulk_item(index, doc_id, {"a": doc_id}, 0, doc_type, with_id).lines
+    assert lines == b"%s\n%s\n" % (_dumps_stdlib({"index": target}), _dumps_stdlib({"a": doc_id}))
