@@ -141,8 +141,17 @@ def _cached_field_name(key: str) -> str:
 
 def top_level_name(key: str) -> str:
     """A top-level field name: also keeps clear of metadata fields (``_id``...)."""
-    name = _FIELD_NAMES.get(key) or _cached_field_name(key)
-    return "%5F" + name[1:] if name.startswith("_") else name
+    name = _TOP_LEVEL_NAMES.get(key)
+    if name is None:
+        name = _cached_field_name(key)
+        if name.startswith("_"):
+            name = "%5F" + name[1:]
+        if len(_TOP_LEVEL_NAMES) < _FIELD_NAMES_KEPT:
+            _TOP_LEVEL_NAMES[key] = name
+    return name
+
+
+_TOP_LEVEL_NAMES: dict[str, str] = {}
 
 
 #: Past this many values, a leaf's distinct values are also tracked in a set.
@@ -372,9 +381,11 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
         if value is None:
             continue
-        kind = kinds.get(key)
+        kind = kinds[key] if key in kinds else None
         if kind is _SCALAR:
             document[key] = value if type(value) is str else _keyword_value(value)
+        elif kind is None and type(value) is str:
+            document[top_level_name(key)] = value
         elif kind is None and not isinstance(value, (dict, list)):
             document[top_level_name(key)] = scalar_text(value)
         elif kind is _DATE:
