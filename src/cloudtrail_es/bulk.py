@@ -113,7 +113,7 @@ try:  # orjson serialises documents ~5x faster; the standard library stays the f
 except ImportError:  # pragma: no cover - exercised by the fallback test
     dumps = _dumps_stdlib
 
-    def _orjson_dumps(document: Any) -> bytes:
+    def _orjson_dumps(document: Any) -> bytes:  # type: ignore[misc]
         raise TypeError("orjson is not installed")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from json.decoder import scanstring
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -20,6 +19,7 @@ _NUMBER = re.compile(r"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 _CONSTANTS = {"null": None, "true": True, "false": False, "NaN": float("nan"),
               "Infinity": float("inf"), "-Infinity": float("-inf")}
 _END = object()
+scanstring = json.decoder.scanstring  # type: ignore[attr-defined]  # C, exactly json's
 
 
 def loads(text: str) -> Any:
@@ -125,7 +125,7 @@ def dumps(value: Any) -> str:
             parts.append(_scalar_text(value))
         while stack:
             frame = stack[-1]
-            item = next(frame[0], _END)
+            item: Any = next(frame[0], _END)
             if item is _END:
                 parts.append("}" if frame[1] else "]")
                 stack.pop()

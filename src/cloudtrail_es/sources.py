@@ -6,17 +6,17 @@ import itertools
 import json
 import re
 import zlib
-from json.decoder import scanstring
 from typing import Any, Iterator, Union
 
 from . import deepjson
+from .deepjson import scanstring
 from .decoded import HEAD_CHARS, OversizedEvent
 from .errors import BadLogFile, LoaderError
 
 try:  # parses a whole small file in about half the standard library's time
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - the standard library alone gives the same events
-    _orjson_loads = None
+    _orjson_loads = None  # type: ignore[assignment]
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -220,6 +220,9 @@ class _Window:
     def next_char(self) -> str:
         """The next character that is not JSON whitespace (not consumed); "" at the end."""
         while True:
+            if len(self.text) - self.pos > 4096 and self.text[self.pos:self.pos + 1] in " \t\n\r":
+                rest = self.text[self.pos:]  # a long run of whitespace: str.lstrip is faster
+                self.pos += len(rest) - len(rest.lstrip(" \t\n\r"))
             self.pos = _JSON_WHITESPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
             if self.pos < len(self.text):
                 return self.text[self.pos]

@@ -27,7 +27,7 @@ from . import deepjson
 try:  # writes the raw JSON of objects without floats ~6x faster, the same text
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - the standard library alone gives the same text
-    _orjson_dumps = None
+    _orjson_dumps = None  # type: ignore[assignment]
 
 FLATTENED_SUFFIX = "_flattened"
 #: Distinct leaf keys kept per flattened object. An event with more (none seen
