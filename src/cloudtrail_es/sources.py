@@ -220,9 +220,6 @@ class _Window:
     def next_char(self) -> str:
         """The next character that is not JSON whitespace (not consumed); "" at the end."""
         while True:
-            if len(self.text) - self.pos > 4096 and self.text[self.pos:self.pos + 1] in " \t\n\r":
-                rest = self.text[self.pos:]  # a long run of whitespace: str.lstrip is faster
-                self.pos += len(rest) - len(rest.lstrip(" \t\n\r"))
             self.pos = _JSON_WHITESPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
             if self.pos < len(self.text):
                 return self.text[self.pos]
