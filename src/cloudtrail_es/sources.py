@@ -344,7 +344,7 @@ def _scan_to_end(window: _Window, limit: int) -> int:
                         if head is None and size <= limit:
                             return i
                         if head is None:
-                            head = text[window.pos:window.pos + HEAD_CHARS]
+                            head = text[window.pos:min(i, window.pos + HEAD_CHARS)]
                         window.pos = i
                         window.oversized = _oversized(head, size)  # type: ignore[attr-defined]
                         return -1

@@ -163,3 +163,10 @@ def test_settings_carry_the_limits():
     defaults = Settings(es_url="http://h:9200")
     assert (defaults.max_event_bytes, defaults.max_file_bytes) == (
         sources.DEFAULT_MAX_EVENT_BYTES, sources.DEFAULT_MAX_FILE_BYTES)
+
+
+def test_the_head_of_a_small_oversized_event_is_only_that_event(small_window):
+    text = '{"Records":[{"eventID":"1","v":"' + "w" * 60 + '"}]}'
+    [trace] = events_in(text.encode(), max_event_bytes=50)
+    assert isinstance(trace, OversizedEvent)
+    assert trace.head == text[len('{"Records":['):-2] and trace.size == len(trace.head)
