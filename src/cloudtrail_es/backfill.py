@@ -19,6 +19,7 @@ from urllib.parse import quote_plus
 
 from . import keys, transform
 from .bulk import Position, bulk_item
+from .decoded import OversizedEvent
 from .errors import FileFailed, RetryDeadlineExceeded
 from .indexes import index_body
 from .processor import Processor, RunResult
@@ -200,6 +201,10 @@ def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str) -
     target.parent.mkdir(exist_ok=True)
     with target.open("wb") as out:
         for n, event in enumerate(events):
+            if isinstance(event, OversizedEvent):  # a load dead-letters it: nothing to send
+                log.warning("event too large, not exported", extra={
+                    "key": ref.key, "size": event.size, "event_id": event.event_id})
+                continue
             out.write(bulk_item(index, transform.document_id(event),
                                 transform.document_for(event), Position(0, n)).lines)
     return str(target), len(events)

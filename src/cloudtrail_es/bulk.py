@@ -10,10 +10,11 @@ large on its own comes back as a failed outcome, like a rejected one.
 from __future__ import annotations
 
 import gzip
-import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
+from . import transform
 from .cluster import Cluster
 from .errors import ClusterBlocked, ClusterError
 from .retry import Backoff, Retry, retryable_item, retrying, transient
@@ -48,31 +49,75 @@ NO_POSITION = Position()
 
 def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Position = NO_POSITION,
               doc_type: str | None = None, with_id: bool = True) -> BulkItem:
-    """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused."""
-    target = {"_index": index}
+    """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused.
+
+    The action line is ``dumps({"index": {"_index": ..., "_type": ..., "_id": ...}})``, its
+    constant start kept per index.
+    """
+    start = _ACTION_STARTS.get((index, doc_type, with_id))
+    if start is None:
+        start = _action_start(index, doc_type, with_id)
+    try:
+        source = _orjson_dumps(document)  # type: ignore[misc]
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254; or no orjson
+        source = _dumps_stdlib(document)
+    if with_id:
+        try:
+            id_text = _orjson_dumps(doc_id)  # type: ignore[misc]
+        except TypeError:
+            id_text = _dumps_stdlib(doc_id)  # type: ignore[arg-type]
+        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position)
+    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position)
+
+
+#: (index, doc_type, with_id) -> the action line up to its ``_id``'s value (or its end, less ``}}``).
+_ACTION_STARTS: dict[tuple[str, str | None, bool], bytes] = {}
+
+
+def _action_start(index: str, doc_type: str | None, with_id: bool) -> bytes:
+    target: dict[str, Any] = {"_index": index}
     if doc_type:
         target["_type"] = doc_type
     if with_id:
-        target["_id"] = doc_id
-    return BulkItem(index, doc_id, b"%s\n%s\n" % (dumps({"index": target}), dumps(document)),
-                    position)
+        target["_id"] = ""
+    whole = dumps({"index": target})
+    start = whole[:-len(b'""}}')] if with_id else whole[:-len(b"}}")]
+    if len(_ACTION_STARTS) < 10_000:
+        _ACTION_STARTS[(index, doc_type, with_id)] = start
+    return start
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _dumps_stdlib(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON at any depth; lone surrogates (not UTF-8) become U+FFFD, noted.
+
+    A repaired document says so in ``repaired_reason`` (``transform.REPAIRED_REASON``).
+    """
+    text = transform.json_text(document)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if isinstance(document, dict):
+            text = transform.json_text({**document, transform.REPAIRED_REASON: transform.SURROGATES_REPLACED})
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
-    import orjson
+    from orjson import dumps as _orjson_dumps
 
     def dumps(document: dict[str, Any]) -> bytes:
         """Compact UTF-8 JSON of a document (every leaf of ours is a string)."""
         try:
-            return orjson.dumps(document)
-        except TypeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+            return _orjson_dumps(document)
+        except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254
             return _dumps_stdlib(document)
 except ImportError:  # pragma: no cover - exercised by the fallback test
     dumps = _dumps_stdlib
+
+    def _orjson_dumps(document: Any) -> bytes:  # type: ignore[misc]
+        raise TypeError("orjson is not installed")
 
 
 @dataclass(frozen=True)

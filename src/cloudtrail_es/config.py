@@ -31,6 +31,8 @@ AOSS_COLLECTION = "AOSS_COLLECTION"
 LOG_LEVEL = "LOG_LEVEL"
 RETENTION_MONTHS = "RETENTION_MONTHS"
 DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
+MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
+MAX_FILE_BYTES = "MAX_FILE_BYTES"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -70,6 +72,10 @@ class Settings:
     log_level: str = "INFO"
     #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
     retention_months: int = 0
+    #: An event whose JSON text is longer is dead-lettered as too large, never held whole
+    #: (sources.DEFAULT_MAX_EVENT_BYTES); a file inflating to more than max_file_bytes fails.
+    max_event_bytes: int = 8 << 20
+    max_file_bytes: int = 2 << 30
 
     @property
     def serverless(self) -> bool:
@@ -109,6 +115,8 @@ class Settings:
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
             log_level=log_level_from_env(env),
             retention_months=retention_months_from_env(env),
+            max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
+            max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
         )
         return replace(settings, **overrides).validated()
 
@@ -125,6 +133,8 @@ class Settings:
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        if self.max_event_bytes < 1 or self.max_file_bytes < 1:
+            raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self
 
 

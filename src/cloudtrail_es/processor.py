@@ -24,7 +24,7 @@ from .indexes import IndexCreator
 from .pipeline import FileLoad, FileResult, Pipeline, check_accounting
 from .refs import ObjectRef
 from .retry import Backoff
-from .sources import S3Source, iter_events
+from .sources import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FILE_BYTES, S3Source, iter_events
 
 __all__ = ["AccountingError", "FileResult", "ObjectRef", "Outcome", "Processor", "RunResult",
            "Source", "check_accounting", "create_processor", "process_objects"]
@@ -56,8 +56,10 @@ class Processor:
                  gate: WriteGate | None = None, dead_letters: deadletter.DeadLetters | None = None,
                  index_prefix: str = "cloudtrail",
                  clock: Callable[[], float] = time.monotonic, engine: Engine | None = None,
-                 max_event_bytes: int | None = None) -> None:
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
         self.source = source
+        self._limits = {"max_event_bytes": max_event_bytes, "max_file_bytes": max_file_bytes}
         self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
         self._pipeline = Pipeline(writer, self.engine, max_event_bytes)
@@ -88,7 +90,7 @@ class Processor:
                 raise content
             file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
             self._prepare(file.result.index, deadline)
-            return iter_events(content)
+            return iter_events(content, **self._limits)
 
         self._pipeline.load(files, events_of, deadline)
         return [self._finish(file, (self._clock() - started) / len(files)) for file in files]
@@ -216,4 +218,6 @@ def create_processor(settings: Settings, s3_client: Any = None,
         dead_letters,
         settings.index_prefix,
         engine=engine,
+        max_event_bytes=settings.max_event_bytes,
+        max_file_bytes=settings.max_file_bytes,
     )

@@ -139,7 +139,7 @@ def test_an_oversized_event_is_read_and_dead_lettered_with_its_head(fakes, monke
     processor, cluster, dead, refs = batch(fakes, [0])
     processor._pipeline.max_event_bytes = 1000
     oversized = OversizedEvent(size=5000, head='{"eventID": "huge-1", "x": "aaaa', event_id="huge-1")
-    monkeypatch.setattr(processor_module, "iter_events", lambda data: iter(
+    monkeypatch.setattr(processor_module, "iter_events", lambda data, **limits: iter(
         [fakes.event("small-1"), oversized, fakes.event("small-2")]))
 
     [result] = processor.process_files(refs, deadline=100)
