@@ -8,7 +8,7 @@ rejected by the index mapping (see ``indexes.py``) because of its own shape:
   where a scalar belongs is kept as its JSON text.
 * ``eventTime`` stays as it is and is mapped as a date (malformed values are
   kept in ``_source`` but not indexed, never rejected).
-* ``userIdentity``, ``tlsDetails`` and ``addendum`` keep their documented
+* ``userIdentity``, ``tlsDetails``, ``addendum`` and ``insightDetails`` keep their documented
   sub-fields as nested objects of strings. Whatever else they carry (for
   example web-identity attributes whose keys contain dots) is flattened as below.
 * Every other object or array - ``requestParameters``, ``responseElements``,
@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Iterator, Mapping
+
+from .ecs import ROOTS as ECS_ROOTS, ecs_fields
 
 FLATTENED_SUFFIX = "_flattened"
 #: Distinct leaf keys kept per flattened object. An event with more (none seen
@@ -68,6 +70,15 @@ STRUCTURED_FIELDS: Mapping[str, Mapping[str, Any]] = {
         "reason": None, "updatedFields": None, "originalRequestID": None,
         "originalEventID": None,
     },
+    # Insights events; ``attributions`` (a list) is searched through ``insightDetails_flattened``.
+    "insightDetails": {
+        "state": None, "eventSource": None, "eventName": None, "insightType": None,
+        "errorCode": None,
+        "insightContext": {"statistics": {
+            "baseline": {"average": None}, "insight": {"average": None},
+            "insightDuration": None, "baselineDuration": None,
+        }},
+    },
 }
 
 
@@ -103,9 +114,11 @@ def field_name(key: str) -> str:
 
 
 def top_level_name(key: str) -> str:
-    """A top-level field name: also keeps clear of metadata fields (``_id``...)."""
+    """A top-level field name: also keeps clear of metadata fields (``_id``...) and ECS roots."""
     name = field_name(key)
-    return "%5F" + name[1:] if name.startswith("_") else name
+    if name.startswith("_") or name in ECS_ROOTS:
+        return f"%{ord(name[0]):02X}{name[1:]}"
+    return name
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
@@ -216,6 +229,7 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
             _add_flattened(document, top_level_name(key), value)
         else:
             document[top_level_name(key)] = scalar_text(value)
+    document.update(ecs_fields(event))
     return document
 
 
@@ -252,4 +266,5 @@ def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, An
             document["userIdentity"] = kept
     document[EVENT_RAW] = json_text(event)
     document[DEGRADED_REASON] = reason
+    document.update(ecs_fields(event))
     return document
