@@ -8,7 +8,7 @@ rejected by the index mapping (see ``indexes.py``) because of its own shape:
   where a scalar belongs is kept as its JSON text.
 * ``eventTime`` stays as it is and is mapped as a date (malformed values are
   kept in ``_source`` but not indexed, never rejected).
-* ``userIdentity``, ``tlsDetails`` and ``addendum`` keep their documented
+* ``userIdentity``, ``tlsDetails``, ``addendum`` and ``insightDetails`` keep their documented
   sub-fields as nested objects of strings. Whatever else they carry (for
   example web-identity attributes whose keys contain dots) is flattened as below.
 * Every other object or array - ``requestParameters``, ``responseElements``,
@@ -28,6 +28,7 @@ try:  # writes the raw JSON of objects without floats ~6x faster, the same text
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - the standard library alone gives the same text
     _orjson_dumps = None  # type: ignore[assignment]
+from .ecs import ROOTS as ECS_ROOTS, ecs_fields
 
 FLATTENED_SUFFIX = "_flattened"
 #: Distinct leaf keys kept per flattened object. An event with more (none seen
@@ -74,6 +75,15 @@ STRUCTURED_FIELDS: Mapping[str, Mapping[str, Any]] = {
     "addendum": {
         "reason": None, "updatedFields": None, "originalRequestID": None,
         "originalEventID": None,
+    },
+    # Insights events; ``attributions`` (a list) is searched through ``insightDetails_flattened``.
+    "insightDetails": {
+        "state": None, "eventSource": None, "eventName": None, "insightType": None,
+        "errorCode": None,
+        "insightContext": {"statistics": {
+            "baseline": {"average": None}, "insight": {"average": None},
+            "insightDuration": None, "baselineDuration": None,
+        }},
     },
 }
 
@@ -140,12 +150,12 @@ def _cached_field_name(key: str) -> str:
 
 
 def top_level_name(key: str) -> str:
-    """A top-level field name: also keeps clear of metadata fields (``_id``...)."""
+    """A top-level field name: also keeps clear of metadata fields (``_id``...) and ECS roots."""
     name = _TOP_LEVEL_NAMES.get(key)
     if name is None:
         name = _cached_field_name(key)
-        if name.startswith("_"):
-            name = "%5F" + name[1:]
+        if name.startswith("_") or name in ECS_ROOTS:
+            name = f"%{ord(name[0]):02X}{name[1:]}"
         if len(_TOP_LEVEL_NAMES) < _FIELD_NAMES_KEPT:
             _TOP_LEVEL_NAMES[key] = name
     return name
@@ -394,6 +404,7 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
             for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key),
                                       value):
                 document[field] = part
+    document.update(ecs_fields(event))
     return document
 
 
@@ -433,4 +444,5 @@ def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, An
             document["userIdentity"] = kept
     document[EVENT_RAW] = json_text(event)
     document[DEGRADED_REASON] = reason
+    document.update(ecs_fields(event))
     return document

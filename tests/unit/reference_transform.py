@@ -1,7 +1,9 @@
 """The transform as it was at commit a7f323c (before issue 14), kept as the reference the
 property tests compare today's faster transform with: same documents, byte for byte, for
 every event both can handle. Recursive, so only for events of modest depth. Not used by
-the loader.
+the loader. One deliberate change since (issue 15) is applied here too: the ECS fields
+(``ecs.ecs_fields``) and top-level names kept clear of the ECS roots; ``STRUCTURED_FIELDS``
+(imported) now also holds Insights' ``insightDetails``.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import json
 from typing import Any, Iterator, Mapping
 
+from cloudtrail_es.ecs import ROOTS as ECS_ROOTS, ecs_fields
 from cloudtrail_es.transform import (  # the constants did not change
     DATE_FIELD, FLATTENED_SUFFIX, MAX_FLATTENED_KEYS, RAW_SUFFIX, STRUCTURED_FIELDS, _SCALAR_FIELDS,
 )
@@ -48,7 +51,7 @@ def field_name(key: str) -> str:
 def top_level_name(key: str) -> str:
     """A top-level field name: also keeps clear of metadata fields (``_id``...)."""
     name = field_name(key)
-    return "%5F" + name[1:] if name.startswith("_") else name
+    return f"%{ord(name[0]):02X}{name[1:]}" if name.startswith("_") or name in ECS_ROOTS else name
 
 
 def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
@@ -159,6 +162,7 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
             _add_flattened(document, top_level_name(key), value)
         else:
             document[top_level_name(key)] = scalar_text(value)
+    document.update(ecs_fields(event))
     return document
 
 
