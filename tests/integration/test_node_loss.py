@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -47,7 +48,7 @@ RUN_DIR = ROOT / ".services"
 
 def services(action: str) -> None:
     env = {**os.environ, "OPENSEARCH_PORT": str(PORT), "NODES": str(NODES), "ENGINE": ENGINE,
-           "RUN_DIR": str(RUN_DIR)}
+           "RUN_DIR": str(RUN_DIR), "START_TIMEOUT": "600"}
     done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), action, "opensearch"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -114,9 +115,12 @@ class ThreeNodes:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ThreeNodes]:
+    nodes = ThreeNodes()
+    services("stop")   # a cluster left by an interrupted run, and its data: start clean
+    for name in nodes.names:
+        shutil.rmtree(RUN_DIR / name / "data", ignore_errors=True)
     services("start")
     try:
-        nodes = ThreeNodes()
         listed = sorted(node["name"] for node in nodes.get("/_nodes")["nodes"].values())
         assert listed == nodes.names
         yield nodes
