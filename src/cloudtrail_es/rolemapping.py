@@ -13,7 +13,7 @@ whatever happens, before the Lambda's time runs out: the work runs in a thread t
 up on when only ``REPORT_RESERVE_SECONDS`` are left. A stack never waits an hour for an answer.
 
 cloudformation.yml carries a verbatim copy of this file as the function's inline code (it must
-exist when the stack is created, before `make deploy` uploads the package), so it uses the
+exist when the stack is created, before `make -f Makefile.pip deploy` uploads the package), so it uses the
 standard library and boto3 only; tests/unit/test_cloudformation.py checks the copy, and
 `python scripts/inline_rolemapping.py` refreshes it.
 """
