@@ -271,8 +271,9 @@ def handle(event: dict, remaining_seconds: float, services: Services) -> Outcome
     late = Outcome("FAILED", event.get("PhysicalResourceId") or f"failed-{event.get('RequestId')}",
                    f"no result after {max(0.0, remaining_seconds - REPORT_RESERVE_SECONDS):.0f} s "
                    f"(is the domain endpoint reachable?)")
-    outcome = within(work_deadline - time.monotonic(), lambda: carry_out(event, services, work_deadline),
-                     late)
+    # The work's own deadline comes a second earlier, so that it can still give its own reason.
+    outcome = within(work_deadline - time.monotonic(),
+                     lambda: carry_out(event, services, work_deadline - 1.0), late)
     if "ResponseURL" not in event:
         log.error("no ResponseURL in the event, cannot report %s", outcome)
         return outcome
