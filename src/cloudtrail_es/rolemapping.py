@@ -35,6 +35,7 @@ log.setLevel(logging.INFO)
 REPORT_RESERVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 20.0
 REASON_LIMIT = 1000
+RESPONSE_LIMIT = 4096
 SECURITY_API = "/_plugins/_security/api"
 CLUSTER_PERMISSIONS = ["cluster_monitor", "cluster_composite_ops"]
 # Create and write the monthly indexes, read their settings, mappings and health.
@@ -232,18 +233,22 @@ def within(seconds: float, work: Callable[[], Outcome], late: Outcome) -> Outcom
 
 
 def response_body(event: dict, outcome: Outcome) -> bytes:
-    """The JSON CloudFormation expects at the ResponseURL."""
-    reason = outcome.reason or f"see CloudWatch Logs of {event.get('LogicalResourceId')}"
-    return json.dumps({
-        "Status": outcome.status,
-        "Reason": reason[:REASON_LIMIT],
-        "PhysicalResourceId": outcome.physical_id,
-        "StackId": event.get("StackId"),
-        "RequestId": event.get("RequestId"),
-        "LogicalResourceId": event.get("LogicalResourceId"),
-        "NoEcho": False,
-        "Data": outcome.data,
-    }).encode()
+    """The JSON CloudFormation expects at the ResponseURL (at most 4096 bytes: the reason gives way)."""
+    reason = (outcome.reason or f"see CloudWatch Logs of {event.get('LogicalResourceId')}")[:REASON_LIMIT]
+    while True:
+        body = json.dumps({
+            "Status": outcome.status,
+            "Reason": reason,
+            "PhysicalResourceId": outcome.physical_id,
+            "StackId": event.get("StackId"),
+            "RequestId": event.get("RequestId"),
+            "LogicalResourceId": event.get("LogicalResourceId"),
+            "NoEcho": False,
+            "Data": outcome.data,
+        }).encode()
+        if len(body) <= RESPONSE_LIMIT or len(reason) <= 1:
+            return body
+        reason = reason[:len(reason) // 2]
 
 
 def report(event: dict, outcome: Outcome, opener: Opener, deadline: float,

@@ -393,7 +393,7 @@ def test_logs_resource_policy_is_upserted_and_kept(cloudformation, aws_env):
         return {"RequestType": request_type, "ResponseURL": f"{cloudformation.url}/signed?X-Amz-Signature=abc",
                 "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1",
                 "RequestId": str(uuid.uuid4()), "ResourceType": "Custom::LogsResourcePolicy",
-                "LogicalResourceId": "DomainLogsResourcePolicy",
+                "LogicalResourceId": "SharedLogsResourcePolicy",
                 "ResourceProperties": {"PolicyName": name, "PolicyDocument": document}, **extra}
 
     def stored() -> list[dict]:

@@ -612,11 +612,11 @@ def test_domain_logs_published(template):
         assert template["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
         assert int(template["Resources"][group]["Properties"]["RetentionInDays"]) > 0
     assert not _resources_of_type(template, "AWS::Logs::ResourcePolicy"), "one shared policy, not one per stack"
-    policy = template["Resources"]["DomainLogsResourcePolicy"]
+    policy = template["Resources"]["SharedLogsResourcePolicy"]
     assert policy["Type"] == "Custom::LogsResourcePolicy"
     assert policy["Properties"]["ServiceToken"] == _get_att("SetupFunction")
     assert "Condition" not in policy and "DeletionPolicy" not in policy
-    assert template["Resources"]["Domain"]["DependsOn"] == "DomainLogsResourcePolicy"
+    assert template["Resources"]["Domain"]["DependsOn"] == "SharedLogsResourcePolicy"
     # A fixed name: every stack of the template upserts the same single policy.
     assert policy["Properties"]["PolicyName"] == "cloudtrail-es-opensearch-logs"
     text = policy["Properties"]["PolicyDocument"]["Fn::Sub"]
@@ -791,7 +791,7 @@ def test_only_the_domain_and_what_operates_it_are_retained(template):
     # test_domain_logs_published), so that creating the stack again does not collide with them.
     assert "Name" not in template["Resources"][secret_name]["Properties"]
     # The shared logs policy is kept too: its custom resource's Delete leaves it (tested there).
-    assert template["Resources"]["DomainLogsResourcePolicy"]["Type"] == "Custom::LogsResourcePolicy"
+    assert template["Resources"]["SharedLogsResourcePolicy"]["Type"] == "Custom::LogsResourcePolicy"
 
 
 # ---------------------------------------------------------------------------
@@ -1149,7 +1149,7 @@ def test_setup_function_code_is_the_module(template):
     from cloudtrail_es import rolemapping
 
     assert int(props["Timeout"]) > rolemapping.REPORT_RESERVE_SECONDS + rolemapping.REQUEST_TIMEOUT_SECONDS
-    for name in ("LambdaRoleMapping", "DomainLogsResourcePolicy"):
+    for name in ("LambdaRoleMapping", "SharedLogsResourcePolicy"):
         resource = template["Resources"][name]
         assert resource["Properties"]["ServiceToken"] == _get_att("SetupFunction")
         assert int(props["Timeout"]) < int(resource["Properties"]["ServiceTimeout"]) <= 900
