@@ -37,6 +37,8 @@ REQUEST_TIMEOUT_SECONDS = 20.0
 REASON_LIMIT = 1000
 RESPONSE_LIMIT = 4096
 SECURITY_API = "/_plugins/_security/api"
+# Elasticsearch engine versions (Open Distro security) know only the older path.
+SECURITY_API_PATHS = (SECURITY_API, "/_opendistro/_security/api")
 CLUSTER_PERMISSIONS = ["cluster_monitor", "cluster_composite_ops"]
 # Create and write the monthly indexes, read their settings, mappings and health.
 INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get"]
@@ -78,10 +80,11 @@ class MappingRequest:
     backend_roles: list[str]
     index_prefix: str
     delete_indices: bool
+    api_path: str = SECURITY_API
 
     @property
     def physical_id(self) -> str:
-        return f"{self.base_url}{SECURITY_API}/rolesmapping/{self.role}"
+        return f"{self.base_url}{self.api_path}/rolesmapping/{self.role}"
 
 
 def mapping_request(properties: dict) -> MappingRequest:
@@ -101,12 +104,16 @@ def mapping_request(properties: dict) -> MappingRequest:
     delete_indices = str(properties.get("DeleteIndices", "false")).lower()
     if delete_indices not in ("true", "false"):
         raise CustomResourceError(f"DeleteIndices must be true or false, not {delete_indices!r}")
+    api_path = str(properties.get("SecurityApiPath", SECURITY_API))
+    if api_path not in SECURITY_API_PATHS:
+        raise CustomResourceError(f"SecurityApiPath must be one of {', '.join(SECURITY_API_PATHS)}")
     return MappingRequest(base_url, str(properties["MasterUserSecretArn"]), role, backend_roles,
-                          str(properties["IndexPrefix"]), delete_indices == "true")
+                          str(properties["IndexPrefix"]), delete_indices == "true", api_path)
 
 
 class SecurityApi:
-    """The security plugin's REST API as one user (basic auth), retried until a deadline."""
+    """The security plugin's REST API (``base_url`` ends with its path) as one user (basic auth),
+    retried until a deadline."""
 
     def __init__(self, base_url: str, username: str, password: str, opener: Opener,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -118,7 +125,7 @@ class SecurityApi:
 
     def call(self, method: str, path: str, body: dict | None, deadline: float) -> int:
         """Status of ``method path``; 2xx and 404 are answers, anything else raises in the end."""
-        url = f"{self._base_url}{SECURITY_API}/{path}"
+        url = f"{self._base_url}/{path}"
         data = json.dumps(body).encode() if body is not None else None
         delay, problem = 1.0, ""
         while True:
@@ -215,7 +222,8 @@ def carry_out(event: dict, services: Services, deadline: float) -> Outcome:
             return Outcome("SUCCESS", physical_id)
         secret = json.loads(services.secrets_client().get_secret_value(
             SecretId=request.secret_arn)["SecretString"])
-        api = SecurityApi(request.base_url, secret["username"], secret["password"], services.opener)
+        api = SecurityApi(request.base_url + request.api_path, secret["username"], secret["password"],
+                          services.opener)
         new_id = apply_mapping(request_type, request, physical_id, api, deadline)
         return Outcome("SUCCESS", new_id, data={"Role": request.role})
     except Exception as exc:  # noqa: BLE001 - CloudFormation must hear about every failure

@@ -23,7 +23,7 @@ import boto3
 import pytest
 
 from cloudtrail_es import rolemapping
-from cloudtrail_es.rolemapping import SECURITY_API, Services, handle, loader_role
+from cloudtrail_es.rolemapping import SECURITY_API, SECURITY_API_PATHS, Services, handle, loader_role
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,10 @@ class SecurityPlugin(BaseHTTPRequestHandler):
         expected = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
         if self.headers.get("Authorization") != expected:
             return self._answer(401, {"status": "UNAUTHORIZED", "message": "Unauthorized"})
-        prefix = f"{SECURITY_API}/"
+        prefix = next((f"{p}/" for p in SECURITY_API_PATHS if self.path.startswith(f"{p}/")), "")
         kind, _, name = self.path[len(prefix):].partition("/")
         store = {"roles": self.server.roles, "rolesmapping": self.server.mappings}.get(kind)
-        if not self.path.startswith(prefix) or store is None or not name:
+        if not prefix or store is None or not name:
             return self._answer(400, {"error": f"no handler found for uri [{self.path}]"})
         if self.command == "PUT":
             created = name not in store
@@ -229,6 +229,16 @@ def test_a_new_role_name_gets_a_new_physical_id(plugin, cloudformation, secret_a
     assert set(plugin.roles) == set(plugin.mappings) == {"cloudtrail_writer"}
 
 
+def test_elasticsearch_engines_use_the_open_distro_path(plugin, cloudformation, secret_arn):
+    legacy = "/_opendistro/_security/api"
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url, SecurityApiPath=legacy)
+    assert handle(create, REMAINING, Services()).status == "SUCCESS"
+    assert _answer(cloudformation, create)["PhysicalResourceId"] == (
+        f"{plugin.url}{legacy}/rolesmapping/cloudtrail_loader")
+    assert [r["path"] for r in plugin.requests] == [f"{legacy}/roles/cloudtrail_loader",
+                                                   f"{legacy}/rolesmapping/cloudtrail_loader"]
+
+
 def test_a_refusal_of_the_real_cluster_is_reported(opensearch_url, cloudformation, secret_arn):
     """The real OpenSearch (no security plugin) refuses the call: FAILED, with its answer."""
     create = _event("Create", opensearch_url, secret_arn, cloudformation.url)
@@ -332,6 +342,7 @@ def test_work_that_never_returns_is_given_up_and_reported(plugin, cloudformation
         ({"BackendRoles": "arn:aws:iam::123456789012:role/x"}, "BackendRoles must be a list"),
         ({"OpenSearchRole": "../all_access"}, "OpenSearchRole"),
         ({"DeleteIndices": "maybe"}, "DeleteIndices must be true or false"),
+        ({"SecurityApiPath": "/_cluster/settings"}, "SecurityApiPath must be one of"),
     ],
 )
 def test_bad_properties_fail_create_and_never_block_delete(plugin, cloudformation, secret_arn, change,

@@ -180,6 +180,12 @@ def _resolve(node: Any, template: dict, params: dict) -> Any:
             items = _resolve(items, template, params)
             assert isinstance(items, list) and all(isinstance(i, str) for i in items)
             return sep.join(items)
+        if key == "Fn::Split":
+            sep, text = arg
+            return _resolve(text, template, params).split(sep)
+        if key == "Fn::Select":
+            index, items = arg
+            return _resolve(items, template, params)[int(index)]
         if key == "Fn::FindInMap":
             map_name, top, second = (_resolve(a, template, params) for a in arg)
             return template["Mappings"][map_name][str(top)][second]
@@ -1217,12 +1223,15 @@ def test_role_mapping_resource(template, retention, deletes):
     assert ("indices:admin/delete" in index_permission["allowed_actions"]) is deletes
 
 
+@pytest.mark.parametrize(("engine", "api"), [("OpenSearch_2.19", "/_plugins/_security/api"),
+                                             ("OpenSearch_1.3", "/_plugins/_security/api"),
+                                             ("Elasticsearch_7.10", "/_opendistro/_security/api")])
 @pytest.mark.parametrize("mapped", ["true", "false"])
-def test_role_mapping_reaches_two_urls_only(template, mapped):
+def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
     """The unsigned basic-auth calls may reach the one role and mapping, nothing else."""
     from cloudtrail_es import rolemapping
 
-    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped)
+    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped, EngineVersion=engine)
     deployed = _deployed(template, params)
     _, domain = _one(template, "AWS::OpenSearchService::Domain")
     statements = _as_list(_resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"])
@@ -1236,10 +1245,13 @@ def test_role_mapping_reaches_two_urls_only(template, mapped):
     assert set(statement["Action"]) == {"es:ESHttpPut", "es:ESHttpDelete"}
     domain_arn = (f"arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/"
                   f"{params['ElasticsearchDomainName']}")
-    role = template["Resources"]["LambdaRoleMapping"]["Properties"]["OpenSearchRole"]
+    properties = _symbolic(_resolve(template["Resources"]["LambdaRoleMapping"]["Properties"], template,
+                                    params))
+    request = rolemapping.mapping_request(properties)
+    assert request.api_path == api
     assert set(statement["Resource"]) == {
-        f"{domain_arn}{rolemapping.SECURITY_API}/roles/{role}",
-        f"{domain_arn}{rolemapping.SECURITY_API}/rolesmapping/{role}",
+        f"{domain_arn}{api}/roles/{request.role}",
+        f"{domain_arn}{api}/rolesmapping/{request.role}",
     }
 
 
