@@ -34,6 +34,9 @@ log.setLevel(logging.INFO)
 
 REPORT_RESERVE_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 20.0
+# A domain that has just become active may refuse the master user for a moment: 401/403 are
+# retried this long before they count (a failed Create rolls the stack back, the domain stays).
+AUTH_GRACE_SECONDS = 90.0
 REASON_LIMIT = 1000
 RESPONSE_LIMIT = 4096
 SECURITY_API = "/_plugins/_security/api"
@@ -122,6 +125,7 @@ class SecurityApi:
         self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
         self._opener = opener
         self._clock = clock
+        self._auth_grace_until = clock() + AUTH_GRACE_SECONDS
 
     def call(self, method: str, path: str, body: dict | None, deadline: float) -> int:
         """Status of ``method path``; 2xx and 404 are answers, anything else raises in the end."""
@@ -140,7 +144,8 @@ class SecurityApi:
                 detail = exc.read().decode("utf-8", "replace")[:300]
                 if exc.code == 404:
                     return 404
-                if exc.code != 429 and exc.code < 500:
+                transient_auth = exc.code in (401, 403) and self._clock() < self._auth_grace_until
+                if exc.code != 429 and exc.code < 500 and not transient_auth:
                     raise CustomResourceError(f"{method} {url} refused: HTTP {exc.code} {detail}") from exc
                 problem = f"HTTP {exc.code} {detail}"
             except (urllib.error.URLError, OSError) as exc:

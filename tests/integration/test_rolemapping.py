@@ -264,8 +264,21 @@ def test_a_wrong_password_is_reported(plugin, cloudformation, aws_env):
     finally:
         client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
     answer = _answer(cloudformation, create)
+    # Retried for a while (a new domain may refuse its master user for a moment), then reported.
     assert answer["Status"] == "FAILED" and "HTTP 401" in answer["Reason"]
+    assert len(plugin.requests) > 1 and {r["path"] for r in plugin.requests} == {
+        f"{SECURITY_API}/roles/cloudtrail_loader"}
     assert plugin.roles == {} and plugin.mappings == {}
+
+
+def test_after_the_grace_period_a_refused_login_is_final(plugin, cloudformation, secret_arn, monkeypatch):
+    monkeypatch.setattr(rolemapping, "AUTH_GRACE_SECONDS", 0.0)
+    plugin.faults = [403]
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url)
+    handle(create, REMAINING, Services())
+    answer = _answer(cloudformation, create)
+    assert answer["Status"] == "FAILED" and "refused: HTTP 403" in answer["Reason"]
+    assert len(plugin.requests) == 1
 
 
 def test_transient_errors_are_retried(plugin, cloudformation, secret_arn):
