@@ -294,8 +294,8 @@ def create_warm(prefix: str, mappings: dict[str, Any], admin: bench.Admin) -> No
                    params={"wait_for_status": "green", "timeout": "120s"}, timeout=130)
 
 
-def run_round(n: int, dataset: bench.Dataset, config: bench.Config, admin: bench.Admin,
-              cpu: CpuMeter, mappings: dict[str, Any]) -> Round:  # noqa: C901 - one round step by step, as the README tells it
+def run_round(n: int, dataset: bench.Dataset, config: bench.Config, admin: bench.Admin,  # noqa: C901 - one round, step by step
+              cpu: CpuMeter, mappings: dict[str, Any]) -> Round:
     import boto3
 
     sqs = boto3.client("sqs")
