@@ -28,6 +28,8 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
+DETECTION_DELAY_MINUTES = "DETECTION_DELAY_MINUTES"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 
@@ -61,6 +63,10 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    #: Detector: SNS topic new findings are published to (none: not published).
+    findings_topic_arn: str | None = None
+    #: Detector: the default window ends this long before now, so that late files land first.
+    detection_delay_minutes: float = 15.0
 
     @property
     def serverless(self) -> bool:
@@ -97,6 +103,9 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
+            detection_delay_minutes=float(env.get(DETECTION_DELAY_MINUTES) or
+                                          cls.detection_delay_minutes),
         )
         return replace(settings, **overrides).validated()
 

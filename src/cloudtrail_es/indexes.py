@@ -76,6 +76,13 @@ FILTER_ONLY_PATHS = frozenset({
 })
 #: The ``<name>_raw`` texts searched as free text (the rest are kept in _source only).
 FREE_TEXT_RAW = ("requestParameters", "responseElements")
+#: Sigma's whole-section ``|contains`` (``requestParameters|contains: '0.0.0.0/0'``) must match
+#: the JSON text exactly as a substring, which analysed text cannot: those sections' raw text
+#: is also indexed whole as a keyword (``<name>_raw.keyword``; terms only, no doc values; a
+#: text over ``KEYWORD_IGNORE_ABOVE`` characters is not in it). See ``sigma.py``.
+RAW_EXACT_SECTIONS = FREE_TEXT_RAW
+RAW_EXACT_SUBFIELD = "keyword"
+TEXT_WITH_EXACT = {**TEXT, "fields": {RAW_EXACT_SUBFIELD: KEYWORD_FILTER_ONLY}}
 
 
 def _object(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,7 +119,7 @@ def mapping() -> dict[str, Any]:
         {name: _object(schema, name + ".")
          for name, schema in transform.STRUCTURED_FIELDS.items()}
     )
-    properties.update({name + transform.RAW_SUFFIX: TEXT for name in FREE_TEXT_RAW})
+    properties.update({name + transform.RAW_SUFFIX: TEXT_WITH_EXACT for name in FREE_TEXT_RAW})
     return {
         "date_detection": False,
         "numeric_detection": False,
