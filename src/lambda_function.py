@@ -11,7 +11,8 @@ from cloudtrail_es import retention
 from cloudtrail_es.config import Settings
 from cloudtrail_es.errors import LoadFailed
 from cloudtrail_es.logs import configure_logging
-from cloudtrail_es.notifications import RetentionRequest, SqsBatch, SnsBatch, parse_invocation
+from cloudtrail_es.notifications import (DetectionRequest, RetentionRequest, SqsBatch, SnsBatch,
+                                         parse_invocation)
 from cloudtrail_es.processor import Processor, create_processor, process_objects
 
 log = logging.getLogger("cloudtrail_es.handler")
@@ -30,6 +31,8 @@ def processor() -> Processor:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     invocation = parse_invocation(event)
     deadline_for = lambda: deadline(context)  # noqa: E731 - read at each file's start
+    if isinstance(invocation, DetectionRequest):
+        return run_detection()
     if isinstance(invocation, RetentionRequest):
         months = int(os.environ.get("RETENTION_MONTHS", "0"))
         if months < 1:
@@ -56,6 +59,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if run.failed:
         raise LoadFailed(run.failed)
     return run.summary()
+
+
+def run_detection() -> dict[str, Any]:
+    """The DetectionSchedule: the packaged Sigma rules over the events since the last run."""
+    from cloudtrail_es import detect
+
+    loader = processor()
+    return detect.run_scheduled(Settings.from_env(), loader.cluster, loader.engine)
 
 
 def deadline(context: Any) -> float:

@@ -432,6 +432,8 @@ def run_scheduled(settings: Settings, cluster: Cluster, engine: Engine,
     run = run_detection(store, ruleset, window, sns_client(settings), settings.findings_topic_arn)
     summary = run.summary()
     log.info("detection done", extra={k: v for k, v in summary.items() if k != "per_rule"})
+    if run.errors:  # fails the invocation: retried, the window (state) not yet advanced
+        raise DetectionError(f"{len(run.errors)} detection error(s): {'; '.join(run.errors)}")
     return summary
 
 
