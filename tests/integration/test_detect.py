@@ -74,7 +74,8 @@ def env(loaded, opensearch_url, moto_url, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("FINDINGS_TOPIC_ARN", raising=False)
     yield loaded
-    requests.delete(f"{opensearch_url}/{loaded}_findings,{loaded}_findings_state", timeout=60)
+    for index in (f"{loaded}_findings", f"{loaded}_findings_state"):
+        requests.delete(f"{opensearch_url}/{index}", timeout=60)
 
 
 def run_json(capsys, *argv: str) -> tuple[int, list[dict], str]:
@@ -350,7 +351,7 @@ title: many failed sign-ins
 id: bbbbbbbb-0000-4000-8000-000000000002
 correlation:
   type: event_count
-  rules: [aaaaaaaa-0000-4000-8000-000000000003]
+  rules: [bbbbbbbb-0000-4000-8000-000000000001]
   group-by: [sourceIPAddress]
   timespan: 1h
   condition: {gte: 5}
@@ -426,6 +427,7 @@ def test_default_window_continues_where_the_last_run_ended(env, capsys, opensear
     assert cli.main(["--dir", str(tmp_path), "--quiet", "--dead-letter-dir",
                      str(tmp_path / "dead")]) == cli.EXIT_OK
     requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
+    capsys.readouterr()
 
     code, first, err = run_json(capsys, str(RULES))
     assert code == detect.EXIT_OK, err
