@@ -322,7 +322,7 @@ def finding_for(rule: dict[str, Any], hit: dict[str, Any], detected_at: datetime
 
 def publish(sns: Any, topic_arn: str, findings: list[dict[str, Any]]) -> list[str]:
     """SNS PublishBatch, 10 a call; returns an error per finding not published."""
-    errors = []
+    errors: list[str] = []
     for start in range(0, len(findings), SNS_BATCH):
         batch = findings[start:start + SNS_BATCH]
         entries = [{
@@ -397,7 +397,7 @@ def run_detection(store: Store, ruleset: RuleSet, window: Window, sns: Any = Non
         findings = [finding_for(rule, hit, detected_at) for hit in hits]
         run.counts[rule["id"]] = len(findings)
         try:
-            _, errors = store.record(findings)
+            errors = store.record(findings)[1]
         except ClusterError as exc:
             errors = [f"rule {rule['id']}: {exc}"]
         run.errors.extend(errors)

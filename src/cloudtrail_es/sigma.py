@@ -26,7 +26,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from sigma.collection import SigmaCollection
 from sigma.conditions import ConditionAND, ConditionFieldEqualsValueExpression, ConditionNOT, ConditionOR
@@ -37,7 +37,8 @@ from sigma.exceptions import SigmaError, SigmaFeatureNotSupportedByBackendError
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldFunctionTransformation
 from sigma.rule import SigmaRule
-from sigma.types import SigmaCIDRExpression, SigmaRegularExpressionFlag, SigmaString, SpecialChars
+from sigma.types import (SigmaCIDRExpression, SigmaRegularExpression, SigmaRegularExpressionFlag,
+                         SigmaString, SpecialChars)
 
 from . import transform
 from .indexes import RAW_EXACT_SUBFIELD, RAW_EXACT_SECTIONS
@@ -178,11 +179,11 @@ class QueryDslBackend(Backend):
 
     def convert_condition_field_eq_val_str(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Any:
-        return string_query(cond.field, cond.value)
+        return string_query(cond.field, cast(SigmaString, cond.value))
 
     def convert_condition_field_eq_val_str_case_sensitive(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Any:
-        return string_query(cond.field, cond.value, case_insensitive=False)
+        return string_query(cond.field, cast(SigmaString, cond.value), case_insensitive=False)
 
     def convert_condition_field_eq_val_num(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Any:
@@ -194,10 +195,11 @@ class QueryDslBackend(Backend):
 
     def convert_condition_field_eq_val_re(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Any:
-        flags = cond.value.flags
+        regexp = cast(SigmaRegularExpression, cond.value)
+        flags = regexp.flags
         if flags - {SigmaRegularExpressionFlag.IGNORECASE}:
             raise NotConvertible("regular expression flags m and s are not supported")
-        body: dict[str, Any] = {"value": _lucene_regexp(cond.value.regexp.to_plain()),
+        body: dict[str, Any] = {"value": _lucene_regexp(regexp.regexp.to_plain()),
                                 "flags": "NONE"}
         if SigmaRegularExpressionFlag.IGNORECASE in flags:
             body["case_insensitive"] = True
@@ -205,7 +207,7 @@ class QueryDslBackend(Backend):
 
     def convert_condition_field_eq_val_cidr(
             self, cond: ConditionFieldEqualsValueExpression, state: ConversionState) -> Any:
-        value: SigmaCIDRExpression = cond.value
+        value = cast(SigmaCIDRExpression, cond.value)
         return any_of([string_query(cond.field, SigmaString(pattern))
                        for pattern in value.expand("*")])
 
