@@ -421,8 +421,9 @@ def sns_client(settings: Settings) -> Any:
 
 
 def run_scheduled(settings: Settings, cluster: Cluster, engine: Engine,
-                  bundle: Path = PACKAGED_RULES) -> dict[str, Any]:
+                  bundle: Path | None = None) -> dict[str, Any]:
     """The Lambda's scheduled detection: the packaged rules over the default window."""
+    bundle = bundle or PACKAGED_RULES
     if not bundle.exists():
         raise DetectionError(f"no packaged rules at {bundle.name} (build with scripts/package.py)")
     ruleset = load_rules([bundle])

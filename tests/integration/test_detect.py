@@ -448,3 +448,37 @@ def test_table_output_and_bad_usage(env, capsys):
     assert "findings per rule:" in out and "CloudTrail trail stopped or deleted" in out
     assert detect.main(["/nonexistent/rules"]) == detect.EXIT_USAGE
     assert detect.main([str(RULES), "--from", "yesterday"]) == detect.EXIT_USAGE
+
+
+def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, monkeypatch, tmp_path):
+    import lambda_function
+    from cloudtrail_es import sigma
+
+    bundle = tmp_path / "rules.json"
+    bundle.write_text(json.dumps(sigma.convert_paths([RULES]).bundle()))
+    monkeypatch.setattr(detect, "PACKAGED_RULES", bundle)
+    now = datetime.now(timezone.utc)
+    recent = {"eventVersion": "1.09", "eventSource": "kms.amazonaws.com",
+              "eventName": "ScheduleKeyDeletion", "eventID": f"recent-{uuid.uuid4()}",
+              "eventTime": detect.iso(now - timedelta(minutes=40)), "awsRegion": "us-east-1",
+              "requestParameters": {"keyId": "k", "pendingWindowInDays": 7},
+              "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/eve"}}
+    key = (f"AWSLogs/111122223333/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
+           f"111122223333_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_recent02.json.gz")
+    _write_file(tmp_path / "files", key, [recent])
+    assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
+                     str(tmp_path / "dead")]) == cli.EXIT_OK
+    requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
+    lambda_function.processor.cache_clear()
+    try:
+        summary = lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)
+    finally:
+        lambda_function.processor.cache_clear()
+        event_id = recent["eventID"]
+        requests.delete(f"{opensearch_url}/{env}-{now:%Y-%m}/_doc/{event_id}?refresh=true",
+                        timeout=30)
+
+    assert summary["new"] == 1 and summary["errors"] == [] and summary["skipped"] == []
+    assert summary["per_rule"]["cec6f5a4-253c-455d-8b7a-9ee1d9fa9988"] == 1
+    stored = _findings_in_index(opensearch_url, env)
+    assert [f["eventID"] for f in stored.values()] == [recent["eventID"]]
