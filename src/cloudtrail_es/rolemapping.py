@@ -69,7 +69,7 @@ def loader_role(index_prefix: str, delete_indices: bool) -> dict:
     """The OpenSearch role of the loader: its own indexes only; deleting them only for retention."""
     actions = INDEX_ACTIONS + ([RETENTION_ACTION] if delete_indices else [])
     return {
-        "description": f"cloudtrail-to-elasticsearch loader: writes {index_prefix}-*, {index_prefix}_findings*",
+        "description": f"cloudtrail-to-elasticsearch loader: {index_prefix}-*, {index_prefix}_findings*",
         "cluster_permissions": list(CLUSTER_PERMISSIONS),
         # <prefix>_findings and <prefix>_findings_state: the scheduled detector's own indexes.
         "index_permissions": [{"index_patterns": [f"{index_prefix}-*", f"{index_prefix}_findings*"],
