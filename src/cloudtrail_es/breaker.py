@@ -12,14 +12,12 @@ import threading
 import time
 from typing import Callable
 
-from .errors import ClusterError
+from .errors import ClusterDown
+
+__all__ = ["CircuitBreaker", "ClusterDown"]
 
 #: An outage this long opens the breaker by default (``BREAKER_SECONDS``).
 DEFAULT_OPEN_AFTER = 120.0
-
-
-class ClusterDown(ClusterError):
-    """The cluster has been unreachable, or answering 5xx, for longer than the breaker allows."""
 
 
 class CircuitBreaker:

@@ -14,31 +14,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .errors import LoaderError
+from .errors import DeadLetterError, DeadLetterUnreadable
+
+__all__ = ["DeadLetterError", "DeadLetterUnreadable", "DeadLetters", "DeadLetterStore",
+           "LocalDeadLetters", "S3DeadLetters", "record", "encode", "decode", "file_name"]
 
 
-class DeadLetterError(LoaderError):
-    """Undeliverable events could not be stored either: the file must fail."""
-
-
-class DeadLetterUnreadable(LoaderError):
-    """A dead-letter file cannot be read, or is not one this program wrote."""
-
-
-#: What a record must hold for a redrive: its original event and where it came from.
-RECORD_FIELDS = {"event": dict, "bucket": str, "key": str, "index": str}
+#: What a record must hold for a redrive: where it came from (and its event, or its head).
+RECORD_FIELDS = {"bucket": str, "key": str, "index": str}
 
 
 class DeadLetters(Protocol):
     def put(self, source_key: str, records: list[dict[str, Any]]) -> str: ...
 
 
+class DeadLetterStore(Protocol):
+    """Dead-letter files as redrive reads and rewrites them."""
+
+    def files(self) -> Iterator[str]: ...
+
+    def read(self, name: str) -> list[dict[str, Any]]: ...
+
+    def replace(self, name: str, records: list[dict[str, Any]]) -> None: ...
+
+
 def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index: str,
-           doc_id: str, event: dict[str, Any]) -> dict[str, Any]:
+           doc_id: str, event: dict[str, Any] | None, head: str | None = None) -> dict[str, Any]:
+    """One dead-lettered event; one too large to hold keeps only the ``head`` of its text."""
     return {
         "reason": reason, "status": status, "error": error, "bucket": bucket, "key": key,
         "index": index, "doc_id": doc_id,
-        "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "event": event,
+        "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **({"event": event} if event is not None else {"event_head": head}),
     }
 
 
@@ -61,13 +68,22 @@ def decode(data: bytes, name: str = "dead-letter file") -> list[dict[str, Any]]:
             entry = json.loads(line)
         except ValueError as exc:
             raise DeadLetterUnreadable(f"{name}: line {number} is not JSON: {exc}") from exc
-        wrong = [field for field, kind in RECORD_FIELDS.items()
-                 if not isinstance(entry, dict) or not isinstance(entry.get(field), kind)]
+        wrong = _wrong_fields(entry)
         if wrong:
             raise DeadLetterUnreadable(
                 f"{name}: line {number} is not a dead-letter record (missing or wrong: {', '.join(wrong)})")
         records.append(entry)
     return records
+
+
+def _wrong_fields(entry: Any) -> list[str]:
+    """The fields of a would-be record that are missing or of the wrong type."""
+    if not isinstance(entry, dict):
+        return [*RECORD_FIELDS, "event"]
+    wrong = [field for field, kind in RECORD_FIELDS.items() if not isinstance(entry.get(field), kind)]
+    if not isinstance(entry.get("event"), dict) and not isinstance(entry.get("event_head"), str):
+        wrong.append("event")
+    return wrong
 
 
 def file_name(source_key: str) -> str:

@@ -1,4 +1,4 @@
-"""Typed errors; each carries what a user needs to act on it."""
+"""Typed errors, all of them; each carries what a user needs to act on it."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +12,10 @@ class ConfigurationError(LoaderError):
     """A setting is missing or has a value we cannot use."""
 
 
+class StateFileError(ConfigurationError):
+    """The ``--state`` file cannot be read, or is not one this program wrote."""
+
+
 class ClusterError(LoaderError):
     """The cluster refused a request as a whole, or could not be reached."""
 
@@ -22,12 +26,44 @@ class ClusterError(LoaderError):
         super().__init__(message + detail)
 
 
+class ClusterUnreachable(ClusterError):
+    """No HTTP answer: connection refused or reset, DNS failure, timeout."""
+
+
+class ClusterDown(ClusterError):
+    """The cluster has been unreachable, or answering 5xx, for longer than the breaker allows."""
+
+
+class ClusterBlocked(ClusterError):
+    """The cluster or index refuses writes (read-only, disk flood stage): retrying items is futile."""
+
+
 class RetryDeadlineExceeded(ClusterError):
     """Retries of throttled or failed requests ran out of time; nothing was given up silently."""
 
 
+class SourceError(LoaderError):
+    """The object could not be read (missing, access denied, network)."""
+
+
 class BadLogFile(LoaderError):
     """The object is not a readable CloudTrail log file."""
+
+
+class DeadLetterError(LoaderError):
+    """Undeliverable events could not be stored either: the file must fail."""
+
+
+class DeadLetterUnreadable(LoaderError):
+    """A dead-letter file cannot be read, or is not one this program wrote."""
+
+
+class AccountingError(LoaderError):
+    """Events read and events accounted for differ: a bug, never to be ignored."""
+
+
+class UnknownEvent(LoaderError):
+    """The handler was invoked with something it does not recognise."""
 
 
 class FileFailed(LoaderError):
@@ -47,6 +83,15 @@ class LoadFailed(LoaderError):
         self.failures = failures
         listed = "; ".join(str(failure) for failure in failures)
         super().__init__(f"{len(failures)} file(s) not fully loaded: {listed}")
+
+
+class BatchFailed(LoaderError):
+    """Every message of an SQS batch failed: the handler raises, so the batch is retried whole."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        self.reasons = reasons
+        listed = "; ".join(f"{message_id}: {why}" for message_id, why in reasons.items())
+        super().__init__(f"all {len(reasons)} message(s) failed: {listed}")
 
 
 def _short_text(response: Any, limit: int = 500) -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .bulk import ClusterBlocked
 from .cluster import Cluster, request_retrying
-from .errors import ClusterError
+from .errors import ClusterBlocked, ClusterError
 from .names import segment
 from .retry import Backoff
 

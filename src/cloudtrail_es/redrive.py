@@ -9,22 +9,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
-from . import cli, keys, names
+from . import keys, names
 from .breaker import CircuitBreaker
 from .cluster import create_cluster
-from .deadletter import LocalDeadLetters, S3DeadLetters
+from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_OK, add_log_level,
+                       add_retry_limit, fail_usage, settings_from, start_logging)
+from .deadletter import DeadLetterStore, LocalDeadLetters, S3DeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
-from .logs import configure_logging
-from .processor import Processor, create_processor
+from .processor import Outcome, create_processor
 from .redact import redact
 from .retry import Backoff
 
 log = logging.getLogger(__name__)
+
+
+class EventLoader(Protocol):
+    """What redrive needs of a processor: write events to an index, under given ids."""
+
+    index_prefix: str
+
+    def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
+                    bucket: str = "", key: str = "", doc_ids: list[str] | None = None) -> Outcome: ...
 
 
 def target_index(entry: dict[str, Any], prefix: str) -> str | None:
@@ -35,27 +44,34 @@ def target_index(entry: dict[str, Any], prefix: str) -> str | None:
     return entry["index"] if names.is_monthly_index(entry["index"], prefix) else None
 
 
-def redrive_file(processor: Processor, store: Any, name: str, deadline: float) -> dict[str, int]:
-    """Send one file's records again; what still cannot land stays in it, with the new reason.
+def redrive_file(loader: EventLoader, store: DeadLetterStore, name: str,
+                 deadline: float) -> dict[str, int]:
+    """Send one dead-letter file's events again; keep in it only those still undeliverable.
 
+    A record without its event (one too large to hold: only its head was kept) stays.
     Records whose index is not one of ours (``INDEX_PREFIX-YYYY-MM``) are never sent: they
     stay in the file, counted as ``foreign_index``.
     """
     records = store.read(name)
     by_index: dict[str, list[dict[str, Any]]] = {}
     remaining: list[dict[str, Any]] = []
+    foreign = 0
     for entry in records:
-        index = target_index(entry, processor.index_prefix)
+        index = target_index(entry, loader.index_prefix)
         if index is None:
             log.error("record not redriven: its index is not one of ours", extra={
-                "file": name, "index": entry["index"], "prefix": processor.index_prefix})
+                "file": name, "index": entry["index"], "prefix": loader.index_prefix})
+            foreign += 1
             remaining.append(entry)
-        else:
+        elif "event" in entry:
             by_index.setdefault(index, []).append(entry)
-    counts = {"events": len(records), "indexed": 0, "degraded": 0, "foreign_index": len(remaining)}
+        else:
+            remaining.append(entry)
+    counts = {"events": len(records), "indexed": 0, "degraded": 0, "foreign_index": foreign}
     for index, entries in by_index.items():
-        outcome = processor.load_events(index, [e["event"] for e in entries], deadline,
-                                        entries[0]["bucket"], entries[0]["key"])
+        outcome = loader.load_events(index, [e["event"] for e in entries], deadline,
+                                     entries[0]["bucket"], entries[0]["key"],
+                                     [e["doc_id"] for e in entries])
         counts["indexed"] += outcome.indexed
         counts["degraded"] += outcome.degraded
         remaining += outcome.undeliverable
@@ -64,26 +80,31 @@ def redrive_file(processor: Processor, store: Any, name: str, deadline: float) -
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, s3_client: Any = None) -> int:
     parser = argparse.ArgumentParser(
         prog="redrive", description="Send dead-lettered CloudTrail events to the cluster again.",
         epilog="Exit codes: 0 all landed; 1 a file could not be read or written; "
         "2 bad usage or cluster unreachable; 3 some events still undeliverable.")
     parser.add_argument("location", help="s3://BUCKET/PREFIX or a local directory")
-    parser.add_argument("--retry-limit", type=float, default=None, metavar="SECONDS")
+    add_retry_limit(parser, help="how long to keep retrying a throttled file")
+    add_log_level(parser)
     parser.add_argument("--breaker-seconds", type=float, default=None, metavar="SECONDS",
                         help="stop when the cluster has not answered (or answered only 5xx) this "
                              "long (default: BREAKER_SECONDS or 120)")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
     try:
-        settings = cli.settings_from(args)
+        start_logging(args)
+        settings = settings_from(args)
+        if s3_client is None and args.location.startswith("s3://"):
+            import boto3
+
+            s3_client = boto3.client("s3")
         breaker = CircuitBreaker(settings.breaker_seconds)
         cluster = create_cluster(settings)
         cluster.breaker = breaker
-        processor = create_processor(settings, cluster=cluster, backoff=Backoff(breaker=breaker))
-        store = _store(args.location, processor)
+        processor = create_processor(settings, s3_client=s3_client, cluster=cluster,
+                                     backoff=Backoff(breaker=breaker))
+        store = _store(args.location, s3_client)
         totals = {"files": 0, "events": 0, "indexed": 0, "degraded": 0, "foreign_index": 0,
                   "still_dead": 0}
         failed = 0
@@ -102,18 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             for key, value in counts.items():
                 totals[key] += value
     except (ConfigurationError, ClusterError) as exc:
-        print(redact(f"redrive: {exc}"), file=sys.stderr)
-        return cli.EXIT_USAGE
+        return fail_usage("redrive", exc)
     print(json.dumps({**totals, "files_failed": failed}))
     if failed:
-        return cli.EXIT_FILES_FAILED
-    return cli.EXIT_DEAD_LETTERED if totals["still_dead"] else cli.EXIT_OK
+        return EXIT_FILES_FAILED
+    return EXIT_DEAD_LETTERED if totals["still_dead"] else EXIT_OK
 
 
-def _store(location: str, processor: Processor) -> Any:
+def _store(location: str, s3_client: Any) -> S3DeadLetters | LocalDeadLetters:
     if location.startswith("s3://"):
         bucket, _, prefix = location[5:].partition("/")
-        return S3DeadLetters(processor.source.s3_client, bucket, prefix)
+        return S3DeadLetters(s3_client, bucket, prefix)
     return LocalDeadLetters(location)
 
 
