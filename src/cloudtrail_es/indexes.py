@@ -214,7 +214,7 @@ class IndexCreator:
     def _add_fields(self, index: str, deadline: float) -> None:
         """Give an existing index the fields this version adds (a no-op when it has them)."""
         response = request_retrying(self._cluster, self._backoff, deadline, "PUT",
-                                    f"/{index}{self._mapping_suffix}",
+                                    f"/{segment(index)}{self._mapping_suffix}",
                                     {"properties": added_properties()})
         if response.status_code != 200:
             # Only an index whose mapping already holds one of these names otherwise (an
