@@ -1,0 +1,179 @@
+"""Poison events (lone surrogates, deep nesting, busy answers) end counted, never as a crash.
+
+Dead letters must take any event; a repaired document is counted; an item the cluster
+failed because it was busy (not because of the document) is retried, not degraded.
+"""
+import gzip
+import json
+import logging
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudtrail_es import deadletter, deepjson, transform
+from cloudtrail_es.bulk import BulkWriter, bulk_item
+from cloudtrail_es.deadletter import LocalDeadLetters
+from cloudtrail_es.errors import DeadLetterError
+from cloudtrail_es.processor import RunResult
+from cloudtrail_es.refs import ObjectRef
+from cloudtrail_es.retry import retryable_item
+
+SURROGATE = "\udc80"
+MAPPING_TIMEOUT = {"type": "mapper_exception",
+                   "reason": "timed out while waiting for a dynamic mapping update"}
+
+
+def nested(depth, leaf="deep"):
+    value = leaf
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+def trail_file(events):
+    """A log file of ``events`` at any depth (``json.dumps`` escapes lone surrogates)."""
+    def text(event):
+        try:
+            return json.dumps(event)
+        except RecursionError:
+            return deepjson.dumps(event)
+    return gzip.compress(('{"Records":[' + ",".join(map(text, events)) + "]}").encode())
+
+
+def record_of(event):
+    return deadletter.record(reason="rejected", status=400, error={"type": "x"}, bucket="b",
+                             key="k", index="ct-2024-01", doc_id="d", event=event)
+
+
+POISON_EVENTS = {
+    "surrogate": {"eventID": "s-1", "eventName": "a" + SURROGATE, "requestParameters": {SURROGATE: "v"}},
+    "deep": {"eventID": "d-1", "requestParameters": nested(3000)},
+    "line separators": {"eventID": "l-1", "eventName": "a\u2028b\x85c\u2029d\x1c"},
+}
+
+
+@pytest.mark.parametrize("name", POISON_EVENTS)
+def test_any_event_can_be_dead_lettered_and_read_back(name):
+    event = POISON_EVENTS[name]
+
+    [back] = deadletter.decode(deadletter.encode([record_of(event)]))
+
+    repaired = SURROGATE in transform.json_text(event)
+    expected = transform.LONE_SURROGATE.sub("\ufffd", transform.json_text(event))
+    assert transform.json_text(back["event"]) == expected
+    assert (back.get(transform.REPAIRED_REASON) == transform.SURROGATES_REPLACED) is repaired
+    assert back["doc_id"] == "d" and back["reason"] == "rejected"
+
+
+def test_a_corrupt_dead_letter_file_is_a_dead_letter_error():
+    for data in (b"not gzip", gzip.compress(b"\xff\xfe"), gzip.compress(b'{"a":\n'),
+                 gzip.compress(b"[1]\n"), gzip.compress(b"{}\n")[:-4]):
+        with pytest.raises(DeadLetterError, match="not a dead-letter file"):
+            deadletter.decode(data)
+
+
+@pytest.mark.parametrize("name", ["surrogate", "deep"])
+def test_a_poison_event_the_cluster_rejects_is_dead_lettered_not_a_failed_file(fakes, tmp_path, name):
+    poison = POISON_EVENTS[name]
+    files = {fakes.log_key("Poison000000001"): trail_file([fakes.event("good-1"), poison])}
+    cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: 400 if doc_id == poison["eventID"] else None)
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster)
+    processor.dead_letters = LocalDeadLetters(tmp_path)
+
+    [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
+
+    assert (result.events_read, result.indexed, result.dead_lettered) == (2, 1, 1)
+    [path] = tmp_path.rglob("*.ndjson.gz")
+    [record] = deadletter.decode(path.read_bytes())
+    assert record["doc_id"] == poison["eventID"] and record["event"]["eventID"] == poison["eventID"]
+
+
+def test_a_repaired_document_is_indexed_and_counted(fakes, caplog):
+    events = [fakes.event("clean-1"), fakes.event("bad-1", userAgent="agent" + SURROGATE)]
+    files = {fakes.log_key("Repaired0000001"): fakes.trail_file(events)}
+    cluster = fakes.ScriptedCluster()
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster)
+
+    with caplog.at_level(logging.INFO, logger="cloudtrail_es.processor"):
+        [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
+
+    assert (result.events_read, result.indexed, result.repaired) == (2, 2, 1)
+    landed = cluster.documents[("ct-2024-01", "bad-1")]
+    assert landed[transform.REPAIRED_REASON] == transform.SURROGATES_REPLACED
+    assert landed["userAgent"] == "agent\ufffd"
+    [line] = [r for r in caplog.records if r.getMessage() == "file loaded"]
+    assert line.repaired == 1
+    assert RunResult(loaded=[result]).summary()["repaired"] == 1
+
+
+def test_a_degraded_document_that_was_repaired_is_counted(fakes):
+    event = fakes.event("bad-2", requestParameters={"x": SURROGATE})
+    files = {fakes.log_key("Repaired0000002"): fakes.trail_file([event])}
+    cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: None if transform.DEGRADED_REASON in doc else 400)
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster)
+
+    [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
+
+    assert (result.events_read, result.degraded, result.repaired) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("error", [
+    MAPPING_TIMEOUT,
+    {"type": "process_cluster_event_timeout_exception", "reason": "failed to process cluster event"},
+    {"type": "es_rejected_execution_exception", "reason": "rejected execution"},
+])
+def test_an_item_failed_because_the_cluster_was_busy_is_retried_not_degraded(fakes, error):
+    files = {fakes.log_key("Busy00000000001"): fakes.trail_file([fakes.event("a-1"), fakes.event("b-1")])}
+    cluster = fakes.ScriptedCluster({"b-1": (500, error)}, {"b-1": (500, error)})
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster)
+
+    [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
+
+    assert (result.indexed, result.degraded, result.retried) == (2, 0, 2)
+    assert transform.DEGRADED_REASON not in cluster.documents[("ct-2024-01", "b-1")]
+    assert cluster.bulk == [["a-1", "b-1"], ["b-1"], ["b-1"]]
+
+
+def test_busy_items_are_retried_only_until_the_deadline(fakes):
+    clock = iter(range(0, 1000, 10))
+    backoff = fakes.quick_backoff()
+    backoff.clock = lambda: float(next(clock))
+    cluster = fakes.ScriptedCluster(*[{"b-1": (500, MAPPING_TIMEOUT)}] * 50)
+    writer = BulkWriter(cluster, backoff=backoff)
+
+    with pytest.raises(Exception, match="gave up retrying"):
+        writer.write([bulk_item("i", "b-1", {"a": "b"})], deadline=35.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(status=st.integers(min_value=100, max_value=599),
+       error_type=st.sampled_from(["mapper_exception", "mapper_parsing_exception",
+                                   "illegal_argument_exception", "version_conflict_engine_exception"]),
+       reason=st.text(max_size=40))
+def test_a_document_error_is_never_retried(status, error_type, reason):
+    """Only 429/503 and busy errors are retried: an error about the document stays final."""
+    error = {"type": error_type, "reason": reason}
+    busy = error_type == "mapper_exception" and MAPPING_TIMEOUT["reason"] in reason
+    assert retryable_item(status, error) is (status in (429, 503) or busy)
+
+
+def test_an_item_error_of_a_strange_shape_is_not_retried():
+    for error in (None, "text", ["list"], {"type": None}, {"reason": MAPPING_TIMEOUT["reason"]}):
+        assert retryable_item(500, error) is False
+    assert retryable_item(500, {**MAPPING_TIMEOUT, "reason": "x " + MAPPING_TIMEOUT["reason"]})
+
+
+@settings(max_examples=40, deadline=None)
+@given(event=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=15), depth=st.integers(min_value=0, max_value=1500))
+def test_every_record_encodes_and_decodes(event, depth):
+    """Any JSON value (lone surrogates included), at any depth, goes through a dead letter."""
+    record = record_of({"eventID": "p", "requestParameters": nested(depth, event)})
+
+    [back] = deadletter.decode(deadletter.encode([record]))
+
+    text = transform.json_text(record["event"])
+    assert transform.json_text(back["event"]) == transform.LONE_SURROGATE.sub("\ufffd", text)
