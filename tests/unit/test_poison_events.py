@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtrail_es import deadletter, deepjson, transform
@@ -169,3 +169,73 @@ def test_every_record_encodes_and_decodes(event, depth):
 
     text = transform.json_text(record["event"])
     assert transform.json_text(back["event"]) == transform.LONE_SURROGATE.sub("\ufffd", text)
+
+
+# --- the SQS per-message boundary under hostile message bodies ----------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=10)
+
+
+def shapes(hostile):
+    """Bodies that look like each trigger shape, with ``hostile`` where the loader looks."""
+    return st.one_of(
+        st.builds(lambda h: {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                          "s3": h}]}, hostile),
+        st.builds(lambda h: {"Records": [{"eventSource": "aws:s3", "eventName": h,
+                                          "s3": {"bucket": {"name": "b"}, "object": {"key": h}}}]},
+                  hostile),
+        st.builds(lambda h: {"source": "aws.s3", "detail-type": "Object Created", "detail": h}, hostile),
+        st.builds(lambda h: {"s3Bucket": "b", "s3ObjectKey": h}, hostile),
+        st.builds(lambda h: {"Type": "Notification", "TopicArn": "t", "Message": h}, hostile),
+        st.builds(lambda h: {"Records": h}, hostile),
+        hostile,
+    )
+
+
+HOSTILE = JSON_VALUES | st.builds(nested, st.integers(min_value=900, max_value=3000)) | st.just(SURROGATE)
+BODIES = shapes(HOSTILE) | st.text(max_size=30) | st.builds(lambda d: '{"a":' * d, st.integers(1, 3000))
+
+
+def body_text(body):
+    if isinstance(body, str):
+        return body
+    try:
+        return json.dumps(body)
+    except RecursionError:
+        return deepjson.dumps(body)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies=st.lists(BODIES, min_size=1, max_size=4))
+def test_no_sqs_message_body_fails_another_message(fakes, monkeypatch, bodies):
+    """Whatever the bodies hold, the good message's file loads and only messages that did not
+    load are listed; nothing is raised while the batch has a message that loaded."""
+    import lambda_function
+
+    good_key = fakes.log_key("GoodFileNumber1")
+    files = {good_key: fakes.trail_file([fakes.event("good-a")])}
+    cluster = fakes.ScriptedCluster()
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster, fakes.MemoryDeadLetters())
+    monkeypatch.setattr(lambda_function, "processor", lambda: processor)
+    good = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                         "s3": {"bucket": {"name": "b"}, "object": {"key": good_key}}}]}
+    records = [{"messageId": f"m{n}", "eventSource": "aws:sqs", "body": body_text(body)}
+               for n, body in enumerate([good, *bodies])]
+
+    answer = lambda_function.lambda_handler({"Records": records}, None)
+
+    failed = {item["itemIdentifier"] for item in answer["batchItemFailures"]}
+    assert "m0" not in failed and ("ct-2024-01", "good-a") in cluster.documents
+    assert failed <= {f"m{n}" for n in range(1, len(records))}
+
+
+def test_a_deep_invocation_is_an_unknown_event_not_a_recursion_error():
+    from cloudtrail_es.errors import UnknownEvent
+    from cloudtrail_es.notifications import describe, parse_invocation
+
+    with pytest.raises(UnknownEvent, match="nested too deep"):
+        parse_invocation({"detail": nested(5000)})
+    assert describe([nested(5000)]) == "a list nested too deep to show"
