@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloudtrail_es import deadletter, deepjson, transform
+from cloudtrail_strategies import deep, events
 from cloudtrail_es.bulk import BulkWriter, bulk_item
 from cloudtrail_es.deadletter import LocalDeadLetters
 from cloudtrail_es.processor import RunResult
@@ -239,3 +240,45 @@ def test_a_deep_invocation_is_an_unknown_event_not_a_recursion_error():
     with pytest.raises(UnknownEvent, match="nested too deep"):
         parse_invocation({"detail": nested(5000)})
     assert describe([nested(5000)]) == "a list nested too deep to show"
+
+
+# --- hostile events through the whole write path, dead letters really encoded --------------
+
+def escaped_file(records):
+    """A log file holding ``records`` exactly, at any depth, lone surrogates as escapes."""
+    text = deepjson.dumps({"Records": records})
+    return gzip.compress(transform.LONE_SURROGATE.sub(lambda m: "\\u%04x" % ord(m.group()), text).encode())
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(records=st.lists(events | st.builds(lambda d, e: {**e, "requestParameters": deep(d)},
+                                           st.integers(900, 2500), events), min_size=1, max_size=4),
+       rejected=st.sets(st.integers(0, 3)), degraded_too=st.booleans())
+def test_hostile_events_are_indexed_degraded_or_dead_lettered_never_a_failed_file(
+        fakes, records, rejected, degraded_too):
+    """Whatever the events hold and whatever the cluster rejects, the file loads and every
+    event read is in one place; the dead letters written decode to the events rejected."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        ids = {}
+
+        def reject(doc_id, document):
+            number = ids.setdefault(doc_id, len(ids))
+            if number in rejected and (degraded_too or transform.DEGRADED_REASON not in document):
+                return 400
+            return None
+
+        files = {fakes.log_key("Hostile00000001"): escaped_file(records)}
+        processor = fakes.processor_for(fakes.MemorySource(files), fakes.ScriptedCluster(reject=reject))
+        processor.dead_letters = LocalDeadLetters(directory)
+
+        [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
+
+        assert not isinstance(result, Exception), result
+        assert result.events_read == len(records)
+        assert result.indexed + result.degraded + result.dead_lettered == len(records)
+        assert result.repaired <= result.indexed + result.degraded
+        written = [r for path in LocalDeadLetters(directory).files() for r in LocalDeadLetters(directory).read(path)]
+        assert len(written) == result.dead_lettered
