@@ -282,3 +282,20 @@ def test_hostile_events_are_indexed_degraded_or_dead_lettered_never_a_failed_fil
         assert result.repaired <= result.indexed + result.degraded
         written = [r for path in LocalDeadLetters(directory).files() for r in LocalDeadLetters(directory).read(path)]
         assert len(written) == result.dead_lettered
+
+
+def test_a_log_line_naming_a_key_with_a_lone_surrogate_is_written_not_lost():
+    import io
+
+    from cloudtrail_es.logs import JsonFormatter, _JsonHandler
+
+    stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    handler = _JsonHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    record = logging.makeLogRecord({"msg": "skipped", "key": "a" + SURROGATE + "é"})
+
+    handler.emit(record)
+    stream.flush()
+
+    line = json.loads(stream.buffer.getvalue().decode("utf-8"))
+    assert line["key"] == "a" + SURROGATE + "é" and line["message"] == "skipped"
