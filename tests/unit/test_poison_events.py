@@ -299,3 +299,19 @@ def test_a_log_line_naming_a_key_with_a_lone_surrogate_is_written_not_lost():
 
     line = json.loads(stream.buffer.getvalue().decode("utf-8"))
     assert line["key"] == "a" + SURROGATE + "é" and line["message"] == "skipped"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=events, depth=st.integers(0, 2500), reason=st.text(max_size=20))
+def test_the_degraded_form_of_any_event_serialises_to_utf8_json_holding_the_event(event, depth, reason):
+    """Deep nesting, lone surrogates and integers past 64 bits: the degraded document is sent,
+    its ``event_raw`` the event's text (surrogates repaired and said so)."""
+    event = {**event, "requestParameters": deep(depth, event.get("requestParameters"))}
+
+    item = bulk_item("ct-2024-01", "id", transform.degraded_document_for(event, reason))
+
+    source = json.loads(item.lines.decode("utf-8").split("\n")[1])
+    text = transform.json_text(event)
+    assert source[transform.EVENT_RAW] == transform.LONE_SURROGATE.sub("\ufffd", text)
+    assert item.repaired is (transform.LONE_SURROGATE.search(text + reason) is not None)
+    assert (source.get(transform.REPAIRED_REASON) == transform.SURROGATES_REPLACED) is item.repaired
