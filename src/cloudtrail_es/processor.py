@@ -171,7 +171,8 @@ class RunResult:
             "files_loaded": len(self.loaded), "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
-               ("events_read", "indexed", "degraded", "dead_lettered", "retried", "duplicate_ids")},
+               ("events_read", "indexed", "degraded", "dead_lettered", "retried", "duplicate_ids",
+                "repaired")},
         }
 
 
