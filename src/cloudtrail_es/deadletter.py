@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from . import deepjson, transform
 from .errors import DeadLetterError, DeadLetterUnreadable
 
 __all__ = ["DeadLetterError", "DeadLetterUnreadable", "DeadLetters", "DeadLetterStore",
@@ -50,12 +51,22 @@ def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index
 
 
 def encode(records: list[dict[str, Any]]) -> bytes:
-    lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-    return gzip.compress(lines.encode("utf-8"))
+    """Gzipped NDJSON of any records: at any depth, and a record holding lone surrogates
+    (not UTF-8) has them replaced with U+FFFD and says so in ``transform.REPAIRED_REASON``."""
+    return gzip.compress(b"".join(transform.utf8_json(_plain(r))[0] + b"\n" for r in records))
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with a cluster error that is not JSON (an exception, ...) as its text."""
+    error = record.get("error")
+    if error is None or isinstance(error, (str, int, float, bool, dict, list)):
+        return record
+    return {**record, "error": str(error)}
 
 
 def decode(data: bytes, name: str = "dead-letter file") -> list[dict[str, Any]]:
-    """The records of a dead-letter file; DeadLetterUnreadable if it is not one we wrote."""
+    """The records of a dead-letter file, at any depth; DeadLetterUnreadable if it is not one we
+    wrote. Lines split at ``\n`` only (a record may hold U+2028)."""
     try:
         lines = gzip.decompress(data).decode("utf-8").split("\n")
     except (OSError, EOFError, ValueError) as exc:  # bad gzip, truncated, not UTF-8
@@ -65,7 +76,7 @@ def decode(data: bytes, name: str = "dead-letter file") -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            entry = json.loads(line)
+            entry = _loads(line)
         except ValueError as exc:
             raise DeadLetterUnreadable(f"{name}: line {number} is not JSON: {exc}") from exc
         wrong = _wrong_fields(entry)
@@ -84,6 +95,13 @@ def _wrong_fields(entry: Any) -> list[str]:
     if not isinstance(entry.get("event"), dict) and not isinstance(entry.get("event_head"), str):
         wrong.append("event")
     return wrong
+
+
+def _loads(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except RecursionError:
+        return deepjson.loads(line)
 
 
 def file_name(source_key: str) -> str:

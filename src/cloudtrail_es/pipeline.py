@@ -43,6 +43,8 @@ class FileResult:
     retried: int = 0
     #: Events whose eventID an earlier, different event of the file already had.
     duplicate_ids: int = 0
+    #: Documents indexed (as they are or degraded) whose text had to be repaired to be sent.
+    repaired: int = 0
     seconds: float = 0.0
     dead_letter: str | None = None
 
@@ -52,7 +54,7 @@ class FileResult:
             "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
             "degraded_field_limit": self.degraded_field_limit,
             "dead_lettered": self.dead_lettered, "retried": self.retried,
-            "duplicate_ids": self.duplicate_ids, "seconds": round(self.seconds, 3),
+            "duplicate_ids": self.duplicate_ids, "repaired": self.repaired, "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
         }
 
@@ -77,6 +79,8 @@ class Settled:
     reason: str = ""
     event: Any = None
     error: BaseException | None = None
+    #: The document that landed had its text repaired (``BulkItem.repaired``).
+    repaired: bool = False
 
 
 @dataclass
@@ -113,6 +117,7 @@ class FileLoad:
 
     def count(self, settled: Settled) -> None:
         self.result.retried += settled.retries
+        self.result.repaired += settled.repaired
         if settled.fate == INDEXED:
             self.result.indexed += 1
         elif settled.fate == DEGRADED:
@@ -236,13 +241,14 @@ class Pipeline:
         for outcome in first:
             position = outcome.item.position
             if outcome.ok:
-                yield Settled(position, INDEXED, outcome.retries)
+                yield Settled(position, INDEXED, outcome.retries, repaired=outcome.item.repaired)
             elif outcome.status == TOO_LARGE:
                 yield Settled(position, DEAD, outcome.retries, outcome, outcome.reason, events[position])
             elif position in unbuildable:
                 yield Settled(position, FAILED, error=unbuildable[position])
             elif second[position].ok:
-                yield Settled(position, DEGRADED, outcome.retries + second[position].retries, outcome)
+                yield Settled(position, DEGRADED, outcome.retries + second[position].retries,
+                              outcome, repaired=second[position].item.repaired)
             else:
                 again = second[position]
                 yield Settled(position, DEAD, outcome.retries + again.retries, again,

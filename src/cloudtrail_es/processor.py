@@ -172,7 +172,7 @@ class RunResult:
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
                ("events_read", "indexed", "degraded", "degraded_field_limit", "dead_lettered",
-                "retried", "duplicate_ids")},
+                "retried", "duplicate_ids", "repaired")},
         }
 
 
