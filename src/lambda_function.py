@@ -7,8 +7,8 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from cloudtrail_es import retention
-from cloudtrail_es.config import Settings
+from cloudtrail_es import metrics, retention
+from cloudtrail_es.config import Settings, index_prefix_from_env
 from cloudtrail_es.errors import LoadFailed
 from cloudtrail_es.logs import configure_logging
 from cloudtrail_es.notifications import RetentionRequest, SqsBatch, SnsBatch, parse_invocation
@@ -39,13 +39,17 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"deleted": retention.apply_retention(loader.cluster, loader.index_prefix, months)}
     if isinstance(invocation, SqsBatch):
         failed_ids = []
+        runs = []
         for message in invocation.messages:
             if message.error:
                 log.error("message not understood", extra={"message_id": message.message_id,
                                                            "error": message.error})
                 failed_ids.append(message.message_id)
-            elif process_objects(processor(), message.source.objects(), deadline_for).failed:
+                continue
+            runs.append(process_objects(processor(), message.source.objects(), deadline_for))
+            if runs[-1].failed:
                 failed_ids.append(message.message_id)
+        metrics.emit(runs, index_prefix_from_env(), getattr(context, "function_name", None))
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failed_ids]}
     sources = invocation.sources if isinstance(invocation, SnsBatch) else [invocation]
     objects = [ref for source in sources for ref in source.objects()]
@@ -53,6 +57,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         log.info("no object to load (s3:TestEvent?)")
     run = process_objects(processor(), objects, deadline_for)
     log.info("invocation done", extra=run.summary())
+    metrics.emit([run], index_prefix_from_env(), getattr(context, "function_name", None))
     if run.failed:
         raise LoadFailed(run.failed)
     return run.summary()

@@ -22,6 +22,7 @@ from .retry import Backoff
 RETRY_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ITEM_STATUSES = frozenset({429, 503})
 TOO_LARGE = 413
+THROTTLED = 429
 #: gzip level 1 costs little CPU and already shrinks CloudTrail NDJSON ~8x.
 COMPRESSION_LEVEL = 1
 
@@ -96,6 +97,9 @@ class WriteResult:
     failures: list[ItemFailure] = field(default_factory=list)
     #: Retries per group (the first element of a tuple ``position``: the file of a batch).
     retried_by_group: Counter = field(default_factory=Counter)
+    #: ``_bulk`` requests sent, and those answered 429 (as a whole or for some items).
+    requests: int = 0
+    throttled: int = 0
 
 
 def chunks(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
@@ -146,11 +150,13 @@ class BulkWriter:
     def _send(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
         attempt = 0
         while pending:
+            result.requests += 1
             try:
                 response = self._post(pending)
             except ClusterUnreachable as exc:
                 why = str(exc)
             else:
+                result.throttled += response.status_code == THROTTLED
                 if response.status_code == TOO_LARGE:
                     self._split(pending, deadline, result)
                     return
@@ -189,6 +195,7 @@ class BulkWriter:
                 f"bulk answer lists {len(answers)} items for {len(pending)} sent", response
             )
         retry: list[BulkItem] = []
+        throttled = False
         for item, answer in zip(pending, answers):
             outcome = next(iter(answer.values()))  # {"index": {...}} or {"create": {...}}
             status = outcome.get("status", 0)
@@ -200,6 +207,8 @@ class BulkWriter:
                     f"writes to {item.index} are blocked: {error.get('reason')}", response)
             elif status in RETRY_ITEM_STATUSES:
                 retry.append(item)
+                throttled = throttled or status == THROTTLED
             else:
                 result.failures.append(ItemFailure(item, status, error))
+        result.throttled += throttled
         return retry

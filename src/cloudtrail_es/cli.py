@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
 from .engine import detect
 from .errors import ClusterError, ConfigurationError, LoaderError
+from .filters import parse_rules
 from .logs import configure_logging
 from .processor import ObjectRef, RunResult, create_processor
 from .selection import Filters, LocalSource, S3Listing
@@ -61,6 +63,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="write the _bulk NDJSON files to DIR instead of sending them")
     parser.add_argument("--via-queue", metavar="QUEUE_URL",
                         help="send each file to the Lambda's SQS queue instead of loading it here")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FIELD=PATTERN[,...]",
+                        help="do not index events matching every FIELD=PATTERN of this rule "
+                             "(shell-style, case-sensitive; FIELD may be dotted, e.g. "
+                             "userIdentity.type); repeatable; added to EXCLUDE_EVENTS")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_options(parser)
@@ -71,6 +77,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.exclude and (args.output or args.via_queue):
+        parser.error("--exclude applies where events are loaded: not with --output or --via-queue "
+                     "(set the Lambda's EXCLUDE_EVENTS)")
+    try:
+        parse_rules(args.exclude)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -86,7 +99,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
-    return Settings.from_env(**overrides)
+    settings = Settings.from_env(**overrides)
+    extra_rules = tuple(getattr(args, "exclude", None) or ())
+    return replace(settings, exclude_events=settings.exclude_events + extra_rules) if extra_rules \
+        else settings
 
 
 def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:

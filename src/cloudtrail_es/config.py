@@ -7,6 +7,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .filters import parse_rules
 
 # Environment variables the code reads (the README lists exactly these).
 ES_HOSTNAME = "ES_HOSTNAME"
@@ -28,6 +29,7 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+EXCLUDE_EVENTS = "EXCLUDE_EVENTS"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 
@@ -61,6 +63,8 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    #: Exclusion rules (``filters.py``), each ``FIELD=PATTERN[,FIELD=PATTERN...]``.
+    exclude_events: tuple[str, ...] = ()
 
     @property
     def serverless(self) -> bool:
@@ -97,6 +101,7 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
         )
         return replace(settings, **overrides).validated()
 
@@ -113,6 +118,7 @@ class Settings:
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
         return self
 
 

@@ -1,9 +1,10 @@
 """Load one CloudTrail log file: read, decode, transform, write; and a run over many.
 
-Every event read ends in exactly one of three places, and the counts are
+Every event read ends in exactly one of four places, and the counts are
 checked: indexed as it is; indexed in its degraded form (the cluster rejected
-the full one); or in the dead letter with the cluster's reason. When the dead
-letter cannot take them either, the file fails.
+the full one); in the dead letter with the cluster's reason; or filtered out by
+an exclusion rule (``filters.py``), never sent. When the dead letter cannot take
+them either, the file fails.
 """
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from . import deadletter, keys, transform
+from . import deadletter, keys, metrics, transform
 from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .engine import Engine, detect
+from .filters import EventFilter, parse_rules
 from .errors import BadLogFile, FileFailed, LoaderError
 from .health import WriteGate
 from .indexes import IndexCreator
@@ -73,14 +75,24 @@ class FileResult:
     retried: int = 0
     seconds: float = 0.0
     dead_letter: str | None = None
+    # metrics: events dropped by an exclusion rule; _bulk requests (and those answered 429)
+    # of the chunks this file's events opened; lag inputs (see metrics.py)
+    filtered: int = 0
+    bulk_requests: int = 0
+    throttled: int = 0
+    newest_event_time: str = ""
+    object_modified: float | None = None
+    searchable_at: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket, "key": self.key, "index": self.index,
             "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
-            "dead_lettered": self.dead_lettered, "retried": self.retried,
+            "dead_lettered": self.dead_lettered, "filtered": self.filtered, "retried": self.retried,
+            "bulk_requests": self.bulk_requests, "throttled": self.throttled,
             "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
+            **metrics.lags(self),
         }
 
 
@@ -88,8 +100,10 @@ class Processor:
     def __init__(self, source: Source, writer: BulkWriter, indexes: IndexCreator,
                  gate: WriteGate | None = None, dead_letters: deadletter.DeadLetters | None = None,
                  index_prefix: str = "cloudtrail",
-                 clock: Callable[[], float] = time.monotonic, engine: Engine | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, engine: Engine | None = None,
+                 exclude: EventFilter | None = None) -> None:
         self.source = source
+        self.exclude = exclude or EventFilter()
         self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
         self._writer = writer
@@ -127,11 +141,16 @@ class Processor:
                 try:
                     if isinstance(data, Exception):
                         raise data
+                    file.result.object_modified = getattr(data, "last_modified", None)
                     self._indexes.ensure(file.result.index, deadline)
                     if self._gate:
                         self._gate.check(file.result.index, deadline)
                     for n, event in enumerate(iter_events(data)):
                         file.result.events_read += 1
+                        if self.exclude and self.exclude.excludes(event):
+                            file.result.filtered += 1
+                            continue
+                        metrics.note_event_time(file.result, event)
                         chunk.add(self._item(file.result.index, event, (group, n)), event)
                         if chunk.full(self._writer.max_docs, self._writer.max_bytes):
                             self._deliver(chunk, files, deadline)
@@ -203,6 +222,12 @@ class Processor:
             files[failure.item.position[0]].result.degraded += 1
         for failure in second.failures if second else []:
             files[failure.item.position[0]].result.degraded -= 1
+        opener = files[chunk.items[0].position[0]].result
+        opener.bulk_requests += first.requests + (second.requests if second else 0)
+        opener.throttled += first.throttled + (second.throttled if second else 0)
+        written_at = time.time()
+        for group in {item.position[0] for item in chunk.items}:
+            files[group].result.searchable_at = written_at
         for group, count in (first.retried_by_group + (second.retried_by_group if second
                                                        else Counter())).items():
             files[group].result.retried += count
@@ -276,12 +301,12 @@ class _Chunk:
 
 
 def check_accounting(result: FileResult) -> None:
-    accounted = result.indexed + result.degraded + result.dead_lettered
+    accounted = result.indexed + result.degraded + result.dead_lettered + result.filtered
     if accounted != result.events_read:
         raise AccountingError(
             f"{result.events_read} events read but {accounted} accounted for "
             f"({result.indexed} indexed, {result.degraded} degraded, "
-            f"{result.dead_lettered} dead-lettered)")
+            f"{result.dead_lettered} dead-lettered, {result.filtered} filtered)")
 
 
 @dataclass
@@ -298,7 +323,9 @@ class RunResult:
             "files_loaded": len(self.loaded), "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
-               ("events_read", "indexed", "degraded", "dead_lettered", "retried")},
+               ("events_read", "indexed", "degraded", "dead_lettered", "filtered", "retried",
+                "bulk_requests", "throttled")},
+            **metrics.max_lags(self.loaded),
         }
 
 
@@ -345,4 +372,5 @@ def create_processor(settings: Settings, s3_client: Any = None,
         dead_letters,
         settings.index_prefix,
         engine=engine,
+        exclude=parse_rules(settings.exclude_events),
     )
