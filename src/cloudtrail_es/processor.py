@@ -21,8 +21,8 @@ from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .engine import Engine, detect
-from .filters import EventFilter, parse_rules
 from .errors import BadLogFile, FileFailed, LoaderError
+from .filters import EventFilter, parse_rules
 from .health import WriteGate
 from .indexes import IndexCreator
 from .retry import Backoff
@@ -78,6 +78,7 @@ class FileResult:
     # metrics: events dropped by an exclusion rule; _bulk requests (and those answered 429)
     # of the chunks this file's events opened; lag inputs (see metrics.py)
     filtered: int = 0
+    filtered_by_rule: Counter = field(default_factory=Counter)
     bulk_requests: int = 0
     throttled: int = 0
     newest_event_time: str = ""
@@ -92,6 +93,7 @@ class FileResult:
             "bulk_requests": self.bulk_requests, "throttled": self.throttled,
             "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
+            **({"filtered_by_rule": dict(self.filtered_by_rule)} if self.filtered else {}),
             **metrics.lags(self),
         }
 
@@ -147,8 +149,10 @@ class Processor:
                         self._gate.check(file.result.index, deadline)
                     for n, event in enumerate(iter_events(data)):
                         file.result.events_read += 1
-                        if self.exclude and self.exclude.excludes(event):
+                        excluded_by = self.exclude.excluding(event) if self.exclude else None
+                        if excluded_by is not None:
                             file.result.filtered += 1
+                            file.result.filtered_by_rule[excluded_by.text] += 1
                             continue
                         metrics.note_event_time(file.result, event)
                         chunk.add(self._item(file.result.index, event, (group, n)), event)
@@ -325,6 +329,7 @@ class RunResult:
             **{name: self.total(name) for name in
                ("events_read", "indexed", "degraded", "dead_lettered", "filtered", "retried",
                 "bulk_requests", "throttled")},
+            "filtered_by_rule": dict(sum((r.filtered_by_rule for r in self.loaded), Counter())),
             **metrics.max_lags(self.loaded),
         }
 
