@@ -14,10 +14,10 @@ from cloudtrail_es import cli
 
 pytestmark = pytest.mark.integration
 
-#: The three filters that save the most on the corpus (README, scripts/filter_savings.py) and
-#: one with a dotted path; an event is counted under the first rule that matches it.
-RULES = ["eventName=Describe*", "readOnly=true", "eventName=Get*",
-         "eventSource=kms.amazonaws.com,userIdentity.type=AWSService"]
+#: One with a dotted path and the three filters that save the most on the corpus (README,
+#: scripts/filter_savings.py); an event is counted under the first rule that matches it.
+RULES = ["eventSource=kms.amazonaws.com,userIdentity.type=AWSService", "eventName=Describe*",
+         "readOnly=true", "eventName=Get*"]
 
 
 def value_text(event, path):
