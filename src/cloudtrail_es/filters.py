@@ -45,31 +45,52 @@ class BadFilterRule(ConfigurationError):
 
 @dataclass(frozen=True)
 class Condition:
-    """``FIELD=PATTERN``: the value at ``path`` (a tuple of keys) fits ``pattern``."""
+    """``FIELD=PATTERN``: the value at ``path`` (a tuple of keys) fits ``pattern``.
+
+    ``matches`` is a closure built once for this path and pattern (the per-event cost).
+    """
 
     path: tuple[str, ...]
     pattern: str
-    fits: Callable[[str], bool] = field(compare=False, repr=False)
+    matches: Callable[[dict[str, Any]], bool] = field(compare=False, repr=False)
 
     @classmethod
     def of(cls, path: tuple[str, ...], pattern: str) -> "Condition":
-        if _WILDCARDS.isdisjoint(pattern):
-            return cls(path, pattern, pattern.__eq__)
-        match = re.compile(fnmatch.translate(pattern), re.DOTALL).match
-        return cls(path, pattern, lambda value: match(value) is not None)
+        return cls(path, pattern, _matcher(path, _fits(pattern)))
 
-    def matches(self, event: dict[str, Any]) -> bool:
+
+def _fits(pattern: str) -> Callable[[str], bool]:
+    if _WILDCARDS.isdisjoint(pattern):
+        return pattern.__eq__
+    match = re.compile(fnmatch.translate(pattern), re.DOTALL).match
+    return lambda text: match(text) is not None
+
+
+def _matcher(path: tuple[str, ...], fits: Callable[[str], bool]) -> Callable[[dict[str, Any]], bool]:
+    def fits_value(value: Any) -> bool:
+        kind = type(value)
+        if kind is str:
+            return fits(value)
+        if kind is bool or kind is int or kind is float:
+            return fits(scalar_text(value))
+        return False  # missing, null, object, array
+
+    if len(path) == 1:
+        [key] = path
+
+        def top_level(event: dict[str, Any]) -> bool:
+            value = event.get(key)
+            return fits(value) if type(value) is str else fits_value(value)
+        return top_level
+
+    def nested(event: dict[str, Any]) -> bool:
         value: Any = event
-        for key in self.path:
+        for key in path:
             if type(value) is not dict:
                 return False
             value = value.get(key)
-        kind = type(value)
-        if kind is str:
-            return self.fits(value)
-        if kind is bool or kind is int or kind is float:
-            return self.fits(scalar_text(value))
-        return False  # missing, null, object, array
+        return fits_value(value)
+    return nested
 
 
 @dataclass(frozen=True)
@@ -91,13 +112,23 @@ class EventFilter:
     """The exclusion rules in force; ``excluding(event)`` names the first rule that drops it."""
 
     rules: tuple[Rule, ...] = ()
+    #: Each rule with its conditions' closures, so that a check is two plain loops.
+    _tests: tuple[tuple[Rule, tuple[Callable[[dict[str, Any]], bool], ...]], ...] = field(
+        init=False, compare=False, repr=False, default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tests", tuple(
+            (rule, tuple(condition.matches for condition in rule.conditions)) for rule in self.rules))
 
     def __bool__(self) -> bool:
         return bool(self.rules)
 
     def excluding(self, event: dict[str, Any]) -> Rule | None:
-        for rule in self.rules:
-            if rule.matches(event):
+        for rule, tests in self._tests:
+            for test in tests:
+                if not test(event):
+                    break
+            else:
                 return rule
         return None
 
