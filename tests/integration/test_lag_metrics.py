@@ -3,7 +3,7 @@
 A corpus file is rewritten so that its events happened minutes ago (the newest exactly
 ``NEWEST_AGE`` seconds before the upload), put into moto S3 and loaded by the Lambda handler
 into the real OpenSearch. The lags it reports must lie between what the clock says before
-and after the load.
+and after the load. And the request counters, through a fault proxy that answers 429.
 """
 import gzip
 import json
@@ -12,11 +12,16 @@ from datetime import datetime, timezone
 
 import pytest
 from emf_schema import assert_valid_emf
-from support import ids_by_index
+from faultproxy import FaultProxy
+from support import MemorySource, ids_by_index
 
 import lambda_function
+from cloudtrail_es import metrics
 from cloudtrail_es.backfill import notification_for
-from cloudtrail_es.processor import ObjectRef
+from cloudtrail_es.config import Settings
+from cloudtrail_es.deadletter import LocalDeadLetters
+from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.retry import Backoff
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +119,29 @@ def test_an_sqs_batch_is_one_set_of_records(handler, s3, bucket, corpus_files, l
     assert function[0]["EventsRead"] == expected_events and function[0]["FilesLoaded"] == 3
     assert sum(r["EventsRead"] for r in records if "Index" in r) == expected_events
     assert len(function[0]["IngestionLagSeconds"]) == len(function[0]["ObjectLagSeconds"]) == 3
+
+
+def test_bulk_requests_retries_and_429s_are_counted_as_the_cluster_answered(
+        opensearch_url, index_prefix, corpus_files, tmp_path, capsys):
+    """Through a proxy in front of the real OpenSearch: a whole-request 429, then every item
+    answered 429, then through; the counters and the records say exactly that."""
+    key, data = corpus_files[0]
+    events = len(json.loads(gzip.decompress(data))["Records"])
+    with FaultProxy(opensearch_url) as proxy:
+        proxy.script = ["429", "item_429"]
+        processor = create_processor(
+            Settings(es_url=proxy.url, auth="none", index_prefix=index_prefix, index_replicas=0),
+            source=MemorySource([(key, data)]), dead_letters=LocalDeadLetters(tmp_path),
+            backoff=Backoff(base=0.02, cap=0.2))
+        run = process_objects(processor, [ObjectRef("b", key)], lambda: time.monotonic() + 120)
+        bulk_seen = sum(1 for _, path, _, _ in proxy.requests if path.endswith("_bulk"))
+
+    summary = run.summary()
+    assert not run.failed and summary["indexed"] == events
+    assert summary["bulk_requests"] == bulk_seen == 3
+    assert summary["throttled"] == 2 and summary["retried"] == 2 * events
+    capsys.readouterr()
+    metrics.emit([run], index_prefix, "f")
+    function, per_index = emf_records(capsys.readouterr().out)
+    assert (function["BulkRequests"], function["Throttled"], function["BulkRetries"]) == (3, 2, 2 * events)
+    assert per_index["BulkRetries"] == 2 * events and "Throttled" not in per_index
