@@ -7,10 +7,19 @@
 #        scripts/services.sh status
 #
 #   start    start what is not already running and answering; wait until it answers
-#   stop     stop the search engine on OPENSEARCH_PORT (any engine) and the moto on MOTO_PORT
-#            started by this script
+#   stop     stop the search engine on OPENSEARCH_PORT (any engine; every node of a cluster
+#            started there) and the moto on MOTO_PORT started by this script
 #   status   list the services started here (all engines/ports under RUN_DIR)
 #   "opensearch" stands for the search engine, whichever ENGINE it is.
+#
+# NODES=3 starts a cluster of three nodes instead of one (OpenSearch, or Elasticsearch 7+,
+# without ES_SECURITY): node i (0, 1, 2) answers HTTP on OPENSEARCH_PORT + i and talks to the
+# others on transport port OPENSEARCH_PORT + 100 + i; each is named <ENGINE>-<its HTTP port>,
+# has its own home, data and pid file under RUN_DIR, and is data and cluster-manager eligible
+# (discovery.seed_hosts: the three transport ports; the first start bootstraps the cluster with
+# all three as initial cluster managers). `start` starts the nodes not running (e.g. one
+# killed), then waits until the cluster has all its nodes; `stop` stops them all. A home whose
+# data was written by another layout (single node, or another cluster) is emptied first.
 #
 # Environment (default):
 #   ENGINE           opensearch-2.19.6   <engine>-<version>: opensearch-1.3.x, -2.x, -3.x, or
@@ -18,6 +27,7 @@
 #                                        "integ-test-zip" builds: no ingest-common, painless,
 #                                        analysis-common, ILM, ML... modules)
 #   OPENSEARCH_PORT  9200                HTTP port of any engine; transport port is that + 100
+#   NODES            1                   nodes of the cluster, on consecutive ports (see above)
 #   MOTO_PORT        5000
 #   OPENSEARCH_HEAP  512m
 #   CACHE_DIR        $HOME/.cache/cloudtrail-to-elasticsearch  downloaded + unpacked distributions
@@ -39,6 +49,7 @@ shopt -s inherit_errexit   # keep -e inside $(...) too
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ENGINE=${ENGINE:-opensearch-2.19.6}
 OPENSEARCH_PORT=${OPENSEARCH_PORT:-9200}
+NODES=${NODES:-1}
 MOTO_PORT=${MOTO_PORT:-5000}
 OPENSEARCH_HEAP=${OPENSEARCH_HEAP:-512m}
 CACHE_DIR=${CACHE_DIR:-$HOME/.cache/cloudtrail-to-elasticsearch}
@@ -56,12 +67,22 @@ fi
 ENGINE_NAME=${ENGINE%%-*}
 ENGINE_VERSION=${ENGINE#*-}
 ENGINE_MAJOR=${ENGINE_VERSION%%.*}
-OS_ID=$ENGINE-$OPENSEARCH_PORT    # one home (hard-linked distribution + config/data/logs) per engine+port
-OS_HOME=$RUN_DIR/$OS_ID
 MOTO_ID=moto-$MOTO_PORT
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+[[ $NODES =~ ^[1-9]$ ]] || die "NODES=$NODES: expected 1 to 9"
+
+# The node answering HTTP on port $1: its id, home (hard-linked distribution + config/data/logs,
+# one per engine+port) and port. Every node function below works on the current node.
+use_node() {
+  NODE_PORT=$1
+  OS_ID=$ENGINE-$NODE_PORT
+  OS_HOME=$RUN_DIR/$OS_ID
+}
+use_node "$OPENSEARCH_PORT"
+node_ports() { seq "$OPENSEARCH_PORT" $((OPENSEARCH_PORT + $1 - 1)); }
 
 # --- processes ---------------------------------------------------------------------------------
 
@@ -138,14 +159,15 @@ client() {
 }
 os_up() {
   client "$OS_ID"
-  curl -sf -m 10 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health?wait_for_status=yellow&timeout=5s" >/dev/null
+  curl -sf -m 10 "${CLIENT_OPTS[@]}" \
+    "$CLIENT_URL/_cluster/health?wait_for_status=yellow&wait_for_nodes=%3E%3D$NODES&timeout=5s" >/dev/null
 }
-# Version of whatever answers on OPENSEARCH_PORT (plain, or TLS as elastic). Not from "/": the
+# Version of whatever answers on the node's port (plain, or TLS as elastic). Not from "/": the
 # Elasticsearch 8.x+ integ-test-zip has no rest-root module, so "GET /" answers 405 there.
 os_version() {
   local path='_nodes/_local?filter_path=nodes.*.version'
-  { curl -s -m 5 "http://127.0.0.1:$OPENSEARCH_PORT/$path" ||
-    curl -sk -m 5 -u "elastic:$ES_PASSWORD" "https://127.0.0.1:$OPENSEARCH_PORT/$path" || true; } |
+  { curl -s -m 5 "http://127.0.0.1:$NODE_PORT/$path" ||
+    curl -sk -m 5 -u "elastic:$ES_PASSWORD" "https://127.0.0.1:$NODE_PORT/$path" || true; } |
     sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p'
 }
 http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" || true; }
@@ -306,18 +328,19 @@ prepare_home() {
   fi
   mkdir -p "$OS_HOME/data" "$OS_HOME/logs" "$OS_HOME/tmp"
   [[ $ENGINE == elasticsearch-[0-6].* ]] && transport=transport.tcp.port
+  layout_data
   cat >"$OS_HOME/config/$ENGINE_NAME.yml" <<EOF
 # written by scripts/services.sh on each start
-cluster.name: ctes-$OS_ID
+cluster.name: $(cluster_name)
 node.name: $OS_ID
 network.host: 127.0.0.1
-http.port: $OPENSEARCH_PORT
-$transport: $((OPENSEARCH_PORT + 100))
-discovery.type: single-node
+http.port: $NODE_PORT
+$transport: $((NODE_PORT + 100))
 path.data: $OS_HOME/data
 path.logs: $OS_HOME/logs
 cluster.routing.allocation.disk.threshold_enabled: false
 EOF
+  discovery_config >>"$OS_HOME/config/$ENGINE_NAME.yml"
   [[ $ENGINE_NAME != elasticsearch ]] || es_config
   if ((EUID == 0)); then
     chown -R "$SERVICE_USER:" "$OS_HOME/config" "$OS_HOME/data" "$OS_HOME/logs" "$OS_HOME/tmp"
@@ -327,6 +350,37 @@ EOF
   [[ $ENGINE_NAME != elasticsearch ]] || es_keystore
 }
 
+cluster_name() {
+  if ((NODES == 1)); then echo "ctes-$OS_ID"; else echo "ctes-$ENGINE-$OPENSEARCH_PORT-x$NODES"; fi
+}
+
+# How the node finds the others: alone, or by the transport ports of all NODES.
+discovery_config() {
+  local port seeds=() names=() bootstrap=cluster.initial_master_nodes
+  if ((NODES == 1)); then echo "discovery.type: single-node"; return; fi
+  for port in $(node_ports "$NODES"); do
+    seeds+=("\"127.0.0.1:$((port + 100))\"") names+=("\"$ENGINE-$port\"")
+  done
+  [[ $ENGINE == opensearch-1.* || $ENGINE_NAME == elasticsearch ]] ||
+    bootstrap=cluster.initial_cluster_manager_nodes
+  local IFS=,
+  echo "discovery.seed_hosts: [${seeds[*]}]"
+  echo "$bootstrap: [${names[*]}]"
+}
+
+# Data written by another layout (a single node, another cluster) cannot join this one: the
+# home's data is emptied when its recorded layout differs (no record: a single node's).
+layout_data() {
+  local record=$OS_HOME/layout wanted was
+  wanted=$(cluster_name)
+  was=$(cat "$record" 2>/dev/null || echo "ctes-$OS_ID")
+  if [[ $was != "$wanted" ]] && [[ -n $(ls -A "$OS_HOME/data") ]]; then
+    log "$OS_ID: its data belongs to cluster $was, not $wanted: emptying $OS_HOME/data"
+    rm -rf "${OS_HOME:?}/data" && mkdir -p "$OS_HOME/data"
+  fi
+  echo "$wanted" >"$record"
+}
+
 start_opensearch() {
   local pid version dist jh
   case $ENGINE in
@@ -334,12 +388,16 @@ start_opensearch() {
     *) die "ENGINE=$ENGINE: expected opensearch-<version> (1.3.x or later) or" \
       "elasticsearch-<version> (6.8.x or later), e.g. opensearch-2.19.6, elasticsearch-8.17.0" ;;
   esac
+  if ((NODES > 1)); then
+    [[ $ENGINE != elasticsearch-6.* ]] || die "NODES=$NODES: $ENGINE has no discovery.seed_hosts; use one node"
+    [[ $ES_SECURITY != true ]] || die "NODES=$NODES with ES_SECURITY=true is not supported (one CA per node)"
+  fi
   if pid=$(live_pid "$OS_ID"); then log "$OS_ID already running (pid $pid)"; echo "$pid"; return; fi
   version=$(os_version)
   if [[ -n $version ]]; then
     [[ $version == "$ENGINE_VERSION" ]] ||
-      die "port $OPENSEARCH_PORT already answers with version $version, not $ENGINE; stop it first"
-    log "$ENGINE already answers on port $OPENSEARCH_PORT (not started by this script)"
+      die "port $NODE_PORT already answers with version $version, not $ENGINE; stop it first"
+    log "$ENGINE already answers on port $NODE_PORT (not started by this script)"
     return
   fi
   jh=$(java_home)
@@ -377,31 +435,49 @@ lock() {
 }
 
 cmd_start() {
-  local os_pid moto_pid
+  local os_pids=() moto_pid port n=0 where=""
   lock
-  [[ $WHICH == moto ]] || os_pid=$(start_opensearch)
+  if [[ $WHICH != moto ]]; then
+    ((NODES == 1)) || echo "$NODES" >"$RUN_DIR/nodes-$OPENSEARCH_PORT"   # for `stop`
+    for port in $(node_ports "$NODES"); do
+      use_node "$port"
+      os_pids+=("$(start_opensearch)")
+    done
+  fi
   [[ $WHICH == opensearch ]] || moto_pid=$(start_moto)
   [[ $WHICH == opensearch ]] || wait_up "$MOTO_ID" moto_up "$moto_pid"
-  [[ $WHICH == moto ]] || wait_up "$OS_ID" os_up "$os_pid"
+  if [[ $WHICH != moto ]]; then
+    for port in $(node_ports "$NODES"); do
+      use_node "$port"
+      wait_up "$OS_ID" os_up "${os_pids[n++]}"
+    done
+    use_node "$OPENSEARCH_PORT"
+  fi
+  ((NODES == 1)) || where=" (and the next $((NODES - 1)) ports: $NODES nodes)"
   client "$OS_ID"
-  log "up: $WHICH (search engine: $ENGINE on $CLIENT_URL, moto: http://127.0.0.1:$MOTO_PORT)"
+  log "up: $WHICH (search engine: $ENGINE on $CLIENT_URL$where, moto: http://127.0.0.1:$MOTO_PORT)"
   [[ $WHICH == moto || ! -s $RUN_DIR/$OS_ID/secure ]] ||
     log "TLS and basic auth: user elastic, CA $RUN_DIR/$OS_ID/config/certs/ca/ca.crt"
 }
 
 cmd_stop() {
-  local f
+  local f port nodes=$NODES started
   lock
   if [[ $WHICH != moto ]]; then
-    for f in "$RUN_DIR"/*-"$OPENSEARCH_PORT".pid; do   # whatever engine runs on that port
-      [[ -e $f && $f != */moto-* ]] && stop_id "$(basename "$f" .pid)"
+    started=$(cat "$RUN_DIR/nodes-$OPENSEARCH_PORT" 2>/dev/null || echo 1)
+    ((started > nodes)) && nodes=$started
+    for port in $(node_ports "$nodes"); do
+      for f in "$RUN_DIR"/*-"$port".pid; do   # whatever engine runs on that port
+        [[ -e $f && $f != */moto-* ]] && stop_id "$(basename "$f" .pid)"
+      done
     done
+    rm -f "$RUN_DIR/nodes-$OPENSEARCH_PORT"
   fi
   [[ $WHICH == opensearch ]] || stop_id "$MOTO_ID"
 }
 
 cmd_status() {
-  local f id pid port state
+  local f id pid port state health
   for f in "$RUN_DIR"/*.pid; do
     [[ -e $f ]] || { echo "nothing started by services.sh in $RUN_DIR"; return; }
     id=$(basename "$f" .pid) port=${id##*-}
@@ -410,8 +486,9 @@ cmd_status() {
       moto-*) state+=", http $(http_code "http://127.0.0.1:$port/moto-api/")" ;;
       *)
         client "$id"
-        state+=", $CLIENT_URL, $(curl -s -m 5 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health" |
-          grep -o '"status":"[a-z]*"' || echo 'not answering')"
+        health=$(curl -s -m 5 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health" || true)
+        health=$(grep -o '"status":"[a-z]*"\|"number_of_nodes":[0-9]*' <<<"$health" | paste -sd, -) || true
+        state+=", $CLIENT_URL, ${health:-not answering}"
         [[ ! -s $RUN_DIR/$id/secure ]] || state+=", user elastic, CA $RUN_DIR/$id/config/certs/ca/ca.crt"
         ;;
     esac

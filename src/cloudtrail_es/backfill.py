@@ -12,16 +12,19 @@ import logging
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable
 from urllib.parse import quote_plus
 
 from . import keys, transform
-from .bulk import bulk_item
-from .errors import FileFailed
+from .bulk import Position, bulk_item
+from .decoded import OversizedEvent
+from .errors import FileFailed, RetryDeadlineExceeded
 from .indexes import index_body
-from .processor import ObjectRef, Processor, RunResult
+from .processor import Processor, RunResult
+from .refs import ObjectRef
+from .retry import Backoff, Retry, retrying
 from .sources import events_in
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,37 @@ def groups(objects: Iterable[ObjectRef], skipped: list[ObjectRef]) -> Iterable[l
         yield group
 
 
+class _Collector:
+    """Takes finished groups into the run: results, state and progress, file by file."""
+
+    def __init__(self, run: RunResult, state: StateFile | None, progress: Progress | None) -> None:
+        self.run, self.state, self.progress = run, state, progress
+        self.in_flight: dict[Future[list[Any]], list[ObjectRef]] = {}
+
+    def wait(self, until: str = FIRST_COMPLETED) -> None:
+        done, _ = wait(self.in_flight, return_when=until)
+        for future in done:
+            self.collect(future)
+
+    def collect(self, future: Future[list[Any]]) -> None:
+        refs = self.in_flight.pop(future)
+        if future.cancelled():
+            return
+        for ref, outcome in zip(refs, future.result()):
+            self.add(ref, outcome)
+
+    def add(self, ref: ObjectRef, outcome: Any) -> None:
+        failed = isinstance(outcome, FileFailed)
+        if failed:
+            self.run.failed.append(outcome)
+        else:
+            self.run.loaded.append(outcome)
+            if self.state is not None:
+                self.state.mark(ref)
+        if self.progress:
+            self.progress.add(ref, events=0 if failed else outcome.events_read, failed=failed)
+
+
 def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: int,
                  deadline_for: Callable[[], float], state: StateFile | None = None,
                  progress: Progress | None = None) -> tuple[RunResult, bool]:
@@ -133,43 +167,22 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     and returns with interrupted = True.
     """
     run = RunResult()
+    collector = _Collector(run, state, progress)
     interrupted = False
-    in_flight: dict[Future, list[ObjectRef]] = {}
-
-    def collect(futures: Iterable[Future]) -> None:
-        for future in futures:
-            refs = in_flight.pop(future)
-            if future.cancelled():
-                continue
-            for ref, outcome in zip(refs, future.result()):
-                if isinstance(outcome, FileFailed):
-                    run.failed.append(outcome)
-                    if progress:
-                        progress.add(ref, failed=True)
-                    continue
-                run.loaded.append(outcome)
-                if state is not None:
-                    state.mark(ref)
-                if progress:
-                    progress.add(ref, events=outcome.events_read)
-
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="load")
     try:
         for group in groups(objects, run.skipped):
-            while len(in_flight) >= 2 * workers:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                collect(done)
-            in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            collect(done)
+            while len(collector.in_flight) >= 2 * workers:
+                collector.wait()
+            collector.in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
+        while collector.in_flight:
+            collector.wait()
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: finishing the files in flight, then stopping")
-        for future in in_flight:
+        for future in collector.in_flight:
             future.cancel()
-        wait(in_flight)
-        collect(list(in_flight))
+        collector.wait(ALL_COMPLETED)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return run, interrupted
@@ -188,8 +201,12 @@ def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str) -
     target.parent.mkdir(exist_ok=True)
     with target.open("wb") as out:
         for n, event in enumerate(events):
+            if isinstance(event, OversizedEvent):  # a load dead-letters it: nothing to send
+                log.warning("event too large, not exported", extra={
+                    "key": ref.key, "size": event.size, "event_id": event.event_id})
+                continue
             out.write(bulk_item(index, transform.document_id(event),
-                                transform.document_for(event), n).lines)
+                                transform.document_for(event), Position(0, n)).lines)
     return str(target), len(events)
 
 
@@ -202,30 +219,40 @@ def notification_for(ref: ObjectRef) -> str:
     }]})
 
 
-def enqueue(sqs_client: Any, queue_url: str, objects: Iterable[ObjectRef]) -> dict[str, Any]:
-    """Send one message per file with SendMessageBatch (10 a call); retry entries that failed."""
+#: SendMessageBatch takes up to this many messages.
+SQS_BATCH = 10
+#: How long ``enqueue`` keeps retrying the entries SQS failed (throttling, service errors).
+ENQUEUE_RETRY_SECONDS = 20.0
+
+
+def enqueue(sqs_client: Any, queue_url: str, objects: Iterable[ObjectRef],
+            backoff: Backoff | None = None) -> dict[str, Any]:
+    """Send one message per file with SendMessageBatch; retry the entries SQS failed on its side."""
+    backoff = backoff or Backoff(base=0.2, cap=5.0)
     summary: dict[str, Any] = {"files_enqueued": 0, "batches": 0, "failed": []}
-    batch: list[ObjectRef] = []
-
-    def send(refs: list[ObjectRef]) -> None:
-        entries = {str(n): ref for n, ref in enumerate(refs)}
-        for attempt in range(5):
-            answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[
-                {"Id": n, "MessageBody": notification_for(ref)} for n, ref in entries.items()])
-            summary["batches"] += 1
-            summary["files_enqueued"] += len(answer.get("Successful", []))
-            entries = {f["Id"]: entries[f["Id"]] for f in answer.get("Failed", [])}
-            if not entries:
-                return
-            time.sleep(0.2 * 2 ** attempt)
-        summary["failed"] += [ref.key for ref in entries.values()]
-
-    for ref in objects:
-        if keys.is_log_file_key(ref.key):
-            batch.append(ref)
-        if len(batch) == 10:
-            send(batch)
-            batch = []
-    if batch:
-        send(batch)
+    log_files = [ref for ref in objects if keys.is_log_file_key(ref.key)]
+    for start in range(0, len(log_files), SQS_BATCH):
+        _send_batch(sqs_client, queue_url, log_files[start:start + SQS_BATCH], summary, backoff)
     return summary
+
+
+def _send_batch(sqs_client: Any, queue_url: str, refs: list[ObjectRef], summary: dict[str, Any],
+                backoff: Backoff) -> None:
+    entries = {str(n): ref for n, ref in enumerate(refs)}
+
+    def attempt(_: int) -> None | Retry:
+        nonlocal entries
+        answer = sqs_client.send_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": n, "MessageBody": notification_for(ref)} for n, ref in entries.items()])
+        summary["batches"] += 1
+        summary["files_enqueued"] += len(answer.get("Successful", []))
+        failed = answer.get("Failed", [])
+        # A sender fault (a message SQS will never take) is final; the others may pass later.
+        summary["failed"] += [entries[f["Id"]].key for f in failed if f.get("SenderFault")]
+        entries = {f["Id"]: entries[f["Id"]] for f in failed if not f.get("SenderFault")}
+        return Retry(f"{len(entries)} entries failed", f"{len(entries)} SQS messages") if entries else None
+
+    try:
+        retrying(attempt, backoff, backoff.clock() + ENQUEUE_RETRY_SECONDS, "SQS messages")
+    except RetryDeadlineExceeded:
+        summary["failed"] += [ref.key for ref in entries.values()]

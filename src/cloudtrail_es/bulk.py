@@ -1,83 +1,138 @@
-"""Bulk writes as a small pipeline: items -> chunks -> requests -> per-item outcomes.
+"""Bulk writes as a small pipeline: items -> chunks -> requests -> one outcome per item.
 
-Only what can succeed later is retried (whole-request 429/502/503/504 and
-connection failures; items answered 429 or 503), and only the items that
-failed, with capped exponential backoff and jitter, until a deadline. An
+Only what can succeed later is retried (``retry``'s classification: whole-request
+429/502/503/504 and connection failures; items answered 429 or 503), and only the
+items that failed, with capped exponential backoff and jitter, until a deadline. An
 HTTP 200 is never taken to mean "all written": every item's status is read.
 A request too large for the cluster (413) is split in halves; a document too
-large on its own is handed back as a failure, like a rejected one.
+large on its own comes back as a failed outcome, like a rejected one.
 """
 from __future__ import annotations
 
 import gzip
-import json
-from collections import Counter
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
-from .cluster import Cluster, ClusterUnreachable
-from .errors import ClusterError
-from .retry import Backoff
+from . import transform
+from .cluster import Cluster
+from .errors import ClusterBlocked, ClusterError
+from .retry import Backoff, Retry, retryable_item, retrying, transient
 
-RETRY_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
-RETRY_ITEM_STATUSES = frozenset({429, 503})
 TOO_LARGE = 413
 THROTTLED = 429
 #: gzip level 1 costs little CPU and already shrinks CloudTrail NDJSON ~8x.
 COMPRESSION_LEVEL = 1
 
 
-class ClusterBlocked(ClusterError):
-    """The cluster or index refuses writes (read-only, disk flood stage): retrying items is futile."""
+class Position(NamedTuple):
+    """Where an item's event came from: the file's place in its batch, the event's in its file."""
+
+    file: int = 0
+    event: int = 0
 
 
 @dataclass(frozen=True)
 class BulkItem:
     """One document ready to send: its action line and source, newline-terminated.
 
-    ``position`` is the event's place in its file, so a failure can be traced back.
+    ``position`` is the event's place in its batch, so an outcome can be traced back.
     """
 
     index: str
     doc_id: str
     lines: bytes
-    position: int = 0
+    position: Position = Position()
 
 
-def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Any = 0,
+NO_POSITION = Position()
+
+
+def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Position = NO_POSITION,
               doc_type: str | None = None, with_id: bool = True) -> BulkItem:
-    """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused."""
-    target = {"_index": index}
+    """``doc_type`` for engines with mapping types; ``with_id=False`` where ids are refused.
+
+    The action line is ``dumps({"index": {"_index": ..., "_type": ..., "_id": ...}})``, its
+    constant start kept per index.
+    """
+    start = _ACTION_STARTS.get((index, doc_type, with_id))
+    if start is None:
+        start = _action_start(index, doc_type, with_id)
+    try:
+        source = _orjson_dumps(document)  # type: ignore[misc]
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254; or no orjson
+        source = _dumps_stdlib(document)
+    if with_id:
+        try:
+            id_text = _orjson_dumps(doc_id)  # type: ignore[misc]
+        except TypeError:
+            id_text = _dumps_stdlib(doc_id)  # type: ignore[arg-type]
+        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position)
+    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position)
+
+
+#: (index, doc_type, with_id) -> the action line up to its ``_id``'s value (or its end, less ``}}``).
+_ACTION_STARTS: dict[tuple[str, str | None, bool], bytes] = {}
+
+
+def _action_start(index: str, doc_type: str | None, with_id: bool) -> bytes:
+    target: dict[str, Any] = {"_index": index}
     if doc_type:
         target["_type"] = doc_type
     if with_id:
-        target["_id"] = doc_id
-    return BulkItem(index, doc_id, b"%s\n%s\n" % (dumps({"index": target}), dumps(document)),
-                    position)
+        target["_id"] = ""
+    whole = dumps({"index": target})
+    start = whole[:-len(b'""}}')] if with_id else whole[:-len(b"}}")]
+    if len(_ACTION_STARTS) < 10_000:
+        _ACTION_STARTS[(index, doc_type, with_id)] = start
+    return start
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _dumps_stdlib(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON at any depth; lone surrogates (not UTF-8) become U+FFFD, noted.
+
+    A repaired document says so in ``repaired_reason`` (``transform.REPAIRED_REASON``).
+    """
+    text = transform.json_text(document)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        if isinstance(document, dict):
+            text = transform.json_text({**document, transform.REPAIRED_REASON: transform.SURROGATES_REPLACED})
+        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
 
 
 try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
-    import orjson
+    from orjson import dumps as _orjson_dumps
 
     def dumps(document: dict[str, Any]) -> bytes:
         """Compact UTF-8 JSON of a document (every leaf of ours is a string)."""
         try:
-            return orjson.dumps(document)
-        except TypeError:  # e.g. an integer beyond 64 bits, which orjson refuses
+            return _orjson_dumps(document)
+        except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254
             return _dumps_stdlib(document)
 except ImportError:  # pragma: no cover - exercised by the fallback test
     dumps = _dumps_stdlib
 
+    def _orjson_dumps(document: Any) -> bytes:  # type: ignore[misc]
+        raise TypeError("orjson is not installed")
+
 
 @dataclass(frozen=True)
-class ItemFailure:
+class ItemOutcome:
+    """What became of one item: the cluster's status (and error) and how often it was retried."""
+
     item: BulkItem
     status: int
-    error: Any
+    error: Any = None
+    retries: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
 
     @property
     def doc_id(self) -> str:
@@ -90,21 +145,42 @@ class ItemFailure:
         return str(self.error)
 
 
+#: A failed outcome, by its older name.
+ItemFailure = ItemOutcome
+
+
 @dataclass
-class WriteResult:
-    indexed: int = 0
-    retried: int = 0
-    failures: list[ItemFailure] = field(default_factory=list)
-    #: Retries per group (the first element of a tuple ``position``: the file of a batch).
-    retried_by_group: Counter = field(default_factory=Counter)
-    #: ``_bulk`` requests sent, and those answered 429 (as a whole or for some items).
+class Traffic:
+    """``_bulk`` requests sent, and those answered 429 (as a whole or for some items)."""
+
     requests: int = 0
     throttled: int = 0
 
 
-def chunks(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
-    """Groups of at most ``max_docs`` items and ``max_bytes`` bytes (a bigger item goes alone)."""
-    chunk: list[BulkItem] = []
+@dataclass
+class WriteResult:
+    indexed: int = 0
+    retried: int = 0
+    failures: list[ItemOutcome] = field(default_factory=list)
+    requests: int = 0
+    throttled: int = 0
+
+
+class _Sized(Protocol):
+    @property
+    def lines(self) -> bytes: ...
+
+
+S = TypeVar("S", bound=_Sized)
+
+
+def chunks(items: Iterable[S], max_docs: int, max_bytes: int) -> Iterator[list[S]]:
+    """Groups of at most ``max_docs`` items and ``max_bytes`` bytes (a bigger item goes alone).
+
+    The one chunker: the processor's stream of documents and the writer's requests both
+    go through it, so a chunk the processor hands on is sent as one request.
+    """
+    chunk: list[S] = []
     size = 0
     for item in items:
         if chunk and (len(chunk) >= max_docs or size + len(item.lines) > max_bytes):
@@ -132,14 +208,31 @@ class BulkWriter:
         self._compress = compress
         self._backoff = backoff or Backoff()
 
-    def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
-        """Send every item; ``deadline`` is on the backoff clock's scale (monotonic seconds)."""
-        result = WriteResult()
+    def outcomes(self, items: Iterable[BulkItem], deadline: float,
+                 traffic: Traffic | None = None) -> Iterator[ItemOutcome]:
+        """One outcome per item, in request order (retried items come last).
+
+        ``deadline`` is on the backoff clock's scale (monotonic seconds). Raises when the
+        cluster refuses a request as a whole, blocks writes or stays throttled past it.
+        The requests sent (and those throttled) are added to ``traffic``.
+        """
+        traffic = traffic if traffic is not None else Traffic()
         for chunk in chunks(items, self.max_docs, self.max_bytes):
-            self._send(chunk, deadline, result)
+            yield from self._send(chunk, deadline, 0, traffic)
+
+    def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
+        """Send every item; the outcomes summed up."""
+        result, traffic = WriteResult(), Traffic()
+        for outcome in self.outcomes(items, deadline, traffic):
+            result.retried += outcome.retries
+            if outcome.ok:
+                result.indexed += 1
+            else:
+                result.failures.append(outcome)
+        result.requests, result.throttled = traffic.requests, traffic.throttled
         return result
 
-    def _post(self, pending: list[BulkItem]) -> Any:
+    def _post(self, pending: Sequence[BulkItem]) -> Any:
         body = b"".join(item.lines for item in pending)
         headers = {"Content-Type": "application/x-ndjson"}
         if self._compress:
@@ -147,48 +240,50 @@ class BulkWriter:
             headers["Content-Encoding"] = "gzip"
         return self.cluster.request("POST", "/_bulk", data=body, headers=headers)
 
-    def _send(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
-        attempt = 0
-        while pending:
-            result.requests += 1
-            try:
-                response = self._post(pending)
-            except ClusterUnreachable as exc:
-                why = str(exc)
-            else:
-                result.throttled += response.status_code == THROTTLED
-                if response.status_code == TOO_LARGE:
-                    self._split(pending, deadline, result)
-                    return
-                if response.status_code == 200:
-                    pending = self._read_items(pending, response, result)
-                    why = "throttled or unavailable items"
-                elif response.status_code in RETRY_REQUEST_STATUSES:
-                    why = f"HTTP {response.status_code}"
-                else:
-                    raise ClusterError(f"bulk request of {len(pending)} documents refused", response)
-            if not pending:
-                return
-            attempt += 1
-            self._backoff.wait(attempt, deadline, f"{len(pending)} documents ({why})")
-            result.retried += len(pending)
-            result.retried_by_group.update(
-                item.position[0] if isinstance(item.position, tuple) else 0 for item in pending)
+    def _counted_post(self, pending: Sequence[BulkItem], traffic: Traffic) -> Any:
+        traffic.requests += 1
+        response = self._post(pending)
+        traffic.throttled += response.status_code == THROTTLED
+        return response
 
-    def _split(self, pending: list[BulkItem], deadline: float, result: WriteResult) -> None:
+    def _send(self, chunk: list[BulkItem], deadline: float, retried: int,
+              traffic: Traffic) -> list[ItemOutcome]:
+        """The outcomes of one chunk; ``retried``: how often its items were retried already."""
+        done: list[ItemOutcome] = []
+        pending = chunk
+
+        def attempt(retries: int) -> list[ItemOutcome] | Retry:
+            nonlocal pending
+            response = transient(lambda: self._counted_post(pending, traffic))
+            if isinstance(response, Retry):
+                return Retry(response.why, f"{len(pending)} documents")
+            if response.status_code == TOO_LARGE:
+                return done + self._split(pending, deadline, retried + retries, traffic)
+            if response.status_code != 200:
+                raise ClusterError(f"bulk request of {len(pending)} documents refused", response)
+            pending = self._read_items(pending, response, retried + retries, done, traffic)
+            if pending:
+                return Retry("throttled or unavailable items", f"{len(pending)} documents")
+            return done
+
+        return retrying(attempt, self._backoff, deadline, "bulk request")
+
+    def _split(self, pending: list[BulkItem], deadline: float, retried: int,
+               traffic: Traffic) -> list[ItemOutcome]:
         if len(pending) == 1:
             item = pending[0]
-            result.failures.append(ItemFailure(
-                item, TOO_LARGE,
-                f"document of {len(item.lines)} bytes is larger than the cluster accepts",
-            ))
-            return
+            return [ItemOutcome(item, TOO_LARGE,
+                                f"document of {len(item.lines)} bytes is larger than the cluster accepts",
+                                retried)]
         middle = len(pending) // 2
-        self._send(pending[:middle], deadline, result)
-        self._send(pending[middle:], deadline, result)
+        return (self._send(pending[:middle], deadline, retried, traffic)
+                + self._send(pending[middle:], deadline, retried, traffic))
 
     @staticmethod
-    def _read_items(pending: list[BulkItem], response: Any, result: WriteResult) -> list[BulkItem]:
+    def _read_items(pending: list[BulkItem], response: Any, retries: int,
+                    done: list[ItemOutcome], traffic: Traffic) -> list[BulkItem]:
+        """Adds the settled items' outcomes to ``done``; returns the items to retry (a response
+        with an item answered 429 counts as throttled in ``traffic``)."""
         answers = response.json().get("items", [])
         if len(answers) != len(pending):
             raise ClusterError(
@@ -200,15 +295,13 @@ class BulkWriter:
             outcome = next(iter(answer.values()))  # {"index": {...}} or {"create": {...}}
             status = outcome.get("status", 0)
             error = outcome.get("error")
-            if 200 <= status < 300:
-                result.indexed += 1
-            elif isinstance(error, dict) and error.get("type") == "cluster_block_exception":
+            if isinstance(error, dict) and error.get("type") == "cluster_block_exception":
                 raise ClusterBlocked(
                     f"writes to {item.index} are blocked: {error.get('reason')}", response)
-            elif status in RETRY_ITEM_STATUSES:
+            if retryable_item(status):
                 retry.append(item)
                 throttled = throttled or status == THROTTLED
             else:
-                result.failures.append(ItemFailure(item, status, error))
-        result.throttled += throttled
+                done.append(ItemOutcome(item, status, error, retries))
+        traffic.throttled += throttled
         return retry

@@ -6,9 +6,7 @@ cluster unreachable; 3 some events dead-lettered; 130 interrupted (state written
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 import time
 from dataclasses import replace
@@ -17,23 +15,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import backfill
-from .cluster import Cluster, create_cluster
+from .cluster import Cluster
+from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK,
+                       EXIT_USAGE, add_common_options, fail_usage, report, settings_from,
+                       start_logging)
 from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
-from .engine import detect
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .filters import parse_rules
-from .logs import configure_logging
-from .processor import ObjectRef, RunResult, create_processor
+from .processor import Processor, RunResult, Source, create_processor
+from .refs import ObjectRef
 from .selection import Filters, LocalSource, S3Listing
+from .sources import S3Source
+
+__all__ = ["EXIT_DEAD_LETTERED", "EXIT_FILES_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE",
+           "DEFAULT_WORKERS", "main", "parse_args"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FILES_FAILED = 1
-EXIT_USAGE = 2
-EXIT_DEAD_LETTERED = 3
-EXIT_INTERRUPTED = 130
 #: Parallel files (and _bulk requests in flight); see the README's performance section.
 DEFAULT_WORKERS = 4
 
@@ -87,33 +86,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dead-letter-dir", default=os.environ.get("DEAD_LETTER_DIR", "dead-letter"),
-                        help="where events the cluster will not take are written "
-                             "(default: %(default)s)")
-    parser.add_argument("--retry-limit", type=float, default=None, metavar="SECONDS",
-                        help="how long to keep retrying a throttled file "
-                             "(default: RETRY_LIMIT_SECONDS or 900)")
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
-    settings = Settings.from_env(**overrides)
-    extra_rules = tuple(getattr(args, "exclude", None) or ())
-    return replace(settings, exclude_events=settings.exclude_events + extra_rules) if extra_rules \
-        else settings
-
-
-def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:
-    """For commands without a processor: fails fast, with the reason, when the cluster
-    cannot be reached or refuses us (``create_processor`` does the same check)."""
-    settings = settings_from(args)
-    cluster = create_cluster(settings)
-    detect(cluster, settings.serverless, settings.client_ids)
-    return settings, cluster
-
-
 def filters_from(args: argparse.Namespace) -> Filters:
     start, end = args.dates or (None, None)
     return Filters(start, end, frozenset(args.accounts) if args.accounts else None,
@@ -128,35 +100,53 @@ def s3_client() -> Any:
     return boto3.client("s3", config=Config(max_pool_connections=32))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client: Any = None,
+         cluster: Cluster | None = None) -> int:
+    """The backfill; the AWS clients and the cluster may be given (tests), else they are made."""
     args = parse_args(argv)
-    configure_logging("WARNING" if args.quiet else args.log_level)
-    started = time.monotonic()
     try:
-        if args.dir:
-            source: Any = LocalSource()
-            objects = list(LocalSource.objects(args.dir, filters_from(args)))
-        else:
-            client = s3_client()
-            source = None
-            objects = list(S3Listing(client).objects(args.bucket, args.prefix, filters_from(args)))
+        start_logging(args, quiet=args.quiet)
+        if not args.dir and s3_client is None:
+            s3_client = make_s3_client()
+        objects = list_objects(args, s3_client)
         if args.dry_run:
-            return report(dry_run_summary(objects, args), args)
+            return report_ok(dry_run_summary(objects, args), args)
         if args.via_queue:
-            import boto3
-
-            summary = backfill.enqueue(boto3.client("sqs"), args.via_queue, objects)
-            report(summary, args)
-            return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
+            return enqueue(objects, args, sqs_client)
+        source: Source = LocalSource() if args.dir else S3Source(s3_client)
         if args.output:
-            return export(source or _s3_source(client), objects, args)
+            return export(source, objects, args)
         settings = settings_from(args)
-        processor = create_processor(settings, s3_client=None if args.dir else client,
-                                     source=source,
-                                     dead_letters=LocalDeadLetters(args.dead_letter_dir))
+        if args.exclude:  # added to EXCLUDE_EVENTS
+            settings = replace(settings, exclude_events=settings.exclude_events + tuple(args.exclude))
+        processor = create_processor(
+            settings, s3_client=s3_client, source=source, cluster=cluster,
+            dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
     except (ConfigurationError, ClusterError) as exc:
-        print(f"bulk_upload: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail_usage("bulk_upload", exc)
+    return load(processor, settings, objects, args)
+
+
+def list_objects(args: argparse.Namespace, s3_client: Any) -> list[ObjectRef]:
+    if args.dir:
+        return list(LocalSource.objects(args.dir, filters_from(args)))
+    return list(S3Listing(s3_client).objects(args.bucket, args.prefix, filters_from(args)))
+
+
+def enqueue(objects: list[ObjectRef], args: argparse.Namespace, sqs_client: Any) -> int:
+    if sqs_client is None:
+        import boto3
+
+        sqs_client = boto3.client("sqs")
+    summary = backfill.enqueue(sqs_client, args.via_queue, objects)
+    report(summary, args.json)
+    return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
+
+
+def load(processor: Processor, settings: Settings, objects: list[ObjectRef],
+         args: argparse.Namespace) -> int:
+    """Load the files not done before, in parallel; report; the exit code says how it went."""
+    started = time.monotonic()
     state = backfill.StateFile(args.state) if args.state else None
     done_before = [ref for ref in objects if state is not None and ref in state]
     todo = [ref for ref in objects if state is None or ref not in state]
@@ -165,14 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         processor, todo, args.workers,
         lambda: time.monotonic() + settings.retry_limit_seconds, state, progress)
     progress.close()
-    summary = run_summary(run, len(done_before), time.monotonic() - started)
-    report(summary, args)
-    for failure in run.failed:
-        print(f"FAILED {failure}", file=sys.stderr)
-    for result in run.loaded:
-        if result.dead_lettered:
-            print(f"DEAD-LETTERED {result.dead_lettered} events of s3://{result.bucket}/"
-                  f"{result.key} -> {result.dead_letter}", file=sys.stderr)
+    report(run_summary(run, len(done_before), time.monotonic() - started), args.json)
+    print_problems(run)
     if interrupted:
         print("bulk_upload: interrupted; rerun with the same --state to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -181,10 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_DEAD_LETTERED if run.total("dead_lettered") else EXIT_OK
 
 
-def _s3_source(client: Any) -> Any:
-    from .sources import S3Source
+def print_problems(run: RunResult) -> None:
+    for failure in run.failed:
+        print(f"FAILED {failure}", file=sys.stderr)
+    for result in run.loaded:
+        if result.dead_lettered:
+            print(f"DEAD-LETTERED {result.dead_lettered} events of s3://{result.bucket}/"
+                  f"{result.key} -> {result.dead_letter}", file=sys.stderr)
 
-    return S3Source(client)
+
+def make_s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Room for the workers' concurrent reads (processor.READ_THREADS) and the listing.
+    return boto3.client("s3", config=Config(max_pool_connections=32))
 
 
 def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, Any]:
@@ -217,26 +212,13 @@ def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> i
         try:
             backfill.export_file(source, ref, out_dir, prefix)
             written += 1
-        except LoaderError as exc:
-            failed.append({"key": ref.key, "reason": str(exc)})
-    report({"output": str(out_dir), "files_written": written, "failed": failed}, args)
+        except Exception as exc:  # one file's failure, whatever it is, never stops the others
+            reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+            failed.append({"key": ref.key, "reason": reason})
+    report({"output": str(out_dir), "files_written": written, "failed": failed}, args.json)
     return EXIT_FILES_FAILED if failed else EXIT_OK
 
 
-def report(summary: dict[str, Any], args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(summary))
-        return EXIT_OK
-    for name, value in summary.items():
-        if isinstance(value, list):
-            if value:
-                print(f"{name}:")
-                for item in value:
-                    print(f"  {item if not isinstance(item, dict) else json.dumps(item)}")
-        elif isinstance(value, dict):
-            print(f"{name}:")
-            for key, count in value.items():
-                print(f"  {key}: {count}")
-        else:
-            print(f"{name}: {value}")
+def report_ok(summary: dict[str, Any], args: argparse.Namespace) -> int:
+    report(summary, args.json)
     return EXIT_OK

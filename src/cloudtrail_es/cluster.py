@@ -8,15 +8,11 @@ from urllib.parse import urlsplit
 import requests
 
 from .config import Settings
-from .errors import ClusterError, ConfigurationError
-from .retry import Backoff
+from .errors import ClusterUnreachable, ConfigurationError
+from .retry import Backoff, retrying, transient
 
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 120
-
-
-class ClusterUnreachable(ClusterError):
-    """No HTTP answer: connection refused or reset, DNS failure, timeout."""
 
 
 class Cluster:
@@ -95,20 +91,14 @@ def signed_host(url: str) -> str:
     return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
 
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-
-
 def request_retrying(cluster: Cluster, backoff: Backoff, deadline: float, method: str,
                      path: str, body: Any = None) -> requests.Response:
-    """A request retried while nothing answers or the answer is 429/502/503/504."""
-    attempt = 0
-    while True:
-        try:
-            response = cluster.request(method, path, body)
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            why = f"HTTP {response.status_code}"
-        except ClusterUnreachable as exc:
-            why = str(exc)
-        attempt += 1
-        backoff.wait(attempt, deadline, f"{method} {path} ({why})")
+    """A request retried while nothing answers or the answer is retryable (``retry.transient``)."""
+    response: requests.Response = retrying(
+        lambda _: transient(lambda: cluster.request(method, path, body)),
+        backoff, deadline, f"{method} {path}")
+    return response
+
+
+__all__ = ["Cluster", "ClusterUnreachable", "create_cluster", "request_retrying", "signed_host",
+           "sigv4_auth"]

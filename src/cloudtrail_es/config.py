@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
@@ -30,8 +30,14 @@ ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
 EXCLUDE_EVENTS = "EXCLUDE_EVENTS"
+LOG_LEVEL = "LOG_LEVEL"
+RETENTION_MONTHS = "RETENTION_MONTHS"
+DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
+MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
+MAX_FILE_BYTES = "MAX_FILE_BYTES"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class Settings:
     compress_requests: bool = True
     dead_letter_bucket: str | None = None
     dead_letter_prefix: str = "dead-letter/"
+    #: The CLI's dead letters: a local directory.
+    dead_letter_dir: str = "dead-letter"
     api_key: str | None = None
     #: A CA bundle to verify the cluster's certificate with; verification is on unless
     #: ES_VERIFY_CERTS=false says otherwise, explicitly.
@@ -65,6 +73,13 @@ class Settings:
     client_ids: bool = True
     #: Exclusion rules (``filters.py``), each ``FIELD=PATTERN[,FIELD=PATTERN...]``.
     exclude_events: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
+    retention_months: int = 0
+    #: An event whose JSON text is longer is dead-lettered as too large, never held whole
+    #: (sources.DEFAULT_MAX_EVENT_BYTES); a file inflating to more than max_file_bytes fails.
+    max_event_bytes: int = 8 << 20
+    max_file_bytes: int = 2 << 30
 
     @property
     def serverless(self) -> bool:
@@ -90,10 +105,11 @@ class Settings:
             index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
             bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
             bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
-            retry_limit_seconds=float(env.get(RETRY_LIMIT_SECONDS, cls.retry_limit_seconds)),
+            retry_limit_seconds=_float(env, RETRY_LIMIT_SECONDS, cls.retry_limit_seconds),
             compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
             dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
             dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
+            dead_letter_dir=env.get(DEAD_LETTER_DIR) or cls.dead_letter_dir,
             api_key=env.get(ES_API_KEY) or None,
             ca_certs=env.get(ES_CA_CERTS) or None,
             verify_certs=_bool(env, ES_VERIFY_CERTS, True),
@@ -102,6 +118,10 @@ class Settings:
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
             exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
+            log_level=log_level_from_env(env),
+            retention_months=retention_months_from_env(env),
+            max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
+            max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
         )
         return replace(settings, **overrides).validated()
 
@@ -119,12 +139,30 @@ class Settings:
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
         parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
+        if self.max_event_bytes < 1 or self.max_file_bytes < 1:
+            raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self
 
 
 def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
     """``INDEX_PREFIX``, for commands that name indexes without talking to a cluster."""
     return (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix)
+
+
+def log_level_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``LOG_LEVEL``, for commands that log before (or without) the cluster's settings."""
+    value = (os.environ if environ is None else environ).get(LOG_LEVEL, "").strip().upper()
+    if value and value not in LOG_LEVELS:
+        raise ConfigurationError(f"{LOG_LEVEL}={value!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return value or Settings.log_level
+
+
+def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``RETENTION_MONTHS``: months kept by the scheduled retention (0 or unset: off)."""
+    months = _int(os.environ if environ is None else environ, RETENTION_MONTHS, 0)
+    if months < 0:
+        raise ConfigurationError(f"{RETENTION_MONTHS}={months}: expected 0 (off) or more months")
+    return months
 
 
 def base_url(hostname: str) -> str:
@@ -139,13 +177,24 @@ def base_url(hostname: str) -> str:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, "a whole number")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, "a number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], what: str) -> N:
     value = env.get(name)
-    if value in (None, ""):
+    if value is None or value == "":
         return default
     try:
-        return int(value)
+        return parse(value)
     except ValueError:
-        raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+        raise ConfigurationError(f"{name}={value!r} is not {what}") from None
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

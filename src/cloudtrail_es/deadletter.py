@@ -14,23 +14,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .errors import LoaderError
+from .errors import DeadLetterError
 
-
-class DeadLetterError(LoaderError):
-    """Undeliverable events could not be stored either: the file must fail."""
+__all__ = ["DeadLetterError", "DeadLetters", "DeadLetterStore", "LocalDeadLetters", "S3DeadLetters",
+           "record", "encode", "decode", "file_name"]
 
 
 class DeadLetters(Protocol):
     def put(self, source_key: str, records: list[dict[str, Any]]) -> str: ...
 
 
+class DeadLetterStore(Protocol):
+    """Dead-letter files as redrive reads and rewrites them."""
+
+    def files(self) -> Iterator[str]: ...
+
+    def read(self, name: str) -> list[dict[str, Any]]: ...
+
+    def replace(self, name: str, records: list[dict[str, Any]]) -> None: ...
+
+
 def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index: str,
-           doc_id: str, event: dict[str, Any]) -> dict[str, Any]:
+           doc_id: str, event: dict[str, Any] | None, head: str | None = None) -> dict[str, Any]:
+    """One dead-lettered event; one too large to hold keeps only the ``head`` of its text."""
     return {
         "reason": reason, "status": status, "error": error, "bucket": bucket, "key": key,
         "index": index, "doc_id": doc_id,
-        "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "event": event,
+        "failed_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **({"event": event} if event is not None else {"event_head": head}),
     }
 
 

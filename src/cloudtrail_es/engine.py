@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .cluster import Cluster, ClusterUnreachable
-from .errors import ClusterError
+from .cluster import Cluster
+from .errors import ClusterError, ClusterUnreachable
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Typed errors; each carries what a user needs to act on it."""
+"""Typed errors, all of them; each carries what a user needs to act on it."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,12 +22,36 @@ class ClusterError(LoaderError):
         super().__init__(message + detail)
 
 
+class ClusterUnreachable(ClusterError):
+    """No HTTP answer: connection refused or reset, DNS failure, timeout."""
+
+
+class ClusterBlocked(ClusterError):
+    """The cluster or index refuses writes (read-only, disk flood stage): retrying items is futile."""
+
+
 class RetryDeadlineExceeded(ClusterError):
     """Retries of throttled or failed requests ran out of time; nothing was given up silently."""
 
 
+class SourceError(LoaderError):
+    """The object could not be read (missing, access denied, network)."""
+
+
 class BadLogFile(LoaderError):
     """The object is not a readable CloudTrail log file."""
+
+
+class DeadLetterError(LoaderError):
+    """Undeliverable events could not be stored either: the file must fail."""
+
+
+class AccountingError(LoaderError):
+    """Events read and events accounted for differ: a bug, never to be ignored."""
+
+
+class UnknownEvent(LoaderError):
+    """The handler was invoked with something it does not recognise."""
 
 
 class FileFailed(LoaderError):
@@ -47,6 +71,15 @@ class LoadFailed(LoaderError):
         self.failures = failures
         listed = "; ".join(str(failure) for failure in failures)
         super().__init__(f"{len(failures)} file(s) not fully loaded: {listed}")
+
+
+class BatchFailed(LoaderError):
+    """Every message of an SQS batch failed: the handler raises, so the batch is retried whole."""
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        self.reasons = reasons
+        listed = "; ".join(f"{message_id}: {why}" for message_id, why in reasons.items())
+        super().__init__(f"all {len(reasons)} message(s) failed: {listed}")
 
 
 def _short_text(response: Any, limit: int = 500) -> str:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from .bulk import ClusterBlocked
 from .cluster import Cluster, request_retrying
-from .errors import ClusterError
+from .errors import ClusterBlocked, ClusterError
 from .retry import Backoff
 
 BLOCK_SETTINGS = ("read_only", "read_only_allow_delete", "write")

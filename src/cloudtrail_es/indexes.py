@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
-from . import transform
+from . import ecs, transform
 from .cluster import Cluster, request_retrying
 from .engine import Engine
 from .errors import ClusterError
@@ -76,16 +76,29 @@ FILTER_ONLY_PATHS = frozenset({
 })
 #: The ``<name>_raw`` texts searched as free text (the rest are kept in _source only).
 FREE_TEXT_RAW = ("requestParameters", "responseElements")
+#: Insights statistics are numbers (charted, compared with ranges); a malformed one is
+#: kept in _source, never rejected.
+NUMERIC_PATHS = {
+    "insightDetails.insightContext.statistics.baseline.average": {
+        "type": "double", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.insight.average": {
+        "type": "double", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.insightDuration": {
+        "type": "long", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.baselineDuration": {
+        "type": "long", "ignore_malformed": True},
+}
 
 
-def _object(schema: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _object(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for name, child in schema.items():
         path = prefix + name
         if child is not None:
             properties[name] = _object(child, path + ".")
         else:
-            properties[name] = KEYWORD_FILTER_ONLY if path in FILTER_ONLY_PATHS else KEYWORD
+            properties[name] = NUMERIC_PATHS.get(path) or (
+                KEYWORD_FILTER_ONLY if path in FILTER_ONLY_PATHS else KEYWORD)
     return {"properties": properties}
 
 
@@ -113,6 +126,7 @@ def mapping() -> dict[str, Any]:
          for name, schema in transform.STRUCTURED_FIELDS.items()}
     )
     properties.update({name + transform.RAW_SUFFIX: TEXT for name in FREE_TEXT_RAW})
+    properties.update(added_properties())
     return {
         "date_detection": False,
         "numeric_detection": False,
@@ -130,6 +144,17 @@ def mapping() -> dict[str, Any]:
         ],
         "properties": properties,
     }
+
+
+def added_properties() -> dict[str, Any]:
+    """What an index created by an earlier version lacks: added to it when first touched.
+
+    Only new fields (a mapping update may add fields, never change one): the ECS aliases
+    and typed fields, and the Insights object.
+    """
+    return {**ecs.mapping_properties(KEYWORD),
+            "insightDetails": _object(dict(transform.STRUCTURED_FIELDS["insightDetails"]),
+                                      "insightDetails.")}
 
 
 def index_body(shards: int, replicas: int) -> dict[str, Any]:
@@ -160,6 +185,8 @@ class IndexCreator:
         self._cluster = cluster
         body = index_body(shards, replicas)
         self._body = engine.index_body(body) if engine else body
+        doc_type = engine.doc_type if engine else None
+        self._mapping_suffix = f"/_mapping/{doc_type}" if doc_type else "/_mapping"
         self._backoff = backoff or Backoff()
         self._known: set[str] = set()
 
@@ -170,9 +197,24 @@ class IndexCreator:
                                     self._body)
         if response.status_code == 200:
             log.info("created index", extra={"index": index})
-        elif not _already_exists(response):
+        elif _already_exists(response):
+            self._add_fields(index, deadline)
+        else:
             raise ClusterError(f"cannot create index {index}", response)
         self._known.add(index)
+
+    def _add_fields(self, index: str, deadline: float) -> None:
+        """Give an existing index the fields this version adds (a no-op when it has them)."""
+        response = request_retrying(self._cluster, self._backoff, deadline, "PUT",
+                                    f"/{index}{self._mapping_suffix}",
+                                    {"properties": added_properties()})
+        if response.status_code != 200:
+            # Only an index whose mapping already holds one of these names otherwise (an
+            # event with a top-level scalar "event", "user"... loaded by an earlier version)
+            # refuses; its events still load, those rejected for it are dead-lettered.
+            log.error("cannot add the ECS and Insights fields to an existing index",
+                      extra={"index": index, "status": response.status_code,
+                             "error": response.text[:1000]})
 
 
 def _already_exists(response: Any) -> bool:

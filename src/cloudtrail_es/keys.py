@@ -5,10 +5,11 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-# ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHMMZ_UNIQUE.json.gz ; digest files say
-# "CloudTrail-Digest" and Insights files "CloudTrail-Insight", so neither matches.
+# ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHMMZ_UNIQUE.json.gz, and Insights files
+# ACCOUNT_CloudTrail-Insight_REGION_... (loaded into the same monthly index); digest files
+# say "CloudTrail-Digest" and carry no events, so they never match.
 _LOG_FILE_NAME = re.compile(
-    r"(?P<account>[^/]+?)_CloudTrail_(?P<region>[a-z0-9-]+)_"
+    r"(?P<account>[^/]+?)_CloudTrail(?:-Insight)?_(?P<region>[a-z0-9-]+)_"
     r"(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})T\d{4}Z_[A-Za-z0-9]+\.json(?:\.gz)?"
 )
 
@@ -21,7 +22,7 @@ class LogFileName:
 
 
 def parse_log_file_key(key: str) -> LogFileName | None:
-    """The parts of a CloudTrail log file's name, or None if the key is not one."""
+    """The parts of a CloudTrail log (or Insights) file's name, or None if the key is not one."""
     if "/CloudTrail-Digest/" in key:
         return None
     match = _LOG_FILE_NAME.fullmatch(key.rsplit("/", 1)[-1])

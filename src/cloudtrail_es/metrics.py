@@ -31,8 +31,9 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from . import keys
 
-if TYPE_CHECKING:  # the processor imports this module
-    from .processor import FileResult, RunResult
+if TYPE_CHECKING:  # the pipeline and the processor import this module
+    from .pipeline import FileResult
+    from .processor import RunResult
 
 NAMESPACE = "CloudTrailToElasticsearch"
 FUNCTION_DIMENSION = "FunctionName"

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Union
 from urllib.parse import unquote_plus
 
-from .errors import LoaderError
-from .processor import ObjectRef
+from .errors import LoaderError, UnknownEvent
+from .refs import ObjectRef
 
-
-class UnknownEvent(LoaderError):
-    """The handler was invoked with something it does not recognise."""
+__all__ = ["CloudTrailDelivery", "EventBridgeObjectCreated", "Invocation", "NotUnderstood",
+           "ObjectSource", "RetentionRequest", "S3Notification", "SnsBatch", "SqsBatch",
+           "SqsMessage", "Understood", "UnknownEvent", "describe", "parse_invocation"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class S3Notification:
         if self.is_test_event:
             return []
         return [
-            ObjectRef(r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]))
+            ObjectRef(_text(r, "s3", "bucket", "name"), unquote_plus(_text(r, "s3", "object", "key")))
             for r in self.body["Records"]
             if str(r.get("eventName", "ObjectCreated")).startswith("ObjectCreated")
         ]
@@ -59,7 +59,10 @@ class CloudTrailDelivery:
             isinstance(event.get("s3ObjectKey"), list)
 
     def objects(self) -> list[ObjectRef]:
-        return [ObjectRef(self.body["s3Bucket"], key) for key in self.body["s3ObjectKey"]]
+        keys = self.body["s3ObjectKey"]
+        if not all(isinstance(key, str) for key in keys):
+            raise UnknownEvent(f"s3ObjectKey holds something other than keys: {describe(keys)}")
+        return [ObjectRef(self.body["s3Bucket"], key) for key in keys]
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,8 @@ class EventBridgeObjectCreated:
             event.get("detail-type") == "Object Created"
 
     def objects(self) -> list[ObjectRef]:
-        detail = self.body["detail"]
-        return [ObjectRef(detail["bucket"]["name"], detail["object"]["key"])]
+        return [ObjectRef(_text(self.body, "detail", "bucket", "name"),
+                          _text(self.body, "detail", "object", "key"))]
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,22 @@ ObjectSource = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreate
 
 
 @dataclass(frozen=True)
-class SqsMessage:
-    """One SQS message; ``source`` is what its body holds, or ``error`` why it is unusable."""
+class Understood:
+    """An SQS message naming these objects (none for an ``s3:TestEvent``)."""
 
     message_id: str
-    source: ObjectSource | None = None
-    error: str | None = None
+    objects: list[ObjectRef]
+
+
+@dataclass(frozen=True)
+class NotUnderstood:
+    """An SQS message we cannot use, and why."""
+
+    message_id: str
+    reason: str
+
+
+SqsMessage = Union[Understood, NotUnderstood]
 
 
 @dataclass(frozen=True)
@@ -133,7 +146,7 @@ def parse_invocation(event: Any) -> Invocation:
     if SqsBatch.matches(event):
         return SqsBatch([_sqs_message(record) for record in event["Records"]])
     if SnsBatch.matches(event):
-        return SnsBatch([_inner_source(_json(r["Sns"]["Message"])) for r in event["Records"]])
+        return SnsBatch([_inner_source(_json(_field(r, "Sns", "Message"))) for r in event["Records"]])
     if RetentionRequest.matches(event):
         return RetentionRequest()
     return _object_source(event)
@@ -155,11 +168,30 @@ def _inner_source(message: Any) -> ObjectSource:
 
 
 def _sqs_message(record: Mapping[str, Any]) -> SqsMessage:
-    message_id = record.get("messageId", "")
+    """One message, understood or not: whatever its body holds, it never fails its batch."""
+    message_id = str(record.get("messageId", ""))
     try:
-        return SqsMessage(message_id, source=_inner_source(_json(record.get("body"))))
-    except UnknownEvent as exc:
-        return SqsMessage(message_id, error=str(exc))
+        return Understood(message_id, _inner_source(_json(record.get("body"))).objects())
+    except Exception as exc:  # each message is its own error boundary
+        reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+        return NotUnderstood(message_id, reason)
+
+
+def _field(value: Any, *path: str) -> Any:
+    """``value[path[0]][path[1]]...``, or UnknownEvent naming what is missing."""
+    found = value
+    for name in path:
+        if not isinstance(found, Mapping) or name not in found:
+            raise UnknownEvent(f"notification without {'.'.join(path)}: {describe(value)}")
+        found = found[name]
+    return found
+
+
+def _text(value: Any, *path: str) -> str:
+    found = _field(value, *path)
+    if not isinstance(found, str):
+        raise UnknownEvent(f"notification whose {'.'.join(path)} is not a string: {describe(value)}")
+    return found
 
 
 def _json(text: Any) -> Any:

@@ -1,32 +1,36 @@
-"""Load one CloudTrail log file: read, decode, transform, write; and a run over many.
+"""Load CloudTrail log files: the write pipeline wired to a source, dead letters and accounting.
 
-Every event read ends in exactly one of four places, and the counts are
-checked: indexed as it is; indexed in its degraded form (the cluster rejected
-the full one); in the dead letter with the cluster's reason; or filtered out by
-an exclusion rule (``filters.py``), never sent. When the dead letter cannot take
-them either, the file fails.
+Every event read ends in exactly one of four places, and the counts are checked:
+indexed as it is; indexed in its degraded form; in the dead letter with the reason; or
+filtered out by an exclusion rule (``pipeline``, ``filters``). When the dead letter
+cannot take them either, the file fails.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from . import deadletter, keys, metrics, transform
-from .bulk import BulkItem, BulkWriter, ItemFailure, bulk_item
+from . import deadletter, keys, metrics
+from .bulk import BulkWriter
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .engine import Engine, detect
-from .errors import BadLogFile, FileFailed, LoaderError
+from .errors import AccountingError, DeadLetterError, FileFailed
 from .filters import EventFilter, parse_rules
 from .health import WriteGate
 from .indexes import IndexCreator
+from .pipeline import FileLoad, FileResult, Pipeline, check_accounting
+from .refs import ObjectRef
 from .retry import Backoff
-from .sources import S3Source, SourceError, iter_events
+from .sources import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FILE_BYTES, S3Source, iter_events
+
+__all__ = ["AccountingError", "FileResult", "ObjectRef", "Outcome", "Processor", "RunResult",
+           "Source", "check_accounting", "create_processor", "process_objects"]
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +44,9 @@ class Source(Protocol):
     def read(self, bucket: str, key: str) -> bytes: ...
 
 
-class AccountingError(LoaderError):
-    """Events read and events accounted for differ: a bug, never to be ignored."""
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    """A CloudTrail log file: S3 bucket and key, or a local root directory and relative path."""
-
-    bucket: str
-    key: str
-    size: int = field(default=0, compare=False)
-
-
 @dataclass
 class Outcome:
-    """Where the events of one batch went."""
+    """Where the events of one ``load_events`` call went."""
 
     indexed: int = 0
     degraded: int = 0
@@ -63,52 +54,20 @@ class Outcome:
     undeliverable: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class FileResult:
-    bucket: str
-    key: str
-    index: str
-    events_read: int = 0
-    indexed: int = 0
-    degraded: int = 0
-    dead_lettered: int = 0
-    retried: int = 0
-    seconds: float = 0.0
-    dead_letter: str | None = None
-    # metrics: events dropped by an exclusion rule; _bulk requests (and those answered 429)
-    # of the chunks this file's events opened; lag inputs (see metrics.py)
-    filtered: int = 0
-    filtered_by_rule: Counter = field(default_factory=Counter)
-    bulk_requests: int = 0
-    throttled: int = 0
-    newest_event_time: str = ""
-    object_modified: float | None = None
-    searchable_at: float | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "bucket": self.bucket, "key": self.key, "index": self.index,
-            "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
-            "dead_lettered": self.dead_lettered, "filtered": self.filtered, "retried": self.retried,
-            "bulk_requests": self.bulk_requests, "throttled": self.throttled,
-            "seconds": round(self.seconds, 3),
-            **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
-            **({"filtered_by_rule": dict(self.filtered_by_rule)} if self.filtered else {}),
-            **metrics.lags(self),
-        }
-
-
 class Processor:
     def __init__(self, source: Source, writer: BulkWriter, indexes: IndexCreator,
                  gate: WriteGate | None = None, dead_letters: deadletter.DeadLetters | None = None,
                  index_prefix: str = "cloudtrail",
                  clock: Callable[[], float] = time.monotonic, engine: Engine | None = None,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                  exclude: EventFilter | None = None) -> None:
         self.source = source
         self.exclude = exclude or EventFilter()
+        self._limits = {"max_event_bytes": max_event_bytes, "max_file_bytes": max_file_bytes}
         self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
-        self._writer = writer
+        self._pipeline = Pipeline(writer, self.engine, max_event_bytes)
         self._indexes = indexes
         self._gate = gate
         self.dead_letters = dead_letters
@@ -125,54 +84,45 @@ class Processor:
         return outcome
 
     def process_files(self, refs: list[ObjectRef], deadline: float) -> list[FileResult | FileFailed]:
-        """Load several files together: their events share ``_bulk`` requests.
-
-        Events stream from each file into chunks of ``bulk_max_docs`` / ``bulk_max_bytes``;
-        only one chunk's events are held at a time. A file that cannot be read or decoded
-        fails alone; a cluster failure (deadline passed, write block...) fails every file
-        of the batch not yet failed, since none of them is known to be complete.
-        """
+        """Load several files together: their events share ``_bulk`` requests (``pipeline``)."""
         started = self._clock()
-        files = [_File(ref, FileResult(ref.bucket, ref.key,
-                                       keys.index_name_for(ref.key, self.index_prefix)))
-                 for ref in refs]
-        chunk = _Chunk()
+        files = [FileLoad.of(ref) for ref in refs]
         contents = self._read_all(refs)
-        try:
-            for group, (file, data) in enumerate(zip(files, contents)):
-                try:
-                    if isinstance(data, Exception):
-                        raise data
-                    file.result.object_modified = getattr(data, "last_modified", None)
-                    self._indexes.ensure(file.result.index, deadline)
-                    if self._gate:
-                        self._gate.check(file.result.index, deadline)
-                    for n, event in enumerate(iter_events(data)):
-                        file.result.events_read += 1
-                        excluded_by = self.exclude.excluding(event) if self.exclude else None
-                        if excluded_by is not None:
-                            file.result.filtered += 1
-                            file.result.filtered_by_rule[excluded_by.text] += 1
-                            continue
-                        metrics.note_event_time(file.result, event)
-                        chunk.add(self._item(file.result.index, event, (group, n)), event)
-                        if chunk.full(self._writer.max_docs, self._writer.max_bytes):
-                            self._deliver(chunk, files, deadline)
-                            chunk = _Chunk()
-                except (SourceError, BadLogFile) as exc:
-                    file.failure = _failure(file.ref, exc)
-            self._deliver(chunk, files, deadline)
-        except LoaderError as exc:
-            for file in files:
-                file.failure = file.failure or _failure(file.ref, exc)
+
+        def events_of(number: int, file: FileLoad) -> Iterable[Any]:
+            content = contents[number]
+            if isinstance(content, BaseException):
+                raise content
+            file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
+            file.result.object_modified = getattr(content, "last_modified", None)
+            self._prepare(file.result.index, deadline)
+            return iter_events(content, **self._limits)
+
+        self._pipeline.load(files, events_of, deadline, self.exclude)
         return [self._finish(file, (self._clock() - started) / len(files)) for file in files]
 
-    def _read_all(self, refs: list[ObjectRef]) -> list[bytes | Exception]:
+    def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
+                    bucket: str = "", key: str = "", doc_ids: list[str] | None = None) -> Outcome:
+        """Write events to ``index`` (under ``doc_ids`` when given); raises if the cluster fails."""
+        self._prepare(index, deadline)
+        file = FileLoad.of(ObjectRef(bucket, key), index)
+        file.ids = doc_ids
+        self._pipeline.load([file], lambda number, file: events, deadline)
+        if file.failure is not None:
+            raise file.failure
+        return Outcome(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
+
+    def _prepare(self, index: str, deadline: float) -> None:
+        self._indexes.ensure(index, deadline)
+        if self._gate:
+            self._gate.check(index, deadline)
+
+    def _read_all(self, refs: list[ObjectRef]) -> list[bytes | BaseException]:
         """Every file's bytes (or why not), fetched concurrently: a GET costs more than a parse."""
-        def read(ref: ObjectRef) -> bytes | Exception:
+        def read(ref: ObjectRef) -> bytes | BaseException:
             try:
                 return self.source.read(ref.bucket, ref.key)
-            except SourceError as exc:
+            except Exception as exc:  # raised again inside the file's own error boundary
                 return exc
 
         if len(refs) == 1:
@@ -182,67 +132,7 @@ class Processor:
                 self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read")
         return list(self._readers.map(read, refs))
 
-    def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
-                    bucket: str = "", key: str = "") -> Outcome:
-        """Write events to ``index``: full form first, degraded form for the rejected ones."""
-        self._indexes.ensure(index, deadline)
-        if self._gate:
-            self._gate.check(index, deadline)
-        file = _File(ObjectRef(bucket, key), FileResult(bucket, key, index))
-        chunk = _Chunk()
-        for n, event in enumerate(events):
-            chunk.add(self._item(index, event, (0, n)), event)
-        self._deliver(chunk, [file], deadline)
-        return Outcome(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
-
-    def _item(self, index: str, event: dict[str, Any], position: tuple[int, int],
-              degraded_because: str | None = None) -> BulkItem:
-        document = (transform.document_for(event) if degraded_because is None
-                    else transform.degraded_document_for(event, degraded_because))
-        return bulk_item(index, transform.document_id(event), document, position,
-                         self.engine.doc_type, self.engine.accepts_ids)
-
-    def _deliver(self, chunk: "_Chunk", files: list["_File"], deadline: float) -> None:
-        """Send a chunk; degrade what is rejected; note what cannot be delivered, per file."""
-        if not chunk.items:
-            return
-        first = self._writer.write(chunk.items, deadline)
-        rejected = [f for f in first.failures if f.status != 413]
-        undeliverable = [f for f in first.failures if f.status == 413]
-        second = self._writer.write(
-            [self._item(f.item.index, chunk.events[f.item.position], f.item.position,
-                        degraded_because=f.reason) for f in rejected],
-            deadline) if rejected else None
-        first_reason = {f.item.position: f.reason for f in rejected}
-        if second:
-            undeliverable += [ItemFailure(f.item, f.status,
-                                          f"{first_reason[f.item.position]}; degraded form: {f.reason}")
-                              for f in second.failures]
-        for item in chunk.items:
-            files[item.position[0]].result.indexed += 1
-        for failure in first.failures:
-            files[failure.item.position[0]].result.indexed -= 1
-        for failure in rejected:
-            files[failure.item.position[0]].result.degraded += 1
-        for failure in second.failures if second else []:
-            files[failure.item.position[0]].result.degraded -= 1
-        opener = files[chunk.items[0].position[0]].result
-        opener.bulk_requests += first.requests + (second.requests if second else 0)
-        opener.throttled += first.throttled + (second.throttled if second else 0)
-        written_at = time.time()
-        for group in {item.position[0] for item in chunk.items}:
-            files[group].result.searchable_at = written_at
-        for group, count in (first.retried_by_group + (second.retried_by_group if second
-                                                       else Counter())).items():
-            files[group].result.retried += count
-        for failure in undeliverable:
-            file = files[failure.item.position[0]]
-            file.dead.append(deadletter.record(
-                reason=failure.reason, status=failure.status, error=failure.error,
-                bucket=file.ref.bucket, key=file.ref.key, index=failure.item.index,
-                doc_id=failure.doc_id, event=chunk.events[failure.item.position]))
-
-    def _finish(self, file: "_File", seconds: float) -> FileResult | FileFailed:
+    def _finish(self, file: FileLoad, seconds: float) -> FileResult | FileFailed:
         result = file.result
         result.seconds = seconds
         if file.failure is None:
@@ -251,8 +141,8 @@ class Processor:
                     result.dead_letter = self._dead_letter(file.ref.key, file.dead)
                     result.dead_lettered = len(file.dead)
                 check_accounting(result)
-            except LoaderError as exc:
-                file.failure = _failure(file.ref, exc)
+            except Exception as exc:  # the dead letter failed too: the file fails
+                file.fail(exc)
         if file.failure is not None:
             log.error("file failed", extra={**result.summary(), "error": file.failure.reason})
             return file.failure
@@ -267,50 +157,10 @@ class Processor:
 
     def _dead_letter(self, key: str, records: list[dict[str, Any]]) -> str:
         if self.dead_letters is None:
-            raise deadletter.DeadLetterError(
+            raise DeadLetterError(
                 f"{len(records)} events rejected and no dead letter configured, "
                 f"first: {records[0]['doc_id']}: {records[0]['reason']}")
         return self.dead_letters.put(key, records)
-
-
-def _failure(ref: ObjectRef, cause: Exception) -> FileFailed:
-    failure = FileFailed(ref.bucket, ref.key, str(cause))
-    failure.__cause__ = cause
-    return failure
-
-
-@dataclass
-class _File:
-    ref: ObjectRef
-    result: FileResult
-    failure: FileFailed | None = None
-    dead: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Chunk:
-    """The items of one ``_bulk`` chunk and, until it is sent, the events they came from."""
-
-    def __init__(self) -> None:
-        self.items: list[BulkItem] = []
-        self.events: dict[tuple[int, int], dict[str, Any]] = {}
-        self.size = 0
-
-    def add(self, item: BulkItem, event: dict[str, Any]) -> None:
-        self.items.append(item)
-        self.events[item.position] = event
-        self.size += len(item.lines)
-
-    def full(self, max_docs: int, max_bytes: int) -> bool:
-        return len(self.items) >= max_docs or self.size >= max_bytes
-
-
-def check_accounting(result: FileResult) -> None:
-    accounted = result.indexed + result.degraded + result.dead_lettered + result.filtered
-    if accounted != result.events_read:
-        raise AccountingError(
-            f"{result.events_read} events read but {accounted} accounted for "
-            f"({result.indexed} indexed, {result.degraded} degraded, "
-            f"{result.dead_lettered} dead-lettered, {result.filtered} filtered)")
 
 
 @dataclass
@@ -328,7 +178,7 @@ class RunResult:
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
                ("events_read", "indexed", "degraded", "dead_lettered", "filtered", "retried",
-                "bulk_requests", "throttled")},
+                "bulk_requests", "throttled", "duplicate_ids")},
             "filtered_by_rule": dict(sum((r.filtered_by_rule for r in self.loaded), Counter())),
             **metrics.max_lags(self.loaded),
         }
@@ -377,5 +227,7 @@ def create_processor(settings: Settings, s3_client: Any = None,
         dead_letters,
         settings.index_prefix,
         engine=engine,
+        max_event_bytes=settings.max_event_bytes,
+        max_file_bytes=settings.max_file_bytes,
         exclude=parse_rules(settings.exclude_events),
     )

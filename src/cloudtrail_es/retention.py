@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 from datetime import date, datetime, timezone
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-from . import cli
 from .cluster import Cluster
+from .commands import EXIT_OK, add_log_level, connect, fail_usage, start_logging
+from .config import retention_months_from_env
 from .errors import ClusterError, ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def apply_retention(cluster: Cluster, prefix: str, months: int, today: date | No
     return expired
 
 
-def ism_policy(prefix: str, months: int) -> dict:
+def ism_policy(prefix: str, months: int) -> dict[str, Any]:
     """An OpenSearch ISM policy deleting ``prefix-*`` indexes ``months`` x 31 days after creation."""
     return {"policy": {
         "description": f"cloudtrail-to-elasticsearch: delete {prefix}-* after {months} months",
@@ -82,34 +82,31 @@ def ism_policy(prefix: str, months: int) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="retention", description=__doc__.splitlines()[0])
-    parser.add_argument("--months", type=int, default=int(os.environ.get("RETENTION_MONTHS", "0")),
+    parser.add_argument("--months", type=int, default=None,
                         help="months to keep, the current one included (default RETENTION_MONTHS)")
     parser.add_argument("--dry-run", action="store_true", help="list, delete nothing")
     parser.add_argument("--install-policy", action="store_true",
                         help="install an OpenSearch ISM policy instead of deleting now")
     parser.add_argument("--retry-limit", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    add_log_level(parser)
     args = parser.parse_args(argv)
-    from .logs import configure_logging
-
-    configure_logging(args.log_level)
     try:
-        settings, cluster = cli.connect(args)
+        start_logging(args)
+        months = retention_months_from_env() if args.months is None else args.months
+        settings, cluster = connect(args)
         if args.install_policy:
             name = f"{settings.index_prefix}-retention"
             response = cluster.request("PUT", f"/_plugins/_ism/policies/{name}",
-                                       ism_policy(settings.index_prefix, args.months))
+                                       ism_policy(settings.index_prefix, months))
             if response.status_code not in (200, 201):
                 raise ClusterError(f"cannot install ISM policy {name}", response)
             print(json.dumps({"installed": name}))
-            return cli.EXIT_OK
-        expired = apply_retention(cluster, settings.index_prefix, args.months,
-                                  dry_run=args.dry_run)
+            return EXIT_OK
+        expired = apply_retention(cluster, settings.index_prefix, months, dry_run=args.dry_run)
     except (ConfigurationError, ClusterError) as exc:
-        print(f"retention: {exc}", file=sys.stderr)
-        return cli.EXIT_USAGE
+        return fail_usage("retention", exc)
     print(json.dumps({"dry_run" if args.dry_run else "deleted": expired}))
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,14 +1,25 @@
-"""Capped exponential backoff with jitter, bounded by a deadline."""
+"""The one retry loop: capped exponential backoff with jitter, bounded by a deadline.
+
+What is worth retrying is decided in one place too: a whole request answered 429, 502,
+503 or 504, or not answered at all (``ClusterUnreachable``); a bulk item answered 429
+or 503. Anything else is final.
+"""
 from __future__ import annotations
 
 import logging
 import random
 import time
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
 
-from .errors import RetryDeadlineExceeded
+from .errors import ClusterUnreachable, RetryDeadlineExceeded
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_ITEM_STATUSES = frozenset({429, 503})
 
 
 class Backoff:
@@ -45,3 +56,42 @@ class Backoff:
         log.warning("retrying", extra={"what": what, "attempt": attempt,
                                        "delay": round(delay, 3)})
         self.sleep(delay)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """An attempt's answer meaning "not yet": ``why``, and what is still to do when it changed."""
+
+    why: str
+    what: str | None = None
+
+
+def retrying(attempt: Callable[[int], T | Retry], backoff: Backoff, deadline: float,
+             what: str) -> T:
+    """Call ``attempt(retries_so_far)`` until it answers something other than ``Retry``.
+
+    Between attempts, ``backoff`` waits; past ``deadline`` it raises RetryDeadlineExceeded
+    naming ``what`` (or the ``Retry``'s own ``what``) and the last reason.
+    """
+    retries = 0
+    while True:
+        answer = attempt(retries)
+        if not isinstance(answer, Retry):
+            return answer
+        retries += 1
+        backoff.wait(retries, deadline, f"{answer.what or what} ({answer.why})")
+
+
+def retryable_item(status: int) -> bool:
+    return status in RETRY_ITEM_STATUSES
+
+
+def transient(send: Callable[[], Any]) -> Any:
+    """``send()``'s response, or ``Retry`` when nothing answered or the status is retryable."""
+    try:
+        response = send()
+    except ClusterUnreachable as exc:
+        return Retry(str(exc))
+    if response.status_code in RETRY_REQUEST_STATUSES:
+        return Retry(f"HTTP {response.status_code}")
+    return response

@@ -1,6 +1,7 @@
 """Which files a backfill loads: filters on the CloudTrail key layout, and listing by it.
 
-CloudTrail writes ``[PREFIX/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/FILE``.
+CloudTrail writes ``[PREFIX/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/FILE``, and
+Insights files under ``ACCOUNT/CloudTrail-Insight/`` the same way.
 With filters, listing descends that layout and lists only the account, region and
 day (or whole-month) prefixes the filters leave, in parallel, instead of the bucket.
 Whatever the listing, every file name is checked against the filters again.
@@ -15,9 +16,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .keys import is_log_file_key, parse_log_file_key
-from .processor import ObjectRef
+from .errors import SourceError
+from .refs import ObjectRef
 
 LISTING_THREADS = 8
+#: The folders under an account that hold events (``CloudTrail-Digest/`` holds none).
+EVENT_FOLDERS = ("CloudTrail/", "CloudTrail-Insight/")
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,10 @@ class S3Listing:
                 accounts.append(child)
         accounts = [a for a in accounts
                     if filters.accounts is None or a.rstrip("/").rsplit("/", 1)[-1] in filters.accounts]
+        folders = [account + folder for account in accounts for folder in EVENT_FOLDERS]
         with ThreadPoolExecutor(LISTING_THREADS) as pool:
             regions = [r for found_regions in pool.map(
-                lambda a: self._children(bucket, a + "CloudTrail/"), accounts) for r in found_regions
+                lambda f: self._children(bucket, f), folders) for r in found_regions
                 if filters.regions is None or r.rstrip("/").rsplit("/", 1)[-1] in filters.regions]
         return [region + day for region in regions for day in filters.date_prefixes()]
 
@@ -116,8 +121,6 @@ class LocalSource:
     """A directory of CloudTrail files, as ``aws s3 sync`` leaves them. ``bucket`` is the root."""
 
     def read(self, bucket: str, key: str) -> bytes:
-        from .sources import SourceError
-
         try:
             return (Path(bucket) / key).read_bytes()
         except OSError as exc:

@@ -4,12 +4,22 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 import requests
 
 from cloudtrail_es.keys import index_name_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration needs the services: ``-m "not integration"`` skips them."""
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture()

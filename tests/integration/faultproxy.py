@@ -237,16 +237,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         proxy = self.server.proxy
         declared = self._declared_length()
-        limit = proxy.max_body_bytes
         try:
-            body = None
-            if declared is None:  # chunked: the size is only known once read
-                body = self._read_body(None)
-                if limit is not None and len(body) > limit:
-                    return self._too_large(len(body))
-            elif limit is not None and declared > limit:
-                self._read_body(declared)  # drained, so the connection stays usable
-                return self._too_large(declared)
+            body = self._body_within_limit(declared)
+            if body is False:
+                return
             bulk = is_bulk_path(self.path)
             outcome = proxy._next_bulk_outcome() if bulk else "pass"
             if outcome == "reset":
@@ -257,19 +251,39 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._reset()
             if body is None:
                 body = self._read_body(declared)
-            if outcome in RESET_KINDS:
-                proxy._record(self.command, self.path, len(body), "reset")
-                return self._reset()
-            if outcome in ("429", "502", "503", "504"):
-                proxy._record(self.command, self.path, len(body), outcome)
-                return self._answer(int(outcome), error_body(int(outcome)))
-            if bulk and outcome != "pass":  # "random" (item rules apply) or "item_429"
-                q = 1.0 if outcome == "item_429" else proxy.bulk_item_429
-                if q > 0:
-                    return self._bulk_with_item_faults(body, q)
-            return self._forward(body, outcome="forwarded")
+            self._answer_with(outcome, body, bulk)
         except (ConnectionError, TimeoutError):
             self.close_connection = True  # the client went away
+
+    def _body_within_limit(self, declared: int | None) -> bytes | None | bool:
+        """The body when it had to be read to know its size; None when not read yet; False
+        when it was too large and answered 413."""
+        limit = self.server.proxy.max_body_bytes
+        if declared is None:  # chunked: the size is only known once read
+            body = self._read_body(None)
+            if limit is not None and len(body) > limit:
+                self._too_large(len(body))
+                return False
+            return body
+        if limit is not None and declared > limit:
+            self._read_body(declared)  # drained, so the connection stays usable
+            self._too_large(declared)
+            return False
+        return None
+
+    def _answer_with(self, outcome: str, body: bytes, bulk: bool) -> None:
+        proxy = self.server.proxy
+        if outcome in RESET_KINDS:
+            proxy._record(self.command, self.path, len(body), "reset")
+            return self._reset()
+        if outcome in ("429", "502", "503", "504"):
+            proxy._record(self.command, self.path, len(body), outcome)
+            return self._answer(int(outcome), error_body(int(outcome)))
+        if bulk and outcome != "pass":  # "random" (item rules apply) or "item_429"
+            q = 1.0 if outcome == "item_429" else proxy.bulk_item_429
+            if q > 0:
+                return self._bulk_with_item_faults(body, q)
+        return self._forward(body, outcome="forwarded")
 
     def _too_large(self, size: int) -> None:
         self.server.proxy._record(self.command, self.path, size, "413")
@@ -314,19 +328,24 @@ class _Handler(BaseHTTPRequestHandler):
                                       len(body) if size is None else size, outcome)
             self._relay(response)
 
+    @staticmethod
+    def _plain_body(received: bytes, headers: dict[str, str]) -> bytes | None:
+        """The NDJSON of a bulk body, gunzipped if need be; None if it cannot be edited."""
+        encoding = next((v for k, v in headers.items() if k.lower() == "content-encoding"), "")
+        if not encoding:
+            return received
+        if encoding.strip().lower() not in ("gzip", "x-gzip"):
+            return None  # deflate etc.: leave alone
+        try:
+            return gzip.decompress(received)
+        except (OSError, EOFError, zlib.error):
+            return None
+
     def _bulk_with_item_faults(self, received: bytes, q: float) -> None:
         proxy = self.server.proxy
         headers = self._forward_headers()
-        encoding = next((v for k, v in headers.items() if k.lower() == "content-encoding"), "")
-        body = received
-        if encoding.strip().lower() in ("gzip", "x-gzip"):
-            try:
-                body = gzip.decompress(received)
-            except (OSError, EOFError, zlib.error):
-                return self._forward(received, outcome="forwarded")
-        elif encoding:
-            return self._forward(received, outcome="forwarded")  # deflate etc.: leave alone
-        actions = parse_bulk(body)
+        body = self._plain_body(received, headers)
+        actions = parse_bulk(body) if body is not None else []
         if not actions:
             return self._forward(received, outcome="forwarded")
         rejected = proxy._draw_items(len(actions), q)

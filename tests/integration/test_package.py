@@ -37,7 +37,12 @@ def venv_override() -> list[str]:
 
 
 def lambda_handler_name() -> str:
-    """`Handler` of the AWS::Lambda::Function in cloudformation.yml."""
+    """`Handler` of the loader's AWS::Lambda::Function in cloudformation.yml."""
+    return template_function("LambdaFunction")["Handler"]
+
+
+def template_function(name: str) -> dict:
+    """Properties of the AWS::Lambda::Function ``name`` in cloudformation.yml."""
     try:
         import yaml
     except ImportError:
@@ -55,10 +60,9 @@ def lambda_handler_name() -> str:
 
     CfnLoader.add_multi_constructor("!", tagged)
     template = yaml.load((ROOT / "cloudformation.yml").read_text(), Loader=CfnLoader)
-    functions = [resource["Properties"] for resource in template["Resources"].values()
-                 if resource.get("Type") == "AWS::Lambda::Function"]
-    assert len(functions) == 1, f"expected one AWS::Lambda::Function, found {len(functions)}"
-    return functions[0]["Handler"]
+    resource = template["Resources"][name]
+    assert resource["Type"] == "AWS::Lambda::Function", name
+    return resource["Properties"]
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +132,33 @@ def test_handler_named_by_template_imports_on_bare_runtime(pip_zip, lambda_runti
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
 
+    assert result.returncode == 0, result.stderr
+
+
+INLINE_HANDLER = """
+import importlib, sys
+code, runtime, module, attribute = sys.argv[1:]
+sys.path[:0] = [code, runtime]
+assert not [p for p in sys.path if "-packages" in p], sys.path
+handler = getattr(importlib.import_module(module), attribute)
+assert callable(handler), f"{module}.{attribute} is not callable: {handler!r}"
+"""
+
+
+def test_setup_function_inline_code_imports_on_bare_runtime(lambda_runtime, tmp_path):
+    """CloudFormation stores inline code as index.py: the handler must import from it alone."""
+    setup = template_function("SetupFunction")
+    code = tmp_path / "task"
+    code.mkdir()
+    (code / "index.py").write_text(setup["Code"]["ZipFile"], encoding="utf-8")
+    module, attribute = setup["Handler"].rsplit(".", 1)
+    assert module == "index"
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", INLINE_HANDLER, str(code), str(lambda_runtime), module,
+         attribute],
+        cwd=tmp_path, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, capture_output=True,
+        text=True, timeout=120,
+    )
     assert result.returncode == 0, result.stderr
 
 

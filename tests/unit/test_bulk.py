@@ -1,53 +1,11 @@
-"""The bulk pipeline alone: chunking, per-item outcomes, retries (a scripted cluster, no sleep)."""
-import gzip
+"""The bulk pipeline alone: chunking, per-item outcomes, retries (the scripted cluster, no sleep)."""
 import json
 
 import pytest
 
 from cloudtrail_es.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
-from cloudtrail_es.cluster import ClusterUnreachable
-from cloudtrail_es.errors import ClusterError, RetryDeadlineExceeded
+from cloudtrail_es.errors import ClusterError, ClusterUnreachable, RetryDeadlineExceeded
 from cloudtrail_es.retry import Backoff
-
-
-class Response:
-    def __init__(self, status_code, body=None):
-        self.status_code = status_code
-        self._body = body or {}
-        self.text = json.dumps(self._body)
-
-    def json(self):
-        return self._body
-
-
-class ScriptedCluster:
-    """Answers each _bulk with the next scripted outcome: a status, a per-item list, or an error."""
-
-    def __init__(self, *script):
-        self.script = list(script)
-        self.requests = []
-
-    def request(self, method, path, body=None, *, data=None, headers=None):
-        self.headers = headers
-        if (headers or {}).get("Content-Encoding") == "gzip":
-            data = gzip.decompress(data)
-        ids = [json.loads(line)["index"]["_id"] for line in data.splitlines()[::2]]
-        self.requests.append(ids)
-        outcome = self.script.pop(0) if self.script else "ok"
-        if isinstance(outcome, Exception):
-            raise outcome
-        if isinstance(outcome, int):
-            return Response(outcome, {"error": "scripted"})
-        statuses = outcome if isinstance(outcome, list) else [201] * len(ids)
-        return Response(200, {"errors": True, "items": [
-            {"index": {"_id": i, "status": s, **({"error": error_for(s)} if s >= 300 else {})}}
-            for i, s in zip(ids, statuses)]})
-
-
-def error_for(status):
-    if status == 403:
-        return {"type": "cluster_block_exception", "reason": "index read-only"}
-    return {"type": "x_exception", "reason": "why"}
 
 
 def items(n, size=10):
@@ -73,29 +31,31 @@ def test_chunks_respect_count_and_bytes():
     assert [len(c) for c in chunks(sample, 100, size * 3)] == [3, 3, 3, 1]
     big = bulk_item("idx", "big", {"f": "x" * 5000})
     assert [len(c) for c in chunks([big, *sample[:2]], 100, 1000)] == [1, 2]
+    # A chunk exactly at the byte limit goes whole: no one-document request after it.
+    assert [len(c) for c in chunks(sample[:6], 100, size * 3)] == [3, 3]
 
 
-def test_all_items_indexed_in_one_request():
-    cluster, sleeps = ScriptedCluster("ok"), []
+def test_all_items_indexed_in_one_request(fakes):
+    cluster, sleeps = fakes.ScriptedCluster("ok"), []
     result = writer(cluster, sleeps).write(items(5), deadline=100)
     assert (result.indexed, result.failures, result.retried, sleeps) == (5, [], 0, [])
 
 
-def test_only_throttled_items_are_retried_and_rejected_ones_reported():
-    cluster, sleeps = ScriptedCluster([201, 429, 400, 503], [201, 429], "ok"), []
+def test_only_throttled_items_are_retried_and_rejected_ones_reported(fakes):
+    cluster, sleeps = fakes.ScriptedCluster([201, 429, 400, 503], [201, 429], "ok"), []
     result = writer(cluster, sleeps).write(items(4), deadline=100)
-    assert cluster.requests == [["id0", "id1", "id2", "id3"], ["id1", "id3"], ["id3"]]
+    assert cluster.bulk == [["id0", "id1", "id2", "id3"], ["id1", "id3"], ["id3"]]
     assert result.indexed == 3 and result.retried == 3
     assert [(f.doc_id, f.status, f.reason) for f in result.failures] == [
-        ("id2", 400, "x_exception: why")]
+        ("id2", 400, "mapper_parsing_exception: scripted rejection")]
     assert sleeps == [0.5, 1.0]
 
 
 @pytest.mark.parametrize("fault", [429, 502, 503, 504, ClusterUnreachable("reset")])
-def test_whole_request_faults_are_retried(fault):
-    cluster, sleeps = ScriptedCluster(fault, fault, "ok"), []
+def test_whole_request_faults_are_retried(fakes, fault):
+    cluster, sleeps = fakes.ScriptedCluster(fault, fault, "ok"), []
     result = writer(cluster, sleeps).write(items(3), deadline=100)
-    assert result.indexed == 3 and len(cluster.requests) == 3 and len(sleeps) == 2
+    assert result.indexed == 3 and len(cluster.bulk) == 3 and len(sleeps) == 2
 
 
 def test_backoff_is_exponential_capped_and_jittered():
@@ -105,7 +65,7 @@ def test_backoff_is_exponential_capped_and_jittered():
     assert [high.delay(a) for a in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
 
 
-def test_retries_stop_loudly_at_the_deadline():
+def test_retries_stop_loudly_at_the_deadline(fakes):
     now = [0.0]
     sleeps = []
 
@@ -113,30 +73,30 @@ def test_retries_stop_loudly_at_the_deadline():
         sleeps.append(seconds)
         now[0] += seconds
 
-    cluster = ScriptedCluster(*[429] * 50)
+    cluster = fakes.ScriptedCluster(*[429] * 50)
     w = BulkWriter(cluster, compress=False,
                    backoff=Backoff(sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0))
     with pytest.raises(RetryDeadlineExceeded, match="gave up retrying 2 documents .HTTP 429"):
         w.write(items(2), deadline=10.0)
-    assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.requests) == 5
+    assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.bulk) == 5
 
 
-def test_other_request_errors_raise_with_the_status():
+def test_other_request_errors_raise_with_the_status(fakes):
     with pytest.raises(ClusterError, match="HTTP 400"):
-        writer(ScriptedCluster(400), []).write(items(2), deadline=100)
+        writer(fakes.ScriptedCluster(400), []).write(items(2), deadline=100)
 
 
-def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported():
-    cluster, sleeps = ScriptedCluster(413, "ok", 413, 413, "ok"), []
+def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported(fakes):
+    cluster, sleeps = fakes.ScriptedCluster(413, "ok", 413, 413, "ok"), []
     result = writer(cluster, sleeps).write(items(4), deadline=100)
-    assert cluster.requests == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"],
+    assert cluster.bulk == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"],
                                 ["id2"], ["id3"]]
     assert result.indexed == 3
     assert [(f.doc_id, f.status) for f in result.failures] == [("id2", 413)]
 
 
-def test_a_short_answer_is_an_error_not_a_success():
-    class Short(ScriptedCluster):
+def test_a_short_answer_is_an_error_not_a_success(fakes):
+    class Short(fakes.ScriptedCluster):
         def request(self, *a, **k):
             response = super().request(*a, **k)
             response._body["items"] = response._body["items"][:-1]
@@ -146,18 +106,18 @@ def test_a_short_answer_is_an_error_not_a_success():
         writer(Short(), []).write(items(2), deadline=100)
 
 
-def test_bodies_are_gzipped_when_asked():
-    cluster, sleeps = ScriptedCluster("ok"), []
+def test_bodies_are_gzipped_when_asked(fakes):
+    cluster, sleeps = fakes.ScriptedCluster("ok"), []
     result = writer(cluster, sleeps, compress=True).write(items(3), deadline=100)
     assert result.indexed == 3 and cluster.headers["Content-Encoding"] == "gzip"
-    assert cluster.requests == [["id0", "id1", "id2"]]
+    assert cluster.bulk == [["id0", "id1", "id2"]]
 
 
-def test_a_write_block_stops_at_once_with_a_clear_error():
-    cluster = ScriptedCluster([201, 403])
+def test_a_write_block_stops_at_once_with_a_clear_error(fakes):
+    cluster = fakes.ScriptedCluster([201, 403])
     with pytest.raises(ClusterBlocked, match="writes to idx are blocked: index read-only"):
         writer(cluster, []).write(items(2), deadline=100)
-    assert len(cluster.requests) == 1
+    assert len(cluster.bulk) == 1
 
 
 def test_fast_and_fallback_serialisers_write_the_same_bytes():
@@ -173,12 +133,12 @@ def test_fast_and_fallback_serialisers_write_the_same_bytes():
     assert bulk.dumps({"n": 2 ** 70}) == b'{"n":1180591620717411303424}'
 
 
-def test_requests_and_throttled_requests_are_counted():
+def test_requests_and_throttled_requests_are_counted(fakes):
     # 1: items 429/503; 2: whole request 429; 3: one item 503 only; 4: all written.
-    cluster, sleeps = ScriptedCluster([201, 429, 503], 429, [503, 201], "ok"), []
+    cluster, sleeps = fakes.ScriptedCluster([201, 429, 503], 429, [503, 201], "ok"), []
     result = writer(cluster, sleeps).write(items(3), deadline=100)
-    assert result.indexed == 3 and len(cluster.requests) == 4
+    assert result.indexed == 3 and len(cluster.bulk) == 4
     assert result.requests == 4 and result.throttled == 2
-    split = ScriptedCluster(413, "ok", 429, "ok")
+    split = fakes.ScriptedCluster(413, "ok", 429, "ok")
     counted = writer(split, []).write(items(4), deadline=100)
-    assert counted.requests == len(split.requests) == 4 and counted.throttled == 1
+    assert counted.requests == len(split.bulk) == 4 and counted.throttled == 1

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation.yml"
@@ -51,6 +53,14 @@ SQS_CONSUMER_ACTIONS = {
 TLS_1_2_POLICIES = {"Policy-Min-TLS-1-2-2019-07", "Policy-Min-TLS-1-2-PFS-2023-10"}
 TRIGGER_MODES = ("SQS", "EventBridge", "Both", "None")
 SQS_SSE_RETENTION_MAX = 1209600  # 14 days
+LOGS_PREFIX = "/aws/opensearch/cloudtrail-es/"
+
+LOADER_FUNCTION, LOADER_ROLE = "LambdaFunction", "LambdaRole"
+LOADER_TYPES = {LOADER_FUNCTION: "AWS::Lambda::Function", LOADER_ROLE: "AWS::IAM::Role"}
+TRAIL_KEY = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+DEAD_LETTER_KEY = "arn:aws:kms:eu-west-1:111122223333:key/abcd1234-12ab-34cd-56ef-1234567890ab"
+VIA_S3 = {"StringEquals": {"kms:ViaService": "s3.${AWS::Region}.amazonaws.com"}}
+LOADER_OPENSEARCH_ROLE = "cloudtrail_loader"
 
 BUCKET = "my-trail-bucket"
 DEAD_LETTER_BUCKET = "my-dead-letters"
@@ -93,6 +103,13 @@ def template() -> dict:
 
 def _resources_of_type(template: dict, rtype: str) -> dict[str, dict]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == rtype}
+
+
+def _named(template: dict, name: str) -> tuple[str, dict]:
+    """The loader's own resource (the stack has a second function and role: the setup ones)."""
+    resource = template["Resources"][name]
+    assert resource["Type"] == LOADER_TYPES[name], name
+    return name, resource
 
 
 def _one(template: dict, rtype: str) -> tuple[str, dict]:
@@ -163,6 +180,12 @@ def _resolve(node: Any, template: dict, params: dict) -> Any:
             items = _resolve(items, template, params)
             assert isinstance(items, list) and all(isinstance(i, str) for i in items)
             return sep.join(items)
+        if key == "Fn::Split":
+            sep, text = arg
+            return _resolve(text, template, params).split(sep)
+        if key == "Fn::Select":
+            index, items = arg
+            return _resolve(items, template, params)[int(index)]
         if key == "Fn::FindInMap":
             map_name, top, second = (_resolve(a, template, params) for a in arg)
             return template["Mappings"][map_name][str(top)][second]
@@ -213,6 +236,12 @@ SCENARIOS = {
         "DeadLetterBucket": DEAD_LETTER_BUCKET,
         "RetentionMonths": "13",
     },
+    "kms-keys": {
+        "CloudTrailBucket": BUCKET,
+        "CloudTrailPrefix": "o-abc123/org-trail",
+        "TrailKmsKeyArn": TRAIL_KEY,
+        "DeadLetterKmsKeyArn": DEAD_LETTER_KEY,
+    },
 }
 # Every scenario under every TriggerMode.
 ROLE_CASES = [(s, mode) for s in sorted(SCENARIOS) for mode in TRIGGER_MODES]
@@ -242,6 +271,10 @@ def _expected_role_grants(template: dict, params: dict) -> set[tuple[str, str]]:
     if params["RetentionMonths"] != "0":
         grants.add(("es:ESHttpDelete", "${" + domain + ".Arn}/" + params["IndexPrefix"] + "-*"))
     grants.add(("sqs:SendMessage", _key(_get_att("AsyncFailureQueue"))))
+    if params["TrailKmsKeyArn"]:
+        grants.add(("kms:Decrypt", params["TrailKmsKeyArn"]))
+    if params["DeadLetterKmsKeyArn"]:
+        grants |= {(a, params["DeadLetterKmsKeyArn"]) for a in ("kms:GenerateDataKey", "kms:Decrypt")}
     if params["TriggerMode"] != "None":
         grants |= {(a, _key(_get_att("EventQueue"))) for a in SQS_CONSUMER_ACTIONS}
     return grants
@@ -310,10 +343,12 @@ def test_parameter_constraints(template):
     for bad in ("", "/x/", "a*", "a?", "${aws:username}/"):
         assert not pattern.fullmatch(bad), bad
     trail = re.compile(params["CloudTrailPrefix"]["AllowedPattern"])
-    for ok in ("", "AWSLogs", "org/trail"):
+    for ok in ("", "org/trail", "AWSLogsArchive", "my-AWSLogs-x", "AWSLogs/org"):
         assert trail.fullmatch(ok), ok
-    for bad in ("/org", "org/", "*", "org/*", "a$b"):
+    # A prefix ending in AWSLogs would make the stack build AWSLogs/AWSLogs/ (upgrades).
+    for bad in ("/org", "org/", "*", "org/*", "a$b", "AWSLogs", "org/AWSLogs", "AWSLogs/"):
         assert not trail.fullmatch(bad), bad
+    assert "AWSLogs" in params["CloudTrailPrefix"]["ConstraintDescription"]
     months = re.compile(params["RetentionMonths"]["AllowedPattern"])
     assert months.fullmatch("0") and months.fullmatch("13")
     for bad in ("", "-1", "1.5", "01"):
@@ -324,7 +359,7 @@ def test_parameter_constraints(template):
 # Lambda function
 # ---------------------------------------------------------------------------
 def test_lambda_function_settings(template):
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     props = function["Properties"]
     # `make deploy` updates the code of the function called $LambdaName.
     assert props["FunctionName"] == {"Ref": "LambdaName"}
@@ -333,20 +368,20 @@ def test_lambda_function_settings(template):
     assert props["MemorySize"] == {"Ref": "LambdaMemory"}
     assert props["Timeout"] == {"Ref": "LambdaTimeout"}
     assert "ZipFile" in props["Code"], "expected an inline placeholder (real code via make deploy)"
-    role_name, _ = _one(template, "AWS::IAM::Role")
+    role_name, _ = _named(template, LOADER_ROLE)
     assert props["Role"] == {"Fn::GetAtt": [role_name, "Arn"]}
 
 
 @pytest.mark.parametrize(("reserved", "expected"), [("-1", None), ("0", "0"), ("20", "20")])
 def test_reserved_concurrency(template, reserved, expected):
     params = _params(template, CloudTrailBucket=BUCKET, ReservedConcurrency=reserved)
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     props = _resolve(function["Properties"], template, params)
     assert props.get("ReservedConcurrentExecutions") == expected
 
 
 def test_handler_exists_in_source(template):
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     module, _, func_name = function["Properties"]["Handler"].rpartition(".")
     path = SRC / (module.replace(".", "/") + ".py")
     assert path.is_file(), f"handler module {path.relative_to(ROOT)} does not exist"
@@ -363,7 +398,7 @@ def test_handler_exists_in_source(template):
 
 
 def test_lambda_environment(template):
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     env = function["Properties"]["Environment"]["Variables"]
     domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
     assert env["ES_HOSTNAME"] == {"Fn::GetAtt": [domain_name, "DomainEndpoint"]}
@@ -380,7 +415,7 @@ def test_lambda_environment(template):
 )
 def test_dead_letter_bucket_defaults_to_the_trail_bucket(template, dead_letter_bucket, expected):
     params = _params(template, CloudTrailBucket=BUCKET, DeadLetterBucket=dead_letter_bucket)
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
     assert env["DEAD_LETTER_BUCKET"] == expected
     assert env["DEAD_LETTER_PREFIX"] == "cloudtrail-es-dead-letter/"
@@ -388,7 +423,7 @@ def test_dead_letter_bucket_defaults_to_the_trail_bucket(template, dead_letter_b
 
 def test_the_code_reads_the_variables_the_template_sets(template):
     """Every variable set on the function is one the code reads (no typo)."""
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     names = set(function["Properties"]["Environment"]["Variables"])
     sources = "\n".join(
         path.read_text(encoding="utf-8") for path in SRC.rglob("*.py")
@@ -402,7 +437,7 @@ def test_the_code_reads_the_variables_the_template_sets(template):
 # ---------------------------------------------------------------------------
 def _role_statements(template: dict, params: dict) -> list[dict]:
     """Every statement granted to the Lambda role, resolved for `params`."""
-    role_name, role = _one(template, "AWS::IAM::Role")
+    role_name, role = _named(template, LOADER_ROLE)
     props = _resolve(role["Properties"], template, params)
     assert not props.get("ManagedPolicyArns"), "no managed policies expected"
     documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
@@ -427,6 +462,10 @@ def _role_grants(template: dict, params: dict) -> set[tuple[str, str]]:
         assert st["Effect"] == "Allow"
         assert "NotAction" not in st and "NotResource" not in st
         assert "Condition" not in st or st["Condition"], "empty condition"
+        if any(a.startswith("kms:") for a in _as_list(st["Action"])):
+            assert st["Condition"] == VIA_S3, f"{st.get('Sid')}: KMS only through S3"
+        else:
+            assert "Condition" not in st, st.get("Sid")
         for action in _as_list(st["Action"]):
             assert "*" not in action, f"wildcard action {action!r}"
             for resource in _as_list(st["Resource"]):
@@ -446,7 +485,7 @@ def test_role_grants_exactly_the_allowed_set(template, scenario, mode):
 
 
 def test_role_only_assumable_by_lambda(template):
-    _, role = _one(template, "AWS::IAM::Role")
+    _, role = _named(template, LOADER_ROLE)
     statements = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert statements == [
         {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
@@ -578,11 +617,31 @@ def test_domain_logs_published(template):
         group = options[log_type]["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]
         assert template["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
         assert int(template["Resources"][group]["Properties"]["RetentionInDays"]) > 0
-    _, policy = _one(template, "AWS::Logs::ResourcePolicy")
+    assert not _resources_of_type(template, "AWS::Logs::ResourcePolicy"), "one shared policy, not one per stack"
+    policy = template["Resources"]["SharedLogsResourcePolicy"]
+    assert policy["Type"] == "Custom::LogsResourcePolicy"
+    assert policy["Properties"]["ServiceToken"] == _get_att("SetupFunction")
+    assert "Condition" not in policy and "DeletionPolicy" not in policy
+    assert template["Resources"]["Domain"]["DependsOn"] == "SharedLogsResourcePolicy"
+    # A fixed name: every stack of the template upserts the same single policy.
+    assert policy["Properties"]["PolicyName"] == "cloudtrail-es-opensearch-logs"
     text = policy["Properties"]["PolicyDocument"]["Fn::Sub"]
-    assert '"Service": "es.amazonaws.com"' in text
-    assert '"aws:SourceArn"' in text and '"aws:SourceAccount"' in text
-    assert '"Action": ["logs:CreateLogStream", "logs:PutLogEvents"]' in text
+    document = json.loads(text)
+    (statement,) = document["Statement"]
+    assert statement["Principal"] == {"Service": "es.amazonaws.com"}
+    assert statement["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    prefix = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+    assert statement["Resource"] == prefix + LOGS_PREFIX + "*"
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "${AWS::AccountId}"},
+        "ArnLike": {"aws:SourceArn": "arn:${AWS::Partition}:es:${AWS::Region}:${AWS::AccountId}:domain/*"},
+    }
+    # The domain's log groups are under the prefix, named after the domain and the stack id.
+    for log_type in ("ES_APPLICATION_LOGS", "AUDIT_LOGS"):
+        group = options[log_type]["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]
+        name = template["Resources"][group]["Properties"]["LogGroupName"]["Fn::Sub"]
+        assert name[0].startswith(LOGS_PREFIX + "${ElasticsearchDomainName}-${StackUuid}/"), name
+        assert name[1]["StackUuid"] == {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
 
 
 @pytest.mark.parametrize(
@@ -660,6 +719,9 @@ def test_public_principal_only_with_ip_condition_when_ips_given(template):
             assert not _is_public(entry), f"unguarded public statement {entry.get('Sid')}"
             continue
         cond_name, when_true, when_false = entry["Fn::If"]
+        if when_true.get("Sid") == "MapLoaderRole":  # see test_role_mapping_reaches_two_urls_only
+            assert cond_name == "MapsLambdaRole" and when_false == {"Ref": "AWS::NoValue"}
+            continue
         for branch in (when_true, when_false):
             if isinstance(branch, dict) and "Principal" in branch and _is_public(branch):
                 public_statements += 1
@@ -687,7 +749,7 @@ def test_access_policy_as_deployed(template, allowed_ips, expected_ips, retentio
         template, CloudTrailBucket=BUCKET, AllowedIPs=allowed_ips, RetentionMonths=retention
     )
     domain_name, domain = _one(template, "AWS::OpenSearchService::Domain")
-    role_name, _ = _one(template, "AWS::IAM::Role")
+    role_name, _ = _named(template, LOADER_ROLE)
     statements = _as_list(
         _resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"]
     )
@@ -696,7 +758,8 @@ def test_access_policy_as_deployed(template, allowed_ips, expected_ips, retentio
         f":domain/{params['ElasticsearchDomainName']}"
     )
     private = [s for s in statements if not _is_public(s)]
-    public = [s for s in statements if _is_public(s)]
+    public = [s for s in statements if _is_public(s) and s["Sid"] != "MapLoaderRole"]
+    assert [s["Sid"] for s in statements if s.get("Sid") == "MapLoaderRole"] == ["MapLoaderRole"]
     role_grants = set()
     for st in private:
         assert st["Principal"] == {"AWS": {"Fn::GetAtt": [role_name, "Arn"]}}
@@ -727,14 +790,14 @@ def test_only_the_domain_and_what_operates_it_are_retained(template):
     }
     domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
     secret_name, _ = _one(template, "AWS::SecretsManager::Secret")
-    policy_name, _ = _one(template, "AWS::Logs::ResourcePolicy")
-    log_groups = set(_resources_of_type(template, "AWS::Logs::LogGroup"))
-    assert retained == {domain_name, secret_name, policy_name} | log_groups
-    # Retained resources get generated / stack-unique names, so that creating
-    # the stack again does not collide with them (the domain name aside).
-    for name in log_groups | {secret_name}:
-        props = template["Resources"][name]["Properties"]
-        assert "LogGroupName" not in props and "Name" not in props, name
+    log_groups = {"DomainApplicationLogGroup", "DomainAuditLogGroup"}
+    assert retained == {domain_name, secret_name} | log_groups
+    assert set(_resources_of_type(template, "AWS::Logs::LogGroup")) == log_groups | {"SetupLogGroup"}
+    # The secret gets a generated name; the log groups one with the stack id in it (see
+    # test_domain_logs_published), so that creating the stack again does not collide with them.
+    assert "Name" not in template["Resources"][secret_name]["Properties"]
+    # The shared logs policy is kept too: its custom resource's Delete leaves it (tested there).
+    assert template["Resources"]["SharedLogsResourcePolicy"]["Type"] == "Custom::LogsResourcePolicy"
 
 
 # ---------------------------------------------------------------------------
@@ -789,7 +852,7 @@ def test_queues_encrypted(template):
 def test_queue_visibility_at_least_six_times_the_function_timeout(template, timeout):
     params = _params(template, CloudTrailBucket=BUCKET, LambdaTimeout=timeout)
     queue = _resolve(template["Resources"]["EventQueue"]["Properties"], template, params)
-    _, function = _one(template, "AWS::Lambda::Function")
+    _, function = _named(template, LOADER_FUNCTION)
     function_timeout = int(_resolve(function["Properties"]["Timeout"], template, params))
     assert int(queue["VisibilityTimeout"]) >= 6 * function_timeout
 
@@ -818,7 +881,7 @@ def test_dead_letter_queue_and_redrive(template):
 
 def test_event_source_mapping(template):
     name, mapping = _one(template, "AWS::Lambda::EventSourceMapping")
-    function_name, _ = _one(template, "AWS::Lambda::Function")
+    function_name, _ = _named(template, LOADER_FUNCTION)
     props = mapping["Properties"]
     assert props["EventSourceArn"] == _get_att("EventQueue")
     assert props["FunctionName"] == {"Ref": function_name}
@@ -877,7 +940,7 @@ def test_eventbridge_rule_feeds_the_same_queue(template, prefix, key_prefix):
 # ---------------------------------------------------------------------------
 def test_async_failures_go_to_a_queue(template):
     _, config = _one(template, "AWS::Lambda::EventInvokeConfig")
-    function_name, _ = _one(template, "AWS::Lambda::Function")
+    function_name, _ = _named(template, LOADER_FUNCTION)
     props = config["Properties"]
     assert props["FunctionName"] == {"Ref": function_name}
     assert int(props["MaximumRetryAttempts"]) == 2
@@ -891,7 +954,7 @@ def test_async_failures_go_to_a_queue(template):
 @pytest.mark.parametrize(("months", "scheduled"), [("0", False), ("1", True), ("24", True)])
 def test_retention_schedule_only_when_months_given(template, months, scheduled):
     params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=months)
-    function_name, _ = _one(template, "AWS::Lambda::Function")
+    function_name, _ = _named(template, LOADER_FUNCTION)
     rules = {
         name: _resolve(res["Properties"], template, params)
         for name, res in _deployed_of_type(template, params, "AWS::Events::Rule").items()
@@ -926,20 +989,24 @@ def test_outputs(template):
     domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
     assert {"Fn::GetAtt": [domain_name, "DomainEndpoint"]} in values
     assert {"Fn::Sub": "https://${" + domain_name + ".DomainEndpoint}/_dashboards/"} in values
-    function_name, _ = _one(template, "AWS::Lambda::Function")
+    function_name, _ = _named(template, LOADER_FUNCTION)
     assert {"Fn::GetAtt": [function_name, "Arn"]} in values
-    role_name, _ = _one(template, "AWS::IAM::Role")
+    role_name, _ = _named(template, LOADER_ROLE)
     assert {"Fn::GetAtt": [role_name, "Arn"]} in values
     assert outputs["EventQueueArn"]["Value"] == _get_att("EventQueue")
     assert outputs["EventQueueUrl"]["Value"] == {"Ref": "EventQueue"}
     assert outputs["EventQueueArn"]["Condition"] == template["Resources"]["EventQueue"]["Condition"]
 
 
-def test_role_mapping_step(template):
-    role_name, _ = _one(template, "AWS::IAM::Role")
-    text = template["Outputs"]["RoleMappingStep"]["Value"]["Fn::Sub"]
-    assert "${" + role_name + ".Arn}" in text
-    assert "all_access" in text and "Security" in text and "_plugins/_security/api" in text
+@pytest.mark.parametrize("mapped", ["true", "false"])
+def test_role_mapping_step(template, mapped):
+    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped)
+    text = _resolve(template["Outputs"]["RoleMappingStep"]["Value"], template, params)
+    assert "${LambdaRole.Arn}" in text
+    if mapped == "true":
+        assert text.startswith("done by the stack") and LOADER_OPENSEARCH_ROLE in text
+    else:
+        assert "all_access" in text and "Security" in text and "_plugins/_security/api" in text
 
 
 @pytest.mark.parametrize(
@@ -959,6 +1026,367 @@ def test_bucket_notification_step(template, mode, expected):
                      TriggerMode=mode)
     assert _resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template,
                     params) == expected
+
+
+# ---------------------------------------------------------------------------
+# Rules: invalid combinations are refused before anything is created
+# ---------------------------------------------------------------------------
+def _rule_value(node: Any, params: dict) -> Any:
+    """Evaluate a Rules expression (the functions CloudFormation allows there)."""
+    if not isinstance(node, dict):
+        return node
+    (key, arg), = node.items()
+    if key == "Ref":
+        return params[arg]
+    if key == "Fn::Equals":
+        left, right = (_rule_value(a, params) for a in arg)
+        return str(left) == str(right)
+    if key == "Fn::Not":
+        return not _rule_value(arg[0], params)
+    if key == "Fn::And":
+        return all(_rule_value(a, params) for a in arg)
+    if key == "Fn::Or":
+        return any(_rule_value(a, params) for a in arg)
+    if key == "Fn::Contains":
+        values, value = arg
+        return str(_rule_value(value, params)) in [str(v) for v in values]
+    raise AssertionError(f"{key} is not evaluated here")
+
+
+def _refusals(template: dict, **overrides: Any) -> list[str]:
+    """The AssertDescriptions CloudFormation would answer for these parameter values."""
+    params = _params(template, **{"CloudTrailBucket": BUCKET, "ElasticsearchDomainName": "trail",
+                                  **overrides})
+    refused = []
+    for name, rule in template["Rules"].items():
+        if "RuleCondition" in rule and not _rule_value(rule["RuleCondition"], params):
+            continue
+        for assertion in rule["Assertions"]:
+            if not _rule_value(assertion["Assert"], params):
+                refused.append(f"{name}: {assertion['AssertDescription']}")
+    return refused
+
+
+def test_every_rule_says_why(template):
+    for name, rule in template["Rules"].items():
+        for assertion in rule["Assertions"]:
+            assert len(assertion.get("AssertDescription", "").split()) >= 8, name
+
+
+@pytest.mark.parametrize(("scenario", "mode"), ROLE_CASES)
+def test_defaults_and_scenarios_pass_every_rule(template, scenario, mode):
+    """No default (nor any scenario the other tests deploy) is refused."""
+    assert _refusals(template, TriggerMode=mode, **SCENARIOS[scenario]) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused_by"),
+    [
+        ({"StorageType": "io1"}, "Io1StorageLargeEnoughForItsIops"),
+        ({"StorageType": "io1", "ElasticsearchStorageSize": "19"}, "Io1StorageLargeEnoughForItsIops"),
+        ({"StorageType": "io1", "ElasticsearchStorageSize": "20"}, None),
+        ({"StorageType": "io1", "ElasticsearchStorageSize": "100", "StorageIops": "5000"}, None),
+        ({"StorageType": "gp3", "StorageIops": "5000"}, "StorageIopsOnlyForIo1"),
+        ({"StorageType": "gp2", "StorageIops": "2000"}, "StorageIopsOnlyForIo1"),
+        ({"ZoneAwarenessEnabled": "true"}, "ZoneAwarenessNeedsNodesInEveryZone"),
+        ({"ZoneAwarenessEnabled": "true", "AvailabilityZoneCount": "3"},
+         "ZoneAwarenessNeedsNodesInEveryZone"),
+        ({"ZoneAwarenessEnabled": "true", "InstanceCount": "2"}, None),
+        ({"ZoneAwarenessEnabled": "false", "InstanceCount": "1"}, None),
+        ({"ReservedConcurrency": "1"}, "ReservedConcurrencyFeedsTheQueue"),
+        ({"ReservedConcurrency": "4"}, "ReservedConcurrencyFeedsTheQueue"),  # default queue: 5
+        ({"ReservedConcurrency": "5"}, None),
+        ({"ReservedConcurrency": "0"}, None),
+        ({"AlarmTopicArn": "arn:aws:sns:eu-west-1:111122223333:ops", "CreateAlarms": "false"},
+         "AlarmTopicNeedsAlarms"),
+        ({"AlarmTopicArn": "arn:aws:sns:eu-west-1:111122223333:ops"}, None),
+    ],
+)
+def test_rule_refuses(template, overrides, refused_by):
+    refusals = _refusals(template, **overrides)
+    if refused_by is None:
+        assert refusals == []
+    else:
+        assert refusals and all(r.startswith(refused_by + ":") for r in refusals), refusals
+
+
+@settings(max_examples=150, deadline=None)
+@given(count=strategies.integers(1, 80), zones=strategies.sampled_from(["2", "3"]))
+def test_zone_awareness_rule_is_exact(template, count, zones):
+    refused = _refusals(template, ZoneAwarenessEnabled="true", AvailabilityZoneCount=zones,
+                        InstanceCount=str(count))
+    assert bool(refused) == (count % int(zones) != 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(reserved=strategies.integers(-1, 60), queue=strategies.integers(2, 1000))
+def test_reserved_concurrency_rule(template, reserved, queue):
+    """Exact up to ReservedConcurrency 20 (CloudFormation cannot compare numbers); never wrong."""
+    refused = bool(_refusals(template, ReservedConcurrency=str(reserved),
+                             SqsMaximumConcurrency=str(queue)))
+    invalid = reserved not in (-1, 0) and reserved < queue
+    if reserved <= 20:
+        assert refused == invalid
+    else:
+        assert not refused
+
+
+# ---------------------------------------------------------------------------
+# The setup function and its custom resources (role mapping, logs policy)
+# ---------------------------------------------------------------------------
+def test_setup_function_code_is_the_module(template):
+    function = template["Resources"]["SetupFunction"]
+    props = function["Properties"]
+    assert props["Handler"] == "index.handler"  # inline code is stored as index.py
+    assert props["Runtime"] == "python3.12"
+    assert props["Role"] == _get_att("SetupRole")
+    module = SRC / "cloudtrail_es" / "rolemapping.py"
+    assert props["Code"]["ZipFile"] == module.read_text(encoding="utf-8"), (
+        "SetupFunction's inline code differs from src/cloudtrail_es/rolemapping.py: "
+        "run python scripts/inline_rolemapping.py")
+    tree = ast.parse(props["Code"]["ZipFile"])
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= set(sys.stdlib_module_names) | {"boto3"}, "inline code: stdlib and boto3 only"
+    assert all(not (isinstance(node, ast.ImportFrom) and node.level) for node in ast.walk(tree))
+    # It answers CloudFormation before its own timeout, and CloudFormation waits no longer than needed.
+    from cloudtrail_es import rolemapping
+
+    assert int(props["Timeout"]) > rolemapping.REPORT_RESERVE_SECONDS + rolemapping.REQUEST_TIMEOUT_SECONDS
+    for name in ("LambdaRoleMapping", "SharedLogsResourcePolicy"):
+        resource = template["Resources"][name]
+        assert resource["Properties"]["ServiceToken"] == _get_att("SetupFunction")
+        assert int(props["Timeout"]) < int(resource["Properties"]["ServiceTimeout"]) <= 900
+
+
+def test_setup_role_grants_exactly(template):
+    role = template["Resources"]["SetupRole"]["Properties"]
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]
+    assert not role.get("ManagedPolicyArns")
+    grants = set()
+    for policy in role["Policies"]:
+        for statement in _as_list(policy["PolicyDocument"]["Statement"]):
+            assert statement["Effect"] == "Allow" and "Condition" not in statement
+            grants |= {(a, _key(r)) for a in _as_list(statement["Action"])
+                       for r in _as_list(statement["Resource"])}
+    assert grants == {
+        ("logs:CreateLogStream", _key(_get_att("SetupLogGroup"))),
+        ("logs:PutLogEvents", _key(_get_att("SetupLogGroup"))),
+        ("secretsmanager:GetSecretValue", _key({"Ref": "MasterUserSecret"})),
+        ("logs:PutResourcePolicy", "*"),  # no resource-level permission exists for it
+    }
+    # No other role or policy names the setup role.
+    for rtype in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+        for res in _resources_of_type(template, rtype).values():
+            assert {"Ref": "SetupRole"} not in _as_list(res["Properties"].get("RoleName", []))
+            assert {"Ref": "SetupRole"} not in _as_list(res["Properties"].get("Roles", []))
+    assert template["Resources"]["SetupFunction"]["Properties"]["LoggingConfig"] == {
+        "LogGroup": {"Ref": "SetupLogGroup"}}
+
+
+def _symbolic(value: Any) -> Any:
+    """Resolved properties with GetAtt / Ref left as readable strings (as the function receives them)."""
+    if isinstance(value, list):
+        return [_symbolic(v) for v in value]
+    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+        return "<{}.{}>".format(*value["Fn::GetAtt"])
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return f"<{value['Ref']}>"
+    if isinstance(value, dict):
+        return {k: _symbolic(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize(("retention", "deletes"), [("0", False), ("13", True)])
+def test_role_mapping_resource(template, retention, deletes):
+    from cloudtrail_es import rolemapping
+
+    params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=retention)
+    resource = template["Resources"]["LambdaRoleMapping"]
+    assert resource["Type"] == "Custom::RoleMapping"
+    assert resource["Condition"] == "MapsLambdaRole"
+    props = _symbolic(_resolve(resource["Properties"], template, params))
+    assert props["Endpoint"] == "<Domain.DomainEndpoint>"
+    assert props["MasterUserSecretArn"] == "<MasterUserSecret>"
+    assert props["BackendRoles"] == ["<LambdaRole.Arn>"]
+    request = rolemapping.mapping_request(props)  # the function accepts what the template sends
+    assert request.role == LOADER_OPENSEARCH_ROLE
+    assert request.index_prefix == params["IndexPrefix"]
+    assert request.delete_indices is deletes
+    role = rolemapping.loader_role(request.index_prefix, request.delete_indices)
+    (index_permission,) = role["index_permissions"]
+    assert index_permission["index_patterns"] == ["cloudtrail-*"]
+    assert ("indices:admin/delete" in index_permission["allowed_actions"]) is deletes
+
+
+@pytest.mark.parametrize(("engine", "api"), [("OpenSearch_2.19", "/_plugins/_security/api"),
+                                             ("OpenSearch_1.3", "/_plugins/_security/api"),
+                                             ("Elasticsearch_7.10", "/_opendistro/_security/api")])
+@pytest.mark.parametrize("mapped", ["true", "false"])
+def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
+    """The unsigned basic-auth calls may reach the one role and mapping, nothing else."""
+    from cloudtrail_es import rolemapping
+
+    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped, EngineVersion=engine)
+    deployed = _deployed(template, params)
+    _, domain = _one(template, "AWS::OpenSearchService::Domain")
+    statements = _as_list(_resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"])
+    mapping = [s for s in statements if s.get("Sid") == "MapLoaderRole"]
+    if mapped == "false":
+        assert "LambdaRoleMapping" not in deployed and mapping == []
+        return
+    assert "LambdaRoleMapping" in deployed
+    (statement,) = mapping
+    assert statement["Principal"] == {"AWS": "*"} and "Condition" not in statement
+    assert set(statement["Action"]) == {"es:ESHttpPut", "es:ESHttpDelete"}
+    domain_arn = (f"arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/"
+                  f"{params['ElasticsearchDomainName']}")
+    properties = _symbolic(_resolve(template["Resources"]["LambdaRoleMapping"]["Properties"], template,
+                                    params))
+    request = rolemapping.mapping_request(properties)
+    assert request.api_path == api
+    assert set(statement["Resource"]) == {
+        f"{domain_arn}{api}/roles/{request.role}",
+        f"{domain_arn}{api}/rolesmapping/{request.role}",
+    }
+
+
+# ---------------------------------------------------------------------------
+# KMS-encrypted trails and dead letters
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("trail_key", ["", TRAIL_KEY])
+@pytest.mark.parametrize("dead_letter_key", ["", DEAD_LETTER_KEY])
+def test_kms_keys_only_through_s3(template, trail_key, dead_letter_key):
+    params = _params(template, CloudTrailBucket=BUCKET, TrailKmsKeyArn=trail_key,
+                     DeadLetterKmsKeyArn=dead_letter_key)
+    kms = {}
+    for statement in _role_statements(template, params):
+        actions = _as_list(statement["Action"])
+        if any(a.startswith("kms:") for a in actions):
+            assert statement["Condition"] == VIA_S3
+            kms[statement["Resource"]] = set(actions)
+    expected = {}
+    if trail_key:
+        expected[trail_key] = {"kms:Decrypt"}
+    if dead_letter_key:
+        expected[dead_letter_key] = {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert kms == expected
+
+
+def test_kms_key_parameters_take_key_arns_only(template):
+    import re
+
+    for name in ("TrailKmsKeyArn", "DeadLetterKmsKeyArn"):
+        spec = template["Parameters"][name]
+        assert spec["Default"] == ""
+        pattern = re.compile(spec["AllowedPattern"])
+        for ok in ("", TRAIL_KEY, "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/mrk-1234abcd"):
+            assert pattern.fullmatch(ok), ok
+        for bad in ("alias/aws/s3", "arn:aws:kms:eu-west-1:111122223333:alias/trail", "*",
+                    "arn:aws:kms:eu-west-1:111122223333:key/*"):
+            assert not pattern.fullmatch(bad), bad
+
+
+# ---------------------------------------------------------------------------
+# Alarms
+# ---------------------------------------------------------------------------
+# The loader's Embedded Metric Format metrics (namespace, names): what the alarms may use.
+EMF_NAMESPACE = "CloudTrailToElasticsearch"
+EMF_METRICS = {"EventsRead", "EventsIndexed", "EventsDegraded", "EventsDeadLettered", "EventsFiltered",
+               "FilesLoaded", "FilesFailed", "BulkRequests", "BulkRetries", "Throttled",
+               "IngestionLagSeconds", "ObjectLagSeconds"}
+FUNCTION_DIMENSION = [{"Name": "FunctionName", "Value": {"Ref": LOADER_FUNCTION}}]
+ALARMS = {
+    # name: (namespace, metric, dimensions, statistic, threshold, periods)
+    "LoaderErrorsAlarm": ("AWS/Lambda", "Errors", FUNCTION_DIMENSION, "Sum", "0", 1),
+    "LoaderThrottlesAlarm": ("AWS/Lambda", "Throttles", FUNCTION_DIMENSION, "Sum", "0", 1),
+    "EventDeadLetterQueueAlarm": (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": _get_att("EventDeadLetterQueue", "QueueName")}], "Maximum", "0", 1),
+    "AsyncFailureQueueAlarm": (
+        "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+        [{"Name": "QueueName", "Value": _get_att("AsyncFailureQueue", "QueueName")}], "Maximum", "0", 1),
+    "DeadLetteredEventsAlarm": (EMF_NAMESPACE, "EventsDeadLettered", FUNCTION_DIMENSION, "Sum", "0", 1),
+    "IngestionLagAlarm": (EMF_NAMESPACE, "IngestionLagSeconds", FUNCTION_DIMENSION, "Maximum", "<lag>", 3),
+}
+
+
+def _alarms(template: dict, params: dict) -> dict[str, dict]:
+    return {name: _resolve(res["Properties"], template, params)
+            for name, res in _deployed_of_type(template, params, "AWS::CloudWatch::Alarm").items()}
+
+
+@pytest.mark.parametrize("mode", TRIGGER_MODES)
+@pytest.mark.parametrize("lag", ["3600", "900"])
+def test_alarms_on_by_default(template, mode, lag):
+    params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode, IngestionLagAlarmSeconds=lag)
+    alarms = _alarms(template, params)
+    expected = set(ALARMS) - ({"EventDeadLetterQueueAlarm"} if mode == "None" else set())
+    assert set(alarms) == expected
+    for name, props in alarms.items():
+        namespace, metric, dimensions, statistic, threshold, periods = ALARMS[name]
+        assert (props["Namespace"], props["MetricName"]) == (namespace, metric), name
+        if namespace == EMF_NAMESPACE:
+            assert metric in EMF_METRICS
+        assert props["Dimensions"] == dimensions, name
+        assert props["Statistic"] == statistic, name
+        assert str(props["Threshold"]) == (lag if threshold == "<lag>" else threshold), name
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert int(props["EvaluationPeriods"]) == periods and int(props["Period"]) == 300
+        assert props["TreatMissingData"] == "notBreaching"  # no traffic is not a failure
+        assert "AlarmActions" not in props and "OKActions" not in props  # no topic given
+
+
+def test_alarms_notify_the_topic_when_given(template):
+    topic = "arn:aws:sns:eu-west-1:111122223333:ops"
+    alarms = _alarms(template, _params(template, CloudTrailBucket=BUCKET, AlarmTopicArn=topic))
+    assert set(alarms) == set(ALARMS)
+    for props in alarms.values():
+        assert props["AlarmActions"] == [topic] and props["OKActions"] == [topic]
+
+
+def test_alarms_can_be_turned_off(template):
+    assert _alarms(template, _params(template, CloudTrailBucket=BUCKET, CreateAlarms="false")) == {}
+    assert template["Parameters"]["CreateAlarms"]["Default"] == "true"
+    assert int(template["Parameters"]["IngestionLagAlarmSeconds"]["Default"]) == 3600
+
+
+# ---------------------------------------------------------------------------
+# Documentation drift
+# ---------------------------------------------------------------------------
+def test_make_commands_name_their_makefile():
+    import re
+
+    for path in (TEMPLATE, ROOT / "README.md"):
+        text = path.read_text(encoding="utf-8")
+        bare = re.findall(r"`make (?!-f )[a-z]", text)
+        assert not bare, f"{path.name}: `make TARGET` without -f Makefile.pip / Makefile.poetry"
+
+
+def test_readme_matches_the_stack(template):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    deploy = readme[readme.index("## Deploying to AWS"):]
+    deploy = deploy[:deploy.index("\n## ", 1)]
+    prefix = template["Parameters"]["DeadLetterPrefix"]["Default"]
+    for line in readme.splitlines():
+        if "cloudtrail_es.redrive s3://" in line:
+            assert f"s3://DEAD_LETTER_BUCKET/{prefix}" in line, line
+    assert prefix in deploy
+    # Everything kept on delete is named.
+    for kept in ("domain", "secret", "log groups", "cloudtrail-es-opensearch-logs"):
+        assert kept in deploy, kept
+    # The narrower role: what the write gate's checks and retention need, too.
+    for permission in ("cluster_monitor", "cluster_composite_ops", "indices_monitor", "create_index",
+                       "indices:admin/delete"):
+        assert permission in deploy, permission
+    assert "ES_AUTH=basic" in deploy and "MapLambdaRole" in deploy
+    for name in ("TrailKmsKeyArn", "DeadLetterKmsKeyArn", "AlarmTopicArn", "IngestionLagAlarmSeconds",
+                 "CreateAlarms"):
+        assert name in deploy, name
 
 
 # ---------------------------------------------------------------------------

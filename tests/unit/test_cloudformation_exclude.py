@@ -5,7 +5,7 @@ import re
 
 import pytest
 import yaml
-from test_cloudformation import TEMPLATE, CfnLoader, _one, _params, _resolve
+from test_cloudformation import TEMPLATE, CfnLoader, _params, _resolve
 
 from cloudtrail_es.errors import ConfigurationError
 from cloudtrail_es.filters import parse_rules
@@ -30,7 +30,7 @@ def test_exclude_events_parameter_defaults_to_nothing_excluded(template):
                                    "userIdentity.invokedBy=*.amazonaws.com,readOnly=true"])
 def test_the_function_gets_the_rules(template, rules):
     params = _params(template, CloudTrailBucket="my-trail-bucket", ExcludeEvents=rules)
-    _, function = _one(template, "AWS::Lambda::Function")
+    function = template["Resources"]["LambdaFunction"]  # the loader (SetupFunction: custom resources)
     env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
     assert env["EXCLUDE_EVENTS"] == rules
 

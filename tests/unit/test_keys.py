@@ -12,6 +12,16 @@ def test_parses_account_region_and_day():
     assert (name.account, name.region, name.day) == ("111122223333", "eu-west-1", date(2024, 1, 15))
 
 
+INSIGHT = ("AWSLogs/o-abc123/111122223333/CloudTrail-Insight/us-east-1/2024/02/01/"
+           "111122223333_CloudTrail-Insight_us-east-1_20240201T0915Z_kX3mQ9vT2bL7nR4p.json.gz")
+
+
+def test_insights_files_are_loaded_into_the_same_monthly_index():
+    name = parse_log_file_key(INSIGHT)
+    assert (name.account, name.region, name.day) == ("111122223333", "us-east-1", date(2024, 2, 1))
+    assert index_name_for(INSIGHT, "audit") == "audit-2024-02"
+
+
 def test_index_name_comes_from_the_file_name_datestamp():
     assert index_name_for(LOG) == "cloudtrail-2024-01"
     assert index_name_for(LOG, "audit") == "audit-2024-01"
@@ -29,7 +39,6 @@ def test_recognises_log_files(key):
 
 @pytest.mark.parametrize("key", [
     "AWSLogs/111122223333/CloudTrail-Digest/us-east-1/2024/01/15/111122223333_CloudTrail-Digest_us-east-1_trail_us-east-1_20240115T091000Z.json.gz",
-    "AWSLogs/111122223333/CloudTrail-Insight/us-east-1/2024/01/15/111122223333_CloudTrail-Insight_us-east-1_20240115T0910Z_abc.json.gz",
     "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/",
     "AWSLogs/111122223333/CloudTrail/us-east-1/2024/01/15/notes.txt",
     "111122223333_CloudTrail_us-east-1_20241345T0910Z_abc.json.gz",

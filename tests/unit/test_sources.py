@@ -23,7 +23,9 @@ def test_reads_gzipped_and_plain_files_by_magic_bytes():
     (b'{"something": "else"}', "no top-level \"Records\" array"),
     (b'[1, 2, 3]', "no top-level \"Records\" array"),
     (b'{"Records": [1, 2]}', "element is not an object"),
-    (b"[" * 100_000 + b"]" * 100_000, "not valid JSON"),
+    # Valid JSON however deep (issue 11): parsed, then refused for its shape.
+    (b"[" * 100_000 + b"]" * 100_000, "no top-level \"Records\" array"),
+    (b"[" * 100_000 + b"]" * 99_999, "not valid JSON"),
 ])
 def test_bad_files_raise_one_clear_error(data, message):
     with pytest.raises(BadLogFile, match=message):

@@ -1,0 +1,269 @@
+"""CPU per event of the client path, and memory/time through hostile files: `make bench`.
+
+No cluster needed. Two tables, printed and written to build/bench_cpu.md:
+
+1. **Events per CPU-second** over the shared corpus (``../shared/corpus/AWSLogs``), one
+   thread, side by side in one process: every contender handles every file's gzipped bytes
+   as read from disk, builds one ``_bulk`` action line + document per event, and gzips the
+   bodies (level 1, chunks of 2,000 documents / 5 MiB, as the loader does). Rounds alternate
+   the contenders (the order rotates each round); the figure is the median of the rounds,
+   events / ``time.process_time()`` seconds.
+
+   * original: the seed project's documented path, re-implemented in ``scripts/storage.py``
+     (gunzip, ``json.loads`` of the whole file, its flatten of three objects into dotted
+     keys, ``json.dumps`` of action and document);
+   * ours: ``sources.iter_events`` (gunzip + decode), ``transform.document_id`` /
+     ``document_for``, ``bulk.bulk_item``;
+   * floor: gunzip + ``json.loads`` + ``orjson.dumps`` of the untouched event (the least any
+     Python loader does).
+
+2. **Hostile files**, each in a fresh interpreter (peak RSS = its ``ru_maxrss``, imports
+   included; seconds = wall time of ``list(iter_events(data))`` with the file's bytes
+   already in memory): a 1 GiB whitespace decompression bomb (~1 MB gzipped) and a file
+   holding one event with a 200 MB string.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from cloudtrail_es import sources, transform  # noqa: E402
+from cloudtrail_es.bulk import bulk_item  # noqa: E402
+from storage import seed_document, seed_dumps  # noqa: E402
+
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "AWSLogs"
+REPORT = ROOT / "build" / "bench_cpu.md"
+CHUNK_DOCS = 2000
+CHUNK_BYTES = 5 * 1024 * 1024
+GZIP_LEVEL = 1
+INDEX = "cloudtrail-2024-01"
+
+TARGET_EPS = 80_000
+TARGET_RSS_MB = 300
+TARGET_STRING_SECONDS = 10.0
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover
+    orjson = None  # type: ignore[assignment]
+
+
+class Bodies:
+    """Gzipped ``_bulk`` bodies built as the loader chunks them; only their size is kept."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.size = 0
+        self.compressed = 0
+
+    def add(self, lines: bytes) -> None:
+        self.lines.append(lines)
+        self.size += len(lines)
+        if len(self.lines) >= CHUNK_DOCS or self.size >= CHUNK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            self.compressed += len(gzip.compress(b"".join(self.lines), GZIP_LEVEL))
+        self.lines, self.size = [], 0
+
+
+def _gunzip(data: bytes) -> bytes:
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def original(files: list[bytes]) -> int:
+    bodies, count = Bodies(), 0
+    for data in files:
+        for event in json.loads(_gunzip(data))["Records"]:
+            action = {"index": {"_index": INDEX, "_id": event.get("eventID")}}
+            bodies.add(b"%s\n%s\n" % (json.dumps(action).encode(), seed_dumps(seed_document(event))))
+            count += 1
+    bodies.flush()
+    return count
+
+
+def ours(files: list[bytes]) -> int:
+    bodies, count = Bodies(), 0
+    for data in files:
+        for n, event in enumerate(sources.iter_events(data)):
+            if isinstance(event, dict):
+                item = bulk_item(INDEX, transform.document_id(event), transform.document_for(event), n)
+                bodies.add(item.lines)
+            count += 1
+    bodies.flush()
+    return count
+
+
+def floor(files: list[bytes]) -> int:
+    bodies, count = Bodies(), 0
+    for data in files:
+        for event in json.loads(_gunzip(data))["Records"]:
+            action = {"index": {"_index": INDEX, "_id": event.get("eventID")}}
+            bodies.add(b"%s\n%s\n" % (orjson.dumps(action), orjson.dumps(event)))
+            count += 1
+    bodies.flush()
+    return count
+
+
+CONTENDERS: dict[str, tuple[str, Callable[[list[bytes]], int]]] = {
+    "original": ("the original project's path (json.loads, its flatten, json.dumps)", original),
+    "ours": ("ours (iter_events, document_for, bulk_item)", ours),
+    "floor": ("floor: gunzip + json.loads + orjson.dumps of the untouched event", floor),
+}
+
+
+def load_files(corpus: Path) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(corpus.rglob("*.json.gz"))]
+
+
+def cpu_rounds(files: list[bytes], runs: int) -> dict[str, list[float]]:
+    """events per CPU-second of each contender, each round; order rotated every round."""
+    names = list(CONTENDERS)
+    rates: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(runs):
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
+        for name in order:
+            started = time.process_time()
+            count = CONTENDERS[name][1](files)
+            rates[name].append(count / (time.process_time() - started))
+    return rates
+
+
+# --------------------------------------------------------------------------- hostile files
+
+CHILD = r"""
+import json, resource, sys, time
+sys.path.insert(0, sys.argv[2])
+from cloudtrail_es import sources
+data = open(sys.argv[1], "rb").read()
+started, cpu = time.perf_counter(), time.process_time()
+kinds = {}
+for item in sources.iter_events(data):
+    kinds[type(item).__name__] = kinds.get(type(item).__name__, 0) + 1
+seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_kb": peak_kb, "yielded": kinds}))
+"""
+
+
+def whitespace_bomb(path: Path, gib: float = 1.0) -> None:
+    """``{"Records":[`` + ~1 GiB of spaces + ``]}``, gzipped (level 9: ~1 MB)."""
+    block = b" " * (1 << 20)
+    with gzip.open(path, "wb", 9) as out:
+        out.write(b'{"Records":[')
+        for _ in range(int(gib * 1024)):
+            out.write(block)
+        out.write(b"]}")
+
+
+def huge_string(path: Path, megabytes: int = 200) -> None:
+    """One event whose ``requestParameters.blob`` is a string of ``megabytes`` MB, gzipped."""
+    with gzip.open(path, "wb", 1) as out:
+        out.write(b'{"Records":[{"eventID":"e1","eventName":"Small"},'
+                  b'{"eventID":"huge","requestParameters":{"blob":"')
+        chunk = b"abcdefghij" * (1 << 20)
+        for _ in range(megabytes * 1000 * 1000 // len(chunk)):
+            out.write(chunk)
+        out.write(b'"}},{"eventID":"e3","eventName":"After"}]}')
+
+
+def hostile(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
+    results = []
+    for name, build in (("1 GiB whitespace decompression bomb", whitespace_bomb),
+                        ("one 200 MB string", huge_string)):
+        path = workdir / (name.replace(" ", "_") + ".json.gz")
+        build(path)
+        finished = subprocess.run([sys.executable, "-c", CHILD, str(path), str(SRC)],
+                                  capture_output=True, text=True)
+        path.unlink()
+        if finished.returncode:
+            results.append((name, {"error": finished.stderr[-400:]}))
+        else:
+            results.append((name, json.loads(finished.stdout.strip().splitlines()[-1])))
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(rates: dict[str, list[float]], events: int, files: int, runs: int,
+           hostile_results: list[tuple[str, dict[str, Any]]]) -> str:
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    lines = [
+        "# CPU per event and hostile files",
+        "",
+        f"- {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}; "
+        f"{events:,} events in {files:,} files (the shared corpus), one thread",
+        f"- each contender: gzipped file bytes -> events -> `_bulk` action + document -> gzip "
+        f"level {GZIP_LEVEL} bodies of {CHUNK_DOCS:,} docs / {CHUNK_BYTES >> 20} MiB; median of "
+        f"{runs} alternated rounds, events / CPU-seconds (`time.process_time`)",
+        "",
+        "| path | events per CPU-second (median) | each round | x floor | target |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, (label, _) in CONTENDERS.items():
+        target = f">= {TARGET_EPS:,}: {'yes' if medians[name] >= TARGET_EPS else '**no**'}" \
+            if name == "ours" else ""
+        lines.append(f"| {label} | {medians[name]:,.0f} | "
+                     f"{', '.join(f'{r:,.0f}' for r in rates[name])} | "
+                     f"{medians[name] / medians['floor']:.2f} | {target} |")
+    if hostile_results:
+        lines += ["", "| hostile file (fresh interpreter) | wall seconds | CPU seconds | peak RSS | "
+                  "yielded | target |", "|---|---:|---:|---:|---|---|"]
+        for name, result in hostile_results:
+            if "error" in result:
+                lines.append(f"| {name} | FAILED | | | {result['error']!r} | |")
+                continue
+            peak_mb = result["peak_kb"] / 1024
+            ok = peak_mb <= TARGET_RSS_MB and (
+                "string" not in name or result["seconds"] <= TARGET_STRING_SECONDS)
+            lines.append(f"| {name} | {result['seconds']:.2f} | {result['cpu_seconds']:.2f} | "
+                         f"{peak_mb:.0f} MB | "
+                         f"{result['yielded']} | RSS <= {TARGET_RSS_MB} MB"
+                         f"{f', <= {TARGET_STRING_SECONDS:g} s' if 'string' in name else ''}: "
+                         f"{'yes' if ok else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="rounds (default: %(default)s)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--skip-hostile", action="store_true", help="only the CPU table")
+    parser.add_argument("--output", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    if not args.corpus.is_dir():
+        print(f"bench_cpu: the corpus is not at {args.corpus}; give --corpus DIR", file=sys.stderr)
+        return 2
+    if orjson is None:
+        print("bench_cpu: orjson is not installed (the floor uses it)", file=sys.stderr)
+        return 2
+    files = load_files(args.corpus)
+    events = ours(files)
+    rates = cpu_rounds(files, args.runs)
+    hostile_results = [] if args.skip_hostile else hostile(Path(
+        os.environ.get("TMPDIR", "/tmp")))
+    table = report(rates, events, len(files), args.runs, hostile_results)
+    print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

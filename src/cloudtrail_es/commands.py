@@ -1,0 +1,79 @@
+"""What the command-line tools share: exit codes, common options, settings, reporting."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .cluster import Cluster, create_cluster
+from .config import Settings, log_level_from_env
+from .engine import detect
+from .logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_DEAD_LETTERED = 3
+EXIT_INTERRUPTED = 130
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dead-letter-dir", default=None,
+                        help="where events the cluster will not take are written "
+                             "(default: DEAD_LETTER_DIR or dead-letter)")
+    add_retry_limit(parser)
+    add_log_level(parser)
+
+
+def add_retry_limit(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--retry-limit", type=float, default=None, metavar="SECONDS",
+                        help=help or "how long to keep retrying a throttled file "
+                                     "(default: RETRY_LIMIT_SECONDS or 900)")
+
+
+def add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default=None, help="default: LOG_LEVEL or INFO")
+
+
+def start_logging(args: argparse.Namespace, quiet: bool = False) -> None:
+    """JSON logs at ``--log-level`` (else LOG_LEVEL); ConfigurationError for a bad level."""
+    configure_logging("WARNING" if quiet else (args.log_level or log_level_from_env()).upper())
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {} if args.retry_limit is None else {"retry_limit_seconds": args.retry_limit}
+    return Settings.from_env(**overrides)
+
+
+def connect(args: argparse.Namespace) -> tuple[Settings, Cluster]:
+    """For commands without a processor: fails fast, with the reason, when the cluster
+    cannot be reached or refuses us (``create_processor`` does the same check)."""
+    settings = settings_from(args)
+    cluster = create_cluster(settings)
+    detect(cluster, settings.serverless, settings.client_ids)
+    return settings, cluster
+
+
+def fail_usage(program: str, error: Exception) -> int:
+    print(f"{program}: {error}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def report(summary: dict[str, Any], as_json: bool) -> None:
+    """A summary as one JSON line, or as indented ``name: value`` lines."""
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for name, value in summary.items():
+        if isinstance(value, list):
+            if value:
+                print(f"{name}:")
+                for item in value:
+                    print(f"  {item if not isinstance(item, dict) else json.dumps(item)}")
+        elif isinstance(value, dict):
+            print(f"{name}:")
+            for key, count in value.items():
+                print(f"  {key}: {count}")
+        else:
+            print(f"{name}: {value}")
