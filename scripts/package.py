@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 CODE = ("lambda_function.py", "bulk_upload.py", "cloudtrail_es")
+#: Sigma rules converted here (pySigma is a build-time tool) into the package's rule bundle.
+RULES = ROOT / "rules"
 
 # Provided by the Lambda Python runtime; dropped even when pulled in transitively.
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath")
@@ -94,6 +96,21 @@ def copy_code(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
+def write_rule_bundle(target: Path) -> None:
+    """The detector's packaged rules: ``rules/`` converted to Query DSL (see cloudtrail_es.sigma)."""
+    import json
+
+    sys.path.insert(0, str(SRC))
+    try:
+        from cloudtrail_es import sigma
+    except ImportError as exc:
+        raise PackageError(f"converting rules/ needs pySigma (the dev extra): {exc}") from None
+    conversion = sigma.convert_paths([RULES])
+    for skipped in conversion.skipped:
+        print(f"package.py: rule {skipped['id']} skipped: {skipped['reason']}", file=sys.stderr)
+    target.write_text(json.dumps(conversion.bundle(), indent=1, sort_keys=True), encoding="utf-8")
+
+
 def write_zip(tree: Path, output: Path) -> None:
     """Zip `tree` with sorted entries, a fixed timestamp and mode 0644."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +133,7 @@ def build(output: Path, python_version: str, platform: str) -> None:
             pip_install(requirements, tree, python_version, platform)
             drop_runtime_provided(tree)
         copy_code(tree)
+        write_rule_bundle(tree / "cloudtrail_es" / "rules.json")
         write_zip(tree, output)
 
 

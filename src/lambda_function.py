@@ -11,7 +11,8 @@ from cloudtrail_es.config import Settings, index_prefix_from_env, retention_mont
 from cloudtrail_es.errors import BatchFailed, LoadFailed, LoaderError
 from cloudtrail_es.logs import configure_logging
 from cloudtrail_es.notifications import (
-    NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage, parse_invocation)
+    DetectionRequest, NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage,
+    parse_invocation)
 from cloudtrail_es.processor import Processor, RunResult, create_processor, process_objects
 from cloudtrail_es.refs import ObjectRef
 
@@ -34,6 +35,8 @@ def processor() -> Processor:
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     invocation = parse_invocation(event)
     deadline_for: Deadline = lambda: deadline(context)  # noqa: E731 - read at each file's start
+    if isinstance(invocation, DetectionRequest):
+        return run_detection()
     if isinstance(invocation, RetentionRequest):
         return handle_retention()
     function_name = getattr(context, "function_name", None)  # the metrics' FunctionName
@@ -121,6 +124,14 @@ def load_objects(objects: list[ObjectRef], deadline_for: Deadline,
 def emit_metrics(runs: list[RunResult], function_name: str | None) -> None:
     """The invocation's CloudWatch EMF records (``metrics``), printed once to stdout."""
     metrics.emit(runs, index_prefix_from_env(), function_name)
+
+
+def run_detection() -> dict[str, Any]:
+    """The DetectionSchedule: the packaged Sigma rules over the events since the last run."""
+    from cloudtrail_es import detect
+
+    loader = processor()
+    return detect.run_scheduled(Settings.from_env(), loader.cluster, loader.engine)
 
 
 def deadline(context: Any) -> float:

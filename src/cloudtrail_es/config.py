@@ -35,6 +35,8 @@ RETENTION_MONTHS = "RETENTION_MONTHS"
 DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
 MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
 MAX_FILE_BYTES = "MAX_FILE_BYTES"
+FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
+DETECTION_DELAY_MINUTES = "DETECTION_DELAY_MINUTES"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -80,6 +82,10 @@ class Settings:
     #: (sources.DEFAULT_MAX_EVENT_BYTES); a file inflating to more than max_file_bytes fails.
     max_event_bytes: int = 8 << 20
     max_file_bytes: int = 2 << 30
+    #: Detector: SNS topic new findings are published to (none: not published).
+    findings_topic_arn: str | None = None
+    #: Detector: the default window ends this long before now, so that late files land first.
+    detection_delay_minutes: float = 15.0
 
     @property
     def serverless(self) -> bool:
@@ -122,6 +128,9 @@ class Settings:
             retention_months=retention_months_from_env(env),
             max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
             max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
+            findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
+            detection_delay_minutes=float(env.get(DETECTION_DELAY_MINUTES) or
+                                          cls.detection_delay_minutes),
         )
         return replace(settings, **overrides).validated()
 

@@ -88,6 +88,13 @@ NUMERIC_PATHS = {
     "insightDetails.insightContext.statistics.baselineDuration": {
         "type": "long", "ignore_malformed": True},
 }
+#: Sigma's whole-section ``|contains`` (``requestParameters|contains: '0.0.0.0/0'``) must match
+#: the JSON text exactly as a substring, which analysed text cannot: those sections' raw text
+#: is also indexed whole as a keyword (``<name>_raw.keyword``; terms only, no doc values; a
+#: text over ``KEYWORD_IGNORE_ABOVE`` characters is not in it). See ``sigma.py``.
+RAW_EXACT_SECTIONS = FREE_TEXT_RAW
+RAW_EXACT_SUBFIELD = "keyword"
+TEXT_WITH_EXACT = {**TEXT, "fields": {RAW_EXACT_SUBFIELD: KEYWORD_FILTER_ONLY}}
 
 
 def _object(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -125,7 +132,7 @@ def mapping() -> dict[str, Any]:
         {name: _object(schema, name + ".")
          for name, schema in transform.STRUCTURED_FIELDS.items()}
     )
-    properties.update({name + transform.RAW_SUFFIX: TEXT for name in FREE_TEXT_RAW})
+    properties.update({name + transform.RAW_SUFFIX: TEXT_WITH_EXACT for name in FREE_TEXT_RAW})
     properties.update(added_properties())
     return {
         "date_detection": False,

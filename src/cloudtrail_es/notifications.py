@@ -6,6 +6,7 @@
 | CloudTrail's SNS delivery message (``s3Bucket``, ``s3ObjectKey``) | in SNS, or SQS | plain |
 | EventBridge "Object Created" | directly, or in an SQS body | plain |
 | EventBridge "Scheduled Event", or ``{"cloudtrail_es": "retention"}`` | directly | (retention) |
+| ``{"cloudtrail_es": "detect"}`` (the DetectionSchedule rule's input) | directly | (detection) |
 """
 from __future__ import annotations
 
@@ -90,6 +91,15 @@ class RetentionRequest:
             or (event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event"))
 
 
+@dataclass(frozen=True)
+class DetectionRequest:
+    """The detection schedule: run the packaged Sigma rules over the latest events."""
+
+    @staticmethod
+    def matches(event: Any) -> bool:
+        return isinstance(event, Mapping) and event.get("cloudtrail_es") == "detect"
+
+
 ObjectSource = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreated]
 
 
@@ -138,7 +148,7 @@ def _records_from(event: Any, field: str, source: str) -> bool:
 
 
 Invocation = Union[S3Notification, CloudTrailDelivery, EventBridgeObjectCreated, SqsBatch,
-                   SnsBatch, RetentionRequest]
+                   SnsBatch, RetentionRequest, DetectionRequest]
 
 
 def parse_invocation(event: Any) -> Invocation:
@@ -147,6 +157,8 @@ def parse_invocation(event: Any) -> Invocation:
         return SqsBatch([_sqs_message(record) for record in event["Records"]])
     if SnsBatch.matches(event):
         return SnsBatch([_inner_source(_json(_field(r, "Sns", "Message"))) for r in event["Records"]])
+    if DetectionRequest.matches(event):
+        return DetectionRequest()
     if RetentionRequest.matches(event):
         return RetentionRequest()
     return _object_source(event)

@@ -69,9 +69,11 @@ def loader_role(index_prefix: str, delete_indices: bool) -> dict:
     """The OpenSearch role of the loader: its own indexes only; deleting them only for retention."""
     actions = INDEX_ACTIONS + ([RETENTION_ACTION] if delete_indices else [])
     return {
-        "description": f"cloudtrail-to-elasticsearch loader: writes {index_prefix}-*",
+        "description": f"cloudtrail-to-elasticsearch loader: {index_prefix}-*, {index_prefix}_findings*",
         "cluster_permissions": list(CLUSTER_PERMISSIONS),
-        "index_permissions": [{"index_patterns": [f"{index_prefix}-*"], "allowed_actions": actions}],
+        # <prefix>_findings and <prefix>_findings_state: the scheduled detector's own indexes.
+        "index_permissions": [{"index_patterns": [f"{index_prefix}-*", f"{index_prefix}_findings*"],
+                               "allowed_actions": actions}],
     }
 
 

@@ -202,3 +202,31 @@ def test_poetry_package_matches_pip_package(pip_zip, tmp_path):
 
     assert sorted(zipfile.ZipFile(artifact).namelist()) == sorted(
         zipfile.ZipFile(pip_zip).namelist())
+
+
+# The detector's runtime: the packaged rule bundle, read without pySigma.
+LOAD_BUNDLE = """
+import sys
+code = sys.argv[1]
+sys.path[:0] = [code]
+from cloudtrail_es import detect
+rules = detect.load_rules([detect.PACKAGED_RULES])
+assert "sigma" not in sys.modules, "pySigma imported at run time"
+print(len(rules.rules), len(rules.skipped))
+"""
+
+
+def test_package_carries_the_converted_rules_usable_without_pysigma(pip_zip, tmp_path):
+    names = zipfile.ZipFile(pip_zip).namelist()
+    assert "cloudtrail_es/rules.json" in names
+    assert not [name for name in names if name.startswith("sigma/")]
+    code = tmp_path / "task"
+    zipfile.ZipFile(pip_zip).extractall(code)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", LOAD_BUNDLE, str(code)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    rules_count = len(list((ROOT / "rules").glob("*.yml")))
+    assert result.stdout.split() == [str(rules_count), "0"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1219,7 +1220,7 @@ def test_role_mapping_resource(template, retention, deletes):
     assert request.delete_indices is deletes
     role = rolemapping.loader_role(request.index_prefix, request.delete_indices)
     (index_permission,) = role["index_permissions"]
-    assert index_permission["index_patterns"] == ["cloudtrail-*"]
+    assert index_permission["index_patterns"] == ["cloudtrail-*", "cloudtrail_findings*"]
     assert ("indices:admin/delete" in index_permission["allowed_actions"]) is deletes
 
 
@@ -1448,3 +1449,64 @@ def test_checkov_is_clean():
     assert proc.returncode == 0, (
         f"checkov exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     )
+
+
+# ---------------------------------------------------------------------------
+# Detections: the packaged Sigma rules on a schedule
+# ---------------------------------------------------------------------------
+TOPIC = "arn:aws:sns:us-east-1:123456789012:findings"
+
+
+def _schedules(template: dict, params: dict, input_kind: str) -> dict[str, dict]:
+    return {
+        name: _resolve(res["Properties"], template, params)
+        for name, res in _deployed_of_type(template, params, "AWS::Events::Rule").items()
+        if json.loads(res["Properties"]["Targets"][0].get("Input", "{}")).get("cloudtrail_es")
+        == input_kind
+    }
+
+
+@pytest.mark.parametrize("schedule", ["", "rate(15 minutes)", "cron(0/10 * * * ? *)"])
+def test_detection_schedule_only_when_given(template, schedule):
+    params = _params(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule)
+    assert re.fullmatch(template["Parameters"]["DetectionSchedule"]["AllowedPattern"], schedule)
+    function_name, _ = _named(template, LOADER_FUNCTION)
+    rules = _schedules(template, params, "detect")
+    permissions = [_resolve(res["Properties"], template, params) for res in
+                   _deployed_of_type(template, params, "AWS::Lambda::Permission").values()]
+    assert _condition(template, "HasDetectionSchedule", params) == bool(schedule)
+    if not schedule:
+        assert rules == {} and permissions == []
+        return
+    (rule_name, rule), = rules.items()
+    assert rule["ScheduleExpression"] == schedule
+    assert [t["Arn"] for t in rule["Targets"]] == [_get_att(function_name)]
+    (permission,) = permissions
+    assert permission["Principal"] == "events.amazonaws.com"
+    assert permission["Action"] == "lambda:InvokeFunction"
+    assert permission["SourceArn"] == _get_att(rule_name)
+
+
+@pytest.mark.parametrize(("schedule", "topic", "publishes"), [
+    ("", "", False), ("", TOPIC, False), ("rate(15 minutes)", "", False),
+    ("rate(15 minutes)", TOPIC, True)])
+def test_findings_topic_grant_only_when_publishing(template, schedule, topic, publishes):
+    base = _params(template, CloudTrailBucket=BUCKET)
+    params = _params(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule,
+                     FindingsTopicArn=topic)
+    extra = _role_grants(template, params) - _role_grants(template, base)
+    assert extra == ({("sns:Publish", TOPIC)} if publishes else set())
+    _, function = _named(template, LOADER_FUNCTION)
+    env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
+    assert env.get("FINDINGS_TOPIC_ARN") == (TOPIC if publishes else None)
+
+
+def test_detection_parameters_refuse_junk(template):
+    schedule = template["Parameters"]["DetectionSchedule"]
+    topic = template["Parameters"]["FindingsTopicArn"]
+    assert schedule["Default"] == "" and topic["Default"] == ""
+    for bad in ("15 minutes", "rate(15 minutes", "every day"):
+        assert not re.fullmatch(schedule["AllowedPattern"], bad)
+    for bad in ("arn:aws:sqs:us-east-1:123456789012:q", "*"):
+        assert not re.fullmatch(topic["AllowedPattern"], bad)
+    assert re.fullmatch(topic["AllowedPattern"], TOPIC)

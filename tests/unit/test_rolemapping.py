@@ -51,7 +51,7 @@ def test_loader_role(retention):
     role = loader_role("org-trail", retention)
     assert role["cluster_permissions"] == ["cluster_monitor", "cluster_composite_ops"]
     (permission,) = role["index_permissions"]
-    assert permission["index_patterns"] == ["org-trail-*"]
+    assert permission["index_patterns"] == ["org-trail-*", "org-trail_findings*"]
     assert {"crud", "create_index", "indices_monitor"} <= set(permission["allowed_actions"])
     assert ("indices:admin/delete" in permission["allowed_actions"]) is retention
     assert not any("*" in action for action in permission["allowed_actions"])
