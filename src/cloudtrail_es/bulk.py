@@ -1,7 +1,7 @@
 """Bulk writes as a small pipeline: items -> chunks -> requests -> one outcome per item.
 
 Only what can succeed later is retried (``retry``'s classification: whole-request
-429/502/503/504 and connection failures; items answered 429 or 503), and only the
+429/502/503/504 and connection failures; items answered 429 or 503, or busy), and only the
 items that failed, with capped exponential backoff and jitter, until a deadline. An
 HTTP 200 is never taken to mean "all written": every item's status is read.
 A request too large for the cluster (413) is split in halves; a document too
@@ -10,7 +10,6 @@ large on its own comes back as a failed outcome, like a rejected one.
 from __future__ import annotations
 
 import gzip
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
@@ -43,6 +42,8 @@ class BulkItem:
     doc_id: str
     lines: bytes
     position: Position = Position()
+    #: Its text had to be repaired to be sent (``transform.utf8_json``): counted, not silent.
+    repaired: bool = False
 
 
 NO_POSITION = Position()
@@ -58,17 +59,18 @@ def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Posit
     start = _ACTION_STARTS.get((index, doc_type, with_id))
     if start is None:
         start = _action_start(index, doc_type, with_id)
+    repaired = False
     try:
         source = _orjson_dumps(document)  # type: ignore[misc]
     except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254; or no orjson
-        source = _dumps_stdlib(document)
+        source, repaired = transform.utf8_json(document)
     if with_id:
         try:
             id_text = _orjson_dumps(doc_id)  # type: ignore[misc]
         except TypeError:
             id_text = _dumps_stdlib(doc_id)  # type: ignore[arg-type]
-        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position)
-    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position)
+        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position, repaired)
+    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position, repaired)
 
 
 #: (index, doc_type, with_id) -> the action line up to its ``_id``'s value (or its end, less ``}}``).
@@ -88,21 +90,14 @@ def _action_start(index: str, doc_type: str | None, with_id: bool) -> bytes:
     return start
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _dumps_stdlib(document: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON at any depth; lone surrogates (not UTF-8) become U+FFFD, noted.
 
     A repaired document says so in ``repaired_reason`` (``transform.REPAIRED_REASON``).
     """
-    text = transform.json_text(document)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        if isinstance(document, dict):
-            text = transform.json_text({**document, transform.REPAIRED_REASON: transform.SURROGATES_REPLACED})
-        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+    if isinstance(document, dict):
+        return transform.utf8_json(document)[0]
+    return transform.LONE_SURROGATE.sub("\ufffd", transform.json_text(document)).encode("utf-8")
 
 
 try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
@@ -298,7 +293,7 @@ class BulkWriter:
             if isinstance(error, dict) and error.get("type") == "cluster_block_exception":
                 raise ClusterBlocked(
                     f"writes to {item.index} are blocked: {error.get('reason')}", response)
-            if retryable_item(status):
+            if retryable_item(status, error):
                 retry.append(item)
                 throttled = throttled or status == THROTTLED
             else:

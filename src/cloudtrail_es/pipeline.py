@@ -45,6 +45,8 @@ class FileResult:
     retried: int = 0
     #: Events whose eventID an earlier, different event of the file already had.
     duplicate_ids: int = 0
+    #: Documents indexed (as they are or degraded) whose text had to be repaired to be sent.
+    repaired: int = 0
     seconds: float = 0.0
     dead_letter: str | None = None
     #: Events dropped by an exclusion rule, in all and by the rule (as written) that matched.
@@ -65,7 +67,7 @@ class FileResult:
             "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
             "dead_lettered": self.dead_lettered, "filtered": self.filtered, "retried": self.retried,
             "bulk_requests": self.bulk_requests, "throttled": self.throttled,
-            "duplicate_ids": self.duplicate_ids, "seconds": round(self.seconds, 3),
+            "duplicate_ids": self.duplicate_ids, "repaired": self.repaired, "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
             **({"filtered_by_rule": dict(self.filtered_by_rule)} if self.filtered else {}),
             **metrics.lags(self),
@@ -92,6 +94,8 @@ class Settled:
     reason: str = ""
     event: Any = None
     error: BaseException | None = None
+    #: The document that landed had its text repaired (``BulkItem.repaired``).
+    repaired: bool = False
 
 
 @dataclass
@@ -128,6 +132,7 @@ class FileLoad:
 
     def count(self, settled: Settled) -> None:
         self.result.retried += settled.retries
+        self.result.repaired += settled.repaired
         if settled.fate == INDEXED:
             self.result.indexed += 1
         elif settled.fate == DEGRADED:
@@ -272,13 +277,14 @@ class Pipeline:
         for outcome in first:
             position = outcome.item.position
             if outcome.ok:
-                yield Settled(position, INDEXED, outcome.retries)
+                yield Settled(position, INDEXED, outcome.retries, repaired=outcome.item.repaired)
             elif outcome.status == TOO_LARGE:
                 yield Settled(position, DEAD, outcome.retries, outcome, outcome.reason, events[position])
             elif position in unbuildable:
                 yield Settled(position, FAILED, error=unbuildable[position])
             elif second[position].ok:
-                yield Settled(position, DEGRADED, outcome.retries + second[position].retries)
+                yield Settled(position, DEGRADED, outcome.retries + second[position].retries,
+                              repaired=second[position].item.repaired)
             else:
                 again = second[position]
                 yield Settled(position, DEAD, outcome.retries + again.retries, again,

@@ -178,7 +178,7 @@ class RunResult:
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
                ("events_read", "indexed", "degraded", "dead_lettered", "filtered", "retried",
-                "bulk_requests", "throttled", "duplicate_ids")},
+                "bulk_requests", "throttled", "duplicate_ids", "repaired")},
             "filtered_by_rule": dict(sum((r.filtered_by_rule for r in self.loaded), Counter())),
             **metrics.max_lags(self.loaded),
         }
