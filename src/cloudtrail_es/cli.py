@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,7 @@ from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, 
 from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
+from .filters import parse_rules
 from .processor import Processor, RunResult, Source, create_processor
 from .refs import ObjectRef
 from .redact import redact
@@ -68,6 +70,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--breaker-seconds", type=float, default=None, metavar="SECONDS",
                         help="stop the run when the cluster has not answered (or answered only "
                              "5xx) this long (default: BREAKER_SECONDS or 120)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FIELD=PATTERN[,...]",
+                        help="do not index events matching every FIELD=PATTERN of this rule "
+                             "(shell-style, case-sensitive; FIELD may be dotted, e.g. "
+                             "userIdentity.type); repeatable; added to EXCLUDE_EVENTS")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_options(parser)
@@ -78,6 +84,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.exclude and (args.output or args.via_queue):
+        parser.error("--exclude applies where events are loaded: not with --output or --via-queue "
+                     "(set the Lambda's EXCLUDE_EVENTS)")
+    try:
+        parse_rules(args.exclude)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -113,6 +126,8 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
         if args.output:
             return export(source, objects, args)
         settings = settings_from(args)
+        if args.exclude:  # added to EXCLUDE_EVENTS
+            settings = replace(settings, exclude_events=settings.exclude_events + tuple(args.exclude))
         breaker = CircuitBreaker(settings.breaker_seconds)
         cluster = cluster or create_cluster(settings)
         cluster.breaker = breaker

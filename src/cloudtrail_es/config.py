@@ -8,6 +8,7 @@ from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from . import names, redact
 from .errors import ConfigurationError
+from .filters import parse_rules
 
 # Environment variables the code reads (the README lists exactly these).
 ES_HOSTNAME = "ES_HOSTNAME"
@@ -29,6 +30,7 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+EXCLUDE_EVENTS = "EXCLUDE_EVENTS"
 LOG_LEVEL = "LOG_LEVEL"
 RETENTION_MONTHS = "RETENTION_MONTHS"
 DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
@@ -75,6 +77,8 @@ class Settings:
     client_ids: bool = True
     #: CLI: a cluster unreachable (or answering 5xx) this long stops the run (circuit breaker).
     breaker_seconds: float = 120.0
+    #: Exclusion rules (``filters.py``), each ``FIELD=PATTERN[,FIELD=PATTERN...]``.
+    exclude_events: tuple[str, ...] = ()
     log_level: str = "INFO"
     #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
     retention_months: int = 0
@@ -131,6 +135,7 @@ class Settings:
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
             breaker_seconds=_float(env, BREAKER_SECONDS, cls.breaker_seconds),
+            exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
             log_level=log_level_from_env(env),
             retention_months=retention_months_from_env(env),
             max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
@@ -160,6 +165,7 @@ class Settings:
         if not self.breaker_seconds > 0:
             raise ConfigurationError(f"{BREAKER_SECONDS} must be more than 0 seconds")
         names.validate_prefix(self.index_prefix)
+        parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
         if self.max_event_bytes < 1 or self.max_file_bytes < 1:
             raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self
