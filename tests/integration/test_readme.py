@@ -278,7 +278,7 @@ def transcript(tmp_path_factory, opensearch_url, moto_url):
         r"my-rules/x\.yml": str(work / "x.yml"),
     }
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "ES_", "INDEX_", "VIRTUAL_ENV"))}
+           if not k.startswith(("AWS_", "ES_", "INDEX_", "VIRTUAL_ENV", "MAKE", "MFLAGS"))}
     env.update(aws, INDEX_PREFIX=prefix, INDEX_REPLICAS="0", QUEUE_URL=queue_url,
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                OPENSEARCH_PORT=str(opensearch_url.rsplit(":", 1)[-1]),
