@@ -47,21 +47,16 @@ REAL_AWS = "needs a real AWS account (a CloudFormation stack, its Lambda or doma
 def readme_commands(text: str) -> list[str]:
     """The commands of every ```sh block, in order: continuations joined, comments dropped."""
     commands: list[str] = []
-    block: list[str] | None = None
-    indent = 0
+    block: list[str] | None = None  # the lines of the open block; None outside a block
+    is_sh, indent = False, 0
     for line in text.splitlines():
         fence = FENCE.match(line)
         if fence and block is None:
-            block, indent = ([] if fence["lang"] == "sh" else None), len(fence["indent"])
-            if block is None:
-                block = ["<not sh>"]
-            continue
-        if fence and block is not None:
-            if block[:1] != ["<not sh>"]:
-                commands += split_commands(block)
+            block, is_sh, indent = [], fence["lang"] == "sh", len(fence["indent"])
+        elif fence and block is not None:
+            commands += split_commands(block) if is_sh else []
             block = None
-            continue
-        if block is not None:
+        elif block is not None:
             block.append(line[indent:] if line[:indent].strip() == "" else line)
     return commands
 
@@ -174,11 +169,11 @@ def test_no_entry_outlives_its_readme_command():
 
 
 def test_every_fenced_block_says_its_language():
-    bare = [n for n, line in enumerate(README.read_text().splitlines(), 1)
-            if (m := FENCE.match(line)) and not m["lang"]]
-    # Closing fences are bare: an even count of fences, every opening one with a language.
-    openings = [n for n, line in enumerate(README.read_text().splitlines(), 1) if FENCE.match(line)][::2]
-    assert not set(openings) & set(bare), f"fenced blocks without a language at lines {sorted(set(openings) & set(bare))}"
+    fences = [(n, m["lang"]) for n, line in enumerate(README.read_text().splitlines(), 1)
+              if (m := FENCE.match(line))]
+    assert len(fences) % 2 == 0
+    bare_openings = [n for n, lang in fences[::2] if not lang]
+    assert not bare_openings, f"fenced blocks without a language (```sh for commands) at lines {bare_openings}"
 
 
 def test_the_make_targets_section_names_every_target_of_both_makefiles():
