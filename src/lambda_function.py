@@ -6,14 +6,14 @@ import time
 from functools import lru_cache
 from typing import Any, Callable
 
-from cloudtrail_es import retention
-from cloudtrail_es.config import Settings, retention_months_from_env
+from cloudtrail_es import metrics, retention
+from cloudtrail_es.config import Settings, index_prefix_from_env, retention_months_from_env
 from cloudtrail_es.errors import BatchFailed, LoadFailed, LoaderError
 from cloudtrail_es.logs import configure_logging
 from cloudtrail_es.notifications import (
     DetectionRequest, NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage,
     parse_invocation)
-from cloudtrail_es.processor import Processor, create_processor, process_objects
+from cloudtrail_es.processor import Processor, RunResult, create_processor, process_objects
 from cloudtrail_es.refs import ObjectRef
 
 log = logging.getLogger("cloudtrail_es.handler")
@@ -39,11 +39,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return run_detection()
     if isinstance(invocation, RetentionRequest):
         return handle_retention()
+    function_name = getattr(context, "function_name", None)  # the metrics' FunctionName
     if isinstance(invocation, SqsBatch):
-        return handle_sqs(invocation, deadline_for)
+        return handle_sqs(invocation, deadline_for, function_name)
     if isinstance(invocation, SnsBatch):
-        return handle_sns(invocation, deadline_for)
-    return handle_notification(invocation, deadline_for)
+        return handle_sns(invocation, deadline_for, function_name)
+    return handle_notification(invocation, deadline_for, function_name)
 
 
 def handle_retention() -> dict[str, Any]:
@@ -56,23 +57,29 @@ def handle_retention() -> dict[str, Any]:
     return {"deleted": retention.apply_retention(loader.cluster, loader.index_prefix, months)}
 
 
-def handle_sqs(batch: SqsBatch, deadline_for: Deadline) -> dict[str, Any]:
+def handle_sqs(batch: SqsBatch, deadline_for: Deadline, function_name: str | None = None) -> dict[str, Any]:
     """Each message in its own error boundary; the failed ones listed for SQS to redeliver.
 
     Raises only when every message failed, so that the batch as a whole is retried.
+    The metrics of all the messages go out once, before.
     """
     failures = {}
+    runs: list[RunResult] = []
     for message in batch.messages:
-        reason = message_failure(message, deadline_for)
+        reason = message_failure(message, deadline_for, runs)
         if reason is not None:
             failures[message.message_id] = reason
+    emit_metrics(runs, function_name)
     if failures and len(failures) == len(batch.messages):
         raise BatchFailed(failures)
     return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
 
 
-def message_failure(message: SqsMessage, deadline_for: Deadline) -> str | None:
-    """Why one SQS message failed (not understood, or a file of it not loaded); None if it did not."""
+def message_failure(message: SqsMessage, deadline_for: Deadline, runs: list[RunResult]) -> str | None:
+    """Why one SQS message failed (not understood, or a file of it not loaded); None if it did not.
+
+    The message's run, when it had one, is added to ``runs``.
+    """
     if isinstance(message, NotUnderstood):
         log.error("message not understood", extra={"message_id": message.message_id,
                                                    "error": message.reason})
@@ -84,29 +91,39 @@ def message_failure(message: SqsMessage, deadline_for: Deadline) -> str | None:
         log.error("message failed", exc_info=not isinstance(exc, LoaderError),
                   extra={"message_id": message.message_id, "error": reason})
         return reason
+    runs.append(run)
     if not run.failed:
         return None
     return "; ".join(str(failure) for failure in run.failed)
 
 
-def handle_sns(batch: SnsBatch, deadline_for: Deadline) -> dict[str, Any]:
-    return load_objects([ref for source in batch.sources for ref in source.objects()], deadline_for)
+def handle_sns(batch: SnsBatch, deadline_for: Deadline, function_name: str | None = None) -> dict[str, Any]:
+    return load_objects([ref for source in batch.sources for ref in source.objects()], deadline_for,
+                        function_name)
 
 
-def handle_notification(notification: ObjectSource, deadline_for: Deadline) -> dict[str, Any]:
+def handle_notification(notification: ObjectSource, deadline_for: Deadline,
+                        function_name: str | None = None) -> dict[str, Any]:
     """S3 or EventBridge notifications, and CloudTrail's delivery message, sent directly."""
-    return load_objects(notification.objects(), deadline_for)
+    return load_objects(notification.objects(), deadline_for, function_name)
 
 
-def load_objects(objects: list[ObjectRef], deadline_for: Deadline) -> dict[str, Any]:
+def load_objects(objects: list[ObjectRef], deadline_for: Deadline,
+                 function_name: str | None = None) -> dict[str, Any]:
     """Load the files; raises LoadFailed (the invocation is retried) when one failed."""
     if not objects:
         log.info("no object to load (s3:TestEvent?)")
     run = process_objects(processor(), objects, deadline_for)
     log.info("invocation done", extra=run.summary())
+    emit_metrics([run], function_name)
     if run.failed:
         raise LoadFailed(run.failed)
     return run.summary()
+
+
+def emit_metrics(runs: list[RunResult], function_name: str | None) -> None:
+    """The invocation's CloudWatch EMF records (``metrics``), printed once to stdout."""
+    metrics.emit(runs, index_prefix_from_env(), function_name)
 
 
 def run_detection() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Bulk writes as a small pipeline: items -> chunks -> requests -> one outcome per item.
 
 Only what can succeed later is retried (``retry``'s classification: whole-request
-429/502/503/504 and connection failures; items answered 429 or 503), and only the
+429/502/503/504 and connection failures; items answered 429 or 503, or busy), and only the
 items that failed, with capped exponential backoff and jitter, until a deadline. An
 HTTP 200 is never taken to mean "all written": every item's status is read.
 A request too large for the cluster (413) is split in halves; a document too
@@ -10,7 +10,6 @@ large on its own comes back as a failed outcome, like a rejected one.
 from __future__ import annotations
 
 import gzip
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
@@ -20,6 +19,7 @@ from .errors import ClusterBlocked, ClusterError
 from .retry import Backoff, Retry, retryable_item, retrying, transient
 
 TOO_LARGE = 413
+THROTTLED = 429
 #: gzip level 1 costs little CPU and already shrinks CloudTrail NDJSON ~8x.
 COMPRESSION_LEVEL = 1
 
@@ -42,6 +42,8 @@ class BulkItem:
     doc_id: str
     lines: bytes
     position: Position = Position()
+    #: Its text had to be repaired to be sent (``transform.utf8_json``): counted, not silent.
+    repaired: bool = False
 
 
 NO_POSITION = Position()
@@ -57,17 +59,18 @@ def bulk_item(index: str, doc_id: str, document: dict[str, Any], position: Posit
     start = _ACTION_STARTS.get((index, doc_type, with_id))
     if start is None:
         start = _action_start(index, doc_type, with_id)
+    repaired = False
     try:
         source = _orjson_dumps(document)  # type: ignore[misc]
     except TypeError:  # an integer beyond 64 bits, a lone surrogate, nesting past 254; or no orjson
-        source = _dumps_stdlib(document)
+        source, repaired = transform.utf8_json(document)
     if with_id:
         try:
             id_text = _orjson_dumps(doc_id)  # type: ignore[misc]
         except TypeError:
             id_text = _dumps_stdlib(doc_id)  # type: ignore[arg-type]
-        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position)
-    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position)
+        return BulkItem(index, doc_id, b"%s%s}}\n%s\n" % (start, id_text, source), position, repaired)
+    return BulkItem(index, doc_id, b"%s}}\n%s\n" % (start, source), position, repaired)
 
 
 #: (index, doc_type, with_id) -> the action line up to its ``_id``'s value (or its end, less ``}}``).
@@ -87,21 +90,14 @@ def _action_start(index: str, doc_type: str | None, with_id: bool) -> bytes:
     return start
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _dumps_stdlib(document: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON at any depth; lone surrogates (not UTF-8) become U+FFFD, noted.
 
     A repaired document says so in ``repaired_reason`` (``transform.REPAIRED_REASON``).
     """
-    text = transform.json_text(document)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        if isinstance(document, dict):
-            text = transform.json_text({**document, transform.REPAIRED_REASON: transform.SURROGATES_REPLACED})
-        return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+    if isinstance(document, dict):
+        return transform.utf8_json(document)[0]
+    return transform.LONE_SURROGATE.sub("\ufffd", transform.json_text(document)).encode("utf-8")
 
 
 try:  # orjson serialises documents ~5x faster; the standard library stays the fallback
@@ -149,10 +145,20 @@ ItemFailure = ItemOutcome
 
 
 @dataclass
+class Traffic:
+    """``_bulk`` requests sent, and those answered 429 (as a whole or for some items)."""
+
+    requests: int = 0
+    throttled: int = 0
+
+
+@dataclass
 class WriteResult:
     indexed: int = 0
     retried: int = 0
     failures: list[ItemOutcome] = field(default_factory=list)
+    requests: int = 0
+    throttled: int = 0
 
 
 class _Sized(Protocol):
@@ -197,24 +203,28 @@ class BulkWriter:
         self._compress = compress
         self._backoff = backoff or Backoff()
 
-    def outcomes(self, items: Iterable[BulkItem], deadline: float) -> Iterator[ItemOutcome]:
+    def outcomes(self, items: Iterable[BulkItem], deadline: float,
+                 traffic: Traffic | None = None) -> Iterator[ItemOutcome]:
         """One outcome per item, in request order (retried items come last).
 
         ``deadline`` is on the backoff clock's scale (monotonic seconds). Raises when the
         cluster refuses a request as a whole, blocks writes or stays throttled past it.
+        The requests sent (and those throttled) are added to ``traffic``.
         """
+        traffic = traffic if traffic is not None else Traffic()
         for chunk in chunks(items, self.max_docs, self.max_bytes):
-            yield from self._send(chunk, deadline, 0)
+            yield from self._send(chunk, deadline, 0, traffic)
 
     def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
         """Send every item; the outcomes summed up."""
-        result = WriteResult()
-        for outcome in self.outcomes(items, deadline):
+        result, traffic = WriteResult(), Traffic()
+        for outcome in self.outcomes(items, deadline, traffic):
             result.retried += outcome.retries
             if outcome.ok:
                 result.indexed += 1
             else:
                 result.failures.append(outcome)
+        result.requests, result.throttled = traffic.requests, traffic.throttled
         return result
 
     def _post(self, pending: Sequence[BulkItem]) -> Any:
@@ -225,47 +235,57 @@ class BulkWriter:
             headers["Content-Encoding"] = "gzip"
         return self.cluster.request("POST", "/_bulk", data=body, headers=headers)
 
-    def _send(self, chunk: list[BulkItem], deadline: float, retried: int) -> list[ItemOutcome]:
+    def _counted_post(self, pending: Sequence[BulkItem], traffic: Traffic) -> Any:
+        traffic.requests += 1
+        response = self._post(pending)
+        traffic.throttled += response.status_code == THROTTLED
+        return response
+
+    def _send(self, chunk: list[BulkItem], deadline: float, retried: int,
+              traffic: Traffic) -> list[ItemOutcome]:
         """The outcomes of one chunk; ``retried``: how often its items were retried already."""
         done: list[ItemOutcome] = []
         pending = chunk
 
         def attempt(retries: int) -> list[ItemOutcome] | Retry:
             nonlocal pending
-            response = transient(lambda: self._post(pending))
+            response = transient(lambda: self._counted_post(pending, traffic))
             if isinstance(response, Retry):
                 return Retry(response.why, f"{len(pending)} documents")
             if response.status_code == TOO_LARGE:
-                return done + self._split(pending, deadline, retried + retries)
+                return done + self._split(pending, deadline, retried + retries, traffic)
             if response.status_code != 200:
                 raise ClusterError(f"bulk request of {len(pending)} documents refused", response)
-            pending = self._read_items(pending, response, retried + retries, done)
+            pending = self._read_items(pending, response, retried + retries, done, traffic)
             if pending:
                 return Retry("throttled or unavailable items", f"{len(pending)} documents")
             return done
 
         return retrying(attempt, self._backoff, deadline, "bulk request")
 
-    def _split(self, pending: list[BulkItem], deadline: float, retried: int) -> list[ItemOutcome]:
+    def _split(self, pending: list[BulkItem], deadline: float, retried: int,
+               traffic: Traffic) -> list[ItemOutcome]:
         if len(pending) == 1:
             item = pending[0]
             return [ItemOutcome(item, TOO_LARGE,
                                 f"document of {len(item.lines)} bytes is larger than the cluster accepts",
                                 retried)]
         middle = len(pending) // 2
-        return (self._send(pending[:middle], deadline, retried)
-                + self._send(pending[middle:], deadline, retried))
+        return (self._send(pending[:middle], deadline, retried, traffic)
+                + self._send(pending[middle:], deadline, retried, traffic))
 
     @staticmethod
     def _read_items(pending: list[BulkItem], response: Any, retries: int,
-                    done: list[ItemOutcome]) -> list[BulkItem]:
-        """Adds the settled items' outcomes to ``done``; returns the items to retry."""
+                    done: list[ItemOutcome], traffic: Traffic) -> list[BulkItem]:
+        """Adds the settled items' outcomes to ``done``; returns the items to retry (a response
+        with an item answered 429 counts as throttled in ``traffic``)."""
         answers = response.json().get("items", [])
         if len(answers) != len(pending):
             raise ClusterError(
                 f"bulk answer lists {len(answers)} items for {len(pending)} sent", response
             )
         retry: list[BulkItem] = []
+        throttled = False
         for item, answer in zip(pending, answers):
             outcome = next(iter(answer.values()))  # {"index": {...}} or {"create": {...}}
             status = outcome.get("status", 0)
@@ -273,8 +293,10 @@ class BulkWriter:
             if isinstance(error, dict) and error.get("type") == "cluster_block_exception":
                 raise ClusterBlocked(
                     f"writes to {item.index} are blocked: {error.get('reason')}", response)
-            if retryable_item(status):
+            if retryable_item(status, error):
                 retry.append(item)
+                throttled = throttled or status == THROTTLED
             else:
                 done.append(ItemOutcome(item, status, error, retries))
+        traffic.throttled += throttled
         return retry

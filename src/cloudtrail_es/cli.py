@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, 
 from .config import Settings, index_prefix_from_env
 from .deadletter import LocalDeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
+from .filters import parse_rules
 from .processor import Processor, RunResult, Source, create_processor
 from .refs import ObjectRef
 from .selection import Filters, LocalSource, S3Listing
@@ -60,6 +62,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="write the _bulk NDJSON files to DIR instead of sending them")
     parser.add_argument("--via-queue", metavar="QUEUE_URL",
                         help="send each file to the Lambda's SQS queue instead of loading it here")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FIELD=PATTERN[,...]",
+                        help="do not index events matching every FIELD=PATTERN of this rule "
+                             "(shell-style, case-sensitive; FIELD may be dotted, e.g. "
+                             "userIdentity.type); repeatable; added to EXCLUDE_EVENTS")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_common_options(parser)
@@ -70,6 +76,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.exclude and (args.output or args.via_queue):
+        parser.error("--exclude applies where events are loaded: not with --output or --via-queue "
+                     "(set the Lambda's EXCLUDE_EVENTS)")
+    try:
+        parse_rules(args.exclude)
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     return args
 
 
@@ -104,6 +117,8 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
         if args.output:
             return export(source, objects, args)
         settings = settings_from(args)
+        if args.exclude:  # added to EXCLUDE_EVENTS
+            settings = replace(settings, exclude_events=settings.exclude_events + tuple(args.exclude))
         processor = create_processor(
             settings, s3_client=s3_client, source=source, cluster=cluster,
             dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))

@@ -7,6 +7,7 @@ from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .filters import parse_rules
 
 # Environment variables the code reads (the README lists exactly these).
 ES_HOSTNAME = "ES_HOSTNAME"
@@ -28,6 +29,7 @@ ES_CA_CERTS = "ES_CA_CERTS"
 ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
 ES_SERVICE = "ES_SERVICE"
 AOSS_COLLECTION = "AOSS_COLLECTION"
+EXCLUDE_EVENTS = "EXCLUDE_EVENTS"
 LOG_LEVEL = "LOG_LEVEL"
 RETENTION_MONTHS = "RETENTION_MONTHS"
 DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
@@ -71,6 +73,8 @@ class Settings:
     sigv4_service: str = "es"
     #: Serverless time-series collections refuse client document ids.
     client_ids: bool = True
+    #: Exclusion rules (``filters.py``), each ``FIELD=PATTERN[,FIELD=PATTERN...]``.
+    exclude_events: tuple[str, ...] = ()
     log_level: str = "INFO"
     #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
     retention_months: int = 0
@@ -119,6 +123,7 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
             log_level=log_level_from_env(env),
             retention_months=retention_months_from_env(env),
             max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
@@ -142,6 +147,7 @@ class Settings:
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
         if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
             raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
         if self.max_event_bytes < 1 or self.max_file_bytes < 1:
             raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from . import deepjson, transform
 from .errors import DeadLetterError
 
 __all__ = ["DeadLetterError", "DeadLetters", "DeadLetterStore", "LocalDeadLetters", "S3DeadLetters",
@@ -46,12 +47,29 @@ def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index
 
 
 def encode(records: list[dict[str, Any]]) -> bytes:
-    lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-    return gzip.compress(lines.encode("utf-8"))
+    """Gzipped NDJSON of any records: at any depth, and a record holding lone surrogates
+    (not UTF-8) has them replaced with U+FFFD and says so in ``transform.REPAIRED_REASON``."""
+    return gzip.compress(b"".join(transform.utf8_json(_plain(r))[0] + b"\n" for r in records))
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with a cluster error that is not JSON (an exception, ...) as its text."""
+    error = record.get("error")
+    if error is None or isinstance(error, (str, int, float, bool, dict, list)):
+        return record
+    return {**record, "error": str(error)}
 
 
 def decode(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in gzip.decompress(data).decode("utf-8").splitlines() if line]
+    """The records, at any depth; lines split at ``\n`` only (a record may hold U+2028)."""
+    return [_loads(line) for line in gzip.decompress(data).decode("utf-8").split("\n") if line]
+
+
+def _loads(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except RecursionError:
+        return deepjson.loads(line)
 
 
 def file_name(source_key: str) -> str:

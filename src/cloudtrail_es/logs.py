@@ -21,7 +21,12 @@ class JsonFormatter(logging.Formatter):
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        text = json.dumps(line, default=str, ensure_ascii=False)
+        if text.isascii():
+            return text
+        # A lone surrogate (an object key read from JSON, say) cannot be written as UTF-8:
+        # written as its JSON escape instead, the line is not lost.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _JsonHandler(logging.StreamHandler):

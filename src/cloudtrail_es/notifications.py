@@ -211,13 +211,16 @@ def _json(text: Any) -> Any:
         return text
     try:
         return json.loads(text)
-    except ValueError:
-        raise UnknownEvent(f"message is not JSON: {describe(text)}") from None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than any notification
+        raise UnknownEvent(f"message is not JSON (or nested too deep): {describe(text)}") from None
 
 
 def describe(event: Any, limit: int = 300) -> str:
+    """The start of ``event``'s text, whatever it holds and however deep."""
     try:
         text = event if isinstance(event, str) else json.dumps(event, default=str)
+    except RecursionError:
+        text = f"a {type(event).__name__} nested too deep to show"
     except (TypeError, ValueError):
         text = repr(event)
     return text if len(text) <= limit else text[:limit] + "..."

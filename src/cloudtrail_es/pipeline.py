@@ -2,8 +2,9 @@
 
 Each stage hands the next an iterator, so only one chunk's events are held at a time.
 Every event read settles exactly once, where it settles, on its own file: indexed as it
-is, indexed in its degraded form (the cluster rejected the full one), or dead-lettered
-with the reason. Whatever goes wrong while one file's events are read, decoded,
+is, indexed in its degraded form (the cluster rejected the full one), dead-lettered
+with the reason, or filtered out by an exclusion rule (``filters``: never transformed
+nor sent). Whatever goes wrong while one file's events are read, decoded,
 transformed or serialised fails that file alone; a failure of the cluster fails every
 file of the batch not yet failed, since none of them is known to be complete.
 """
@@ -11,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Iterable, Iterator
 
-from . import deadletter, transform
-from .bulk import TOO_LARGE, BulkItem, BulkWriter, ItemOutcome, Position, bulk_item, chunks
+from . import deadletter, metrics, transform
+from .bulk import TOO_LARGE, BulkItem, BulkWriter, ItemOutcome, Position, Traffic, bulk_item, chunks
 from .decoded import OversizedEvent
 from .engine import Engine
 from .errors import AccountingError, FileFailed, LoaderError
+from .filters import EventFilter
 from .refs import ObjectRef
 
 log = logging.getLogger(__name__)
@@ -41,26 +45,42 @@ class FileResult:
     retried: int = 0
     #: Events whose eventID an earlier, different event of the file already had.
     duplicate_ids: int = 0
+    #: Documents indexed (as they are or degraded) whose text had to be repaired to be sent.
+    repaired: int = 0
     seconds: float = 0.0
     dead_letter: str | None = None
+    #: Events dropped by an exclusion rule, in all and by the rule (as written) that matched.
+    filtered: int = 0
+    filtered_by_rule: Counter = field(default_factory=Counter)
+    #: ``_bulk`` requests (and those answered 429) of the chunks this file's events opened.
+    bulk_requests: int = 0
+    throttled: int = 0
+    #: Lag inputs (``metrics``): newest eventTime sent, S3 LastModified and when the file's
+    #: last request was answered (epoch seconds).
+    newest_event_time: str = ""
+    object_modified: float | None = None
+    searchable_at: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket, "key": self.key, "index": self.index,
             "events_read": self.events_read, "indexed": self.indexed, "degraded": self.degraded,
-            "dead_lettered": self.dead_lettered, "retried": self.retried,
-            "duplicate_ids": self.duplicate_ids, "seconds": round(self.seconds, 3),
+            "dead_lettered": self.dead_lettered, "filtered": self.filtered, "retried": self.retried,
+            "bulk_requests": self.bulk_requests, "throttled": self.throttled,
+            "duplicate_ids": self.duplicate_ids, "repaired": self.repaired, "seconds": round(self.seconds, 3),
             **({"dead_letter": self.dead_letter} if self.dead_letter else {}),
+            **({"filtered_by_rule": dict(self.filtered_by_rule)} if self.filtered else {}),
+            **metrics.lags(self),
         }
 
 
 def check_accounting(result: FileResult) -> None:
-    accounted = result.indexed + result.degraded + result.dead_lettered
+    accounted = result.indexed + result.degraded + result.dead_lettered + result.filtered
     if accounted != result.events_read:
         raise AccountingError(
             f"{result.events_read} events read but {accounted} accounted for "
             f"({result.indexed} indexed, {result.degraded} degraded, "
-            f"{result.dead_lettered} dead-lettered)")
+            f"{result.dead_lettered} dead-lettered, {result.filtered} filtered)")
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,8 @@ class Settled:
     reason: str = ""
     event: Any = None
     error: BaseException | None = None
+    #: The document that landed had its text repaired (``BulkItem.repaired``).
+    repaired: bool = False
 
 
 @dataclass
@@ -110,6 +132,7 @@ class FileLoad:
 
     def count(self, settled: Settled) -> None:
         self.result.retried += settled.retries
+        self.result.repaired += settled.repaired
         if settled.fate == INDEXED:
             self.result.indexed += 1
         elif settled.fate == DEGRADED:
@@ -145,19 +168,27 @@ class Pipeline:
     """Writes the events of a batch of files through one writer, in shared ``_bulk`` chunks."""
 
     def __init__(self, writer: BulkWriter, engine: Engine,
-                 max_event_bytes: int | None = None) -> None:
+                 max_event_bytes: int | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.writer = writer
         self.engine = engine
         self.max_event_bytes = max_event_bytes
+        self._wall_clock = wall_clock
 
-    def load(self, files: list[FileLoad], events_of: EventsOf, deadline: float) -> None:
-        """Every file's events written, and each one's outcome counted on its file."""
+    def load(self, files: list[FileLoad], events_of: EventsOf, deadline: float,
+             exclude: EventFilter | None = None) -> None:
+        """Every file's events written, and each one's outcome counted on its file.
+
+        An event ``exclude`` drops is counted ``filtered`` on its file, never transformed or sent.
+        """
         events: dict[Position, Any] = {}  # the events of the documents not yet settled
-        documents = self._documents(files, events_of, events)
+        documents = self._documents(files, events_of, events, exclude)
         try:
             for chunk in chunks(documents, self.writer.max_docs, self.writer.max_bytes):
-                for settled in self._deliver(chunk, events, deadline):
+                traffic = Traffic()
+                for settled in self._deliver(chunk, events, deadline, traffic):
                     files[settled.position.file].count(settled)
+                self._count_traffic(files, chunk, traffic)
                 for item in chunk:
                     events.pop(item.position, None)
         except Exception as exc:  # the cluster's failure (or ours): no file is known complete
@@ -168,13 +199,24 @@ class Pipeline:
         finally:
             documents.close()
 
-    def _documents(self, files: list[FileLoad], events_of: EventsOf,
-                   events: dict[Position, Any]) -> Generator[BulkItem, None, None]:
+    def _count_traffic(self, files: list[FileLoad], chunk: list[BulkItem], traffic: Traffic) -> None:
+        """A chunk's requests count on the file that opened it; every file in it is searchable now."""
+        opener = files[chunk[0].position.file].result
+        opener.bulk_requests += traffic.requests
+        opener.throttled += traffic.throttled
+        answered_at = self._wall_clock()
+        for number in {item.position.file for item in chunk}:
+            files[number].result.searchable_at = answered_at
+
+    def _documents(self, files: list[FileLoad], events_of: EventsOf, events: dict[Position, Any],
+                   exclude: EventFilter | None) -> Generator[BulkItem, None, None]:
         """Each file's documents in turn; a file whose events cannot all be had fails alone."""
         for number, file in enumerate(files):
             try:
                 for n, event in enumerate(events_of(number, file)):
                     file.result.events_read += 1
+                    if exclude and type(event) is dict and self._excluded(file.result, event, exclude):
+                        continue
                     item = self._document(file, Position(number, n), event)
                     if item is not None:
                         events[item.position] = event
@@ -182,12 +224,22 @@ class Pipeline:
             except Exception as exc:  # the error boundary of one file, whatever broke
                 file.fail(exc)
 
+    @staticmethod
+    def _excluded(result: FileResult, event: dict[str, Any], exclude: EventFilter) -> bool:
+        rule = exclude.excluding(event)
+        if rule is None:
+            return False
+        result.filtered += 1
+        result.filtered_by_rule[rule.text] += 1
+        return True
+
     def _document(self, file: FileLoad, position: Position, event: Any) -> BulkItem | None:
         if isinstance(event, OversizedEvent):
             limit = f", limit {self.max_event_bytes}" if self.max_event_bytes else ""
             file.dead_letter(f"event too large ({event.size} bytes{limit})", 0, None,
                              file.result.index, event.event_id or "", None, event.head)
             return None
+        metrics.note_event_time(file.result, event)
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
         document = transform.document_for(event)
         item = bulk_item(file.result.index, doc_id, document, position,
@@ -209,10 +261,10 @@ class Pipeline:
         return bulk_item(item.index, doc_id, document, item.position,
                          self.engine.doc_type, self.engine.accepts_ids)
 
-    def _deliver(self, chunk: list[BulkItem], events: dict[Position, Any],
-                 deadline: float) -> Iterator[Settled]:
+    def _deliver(self, chunk: list[BulkItem], events: dict[Position, Any], deadline: float,
+                 traffic: Traffic) -> Iterator[Settled]:
         """Send a chunk; send the rejected documents again in degraded form; settle each."""
-        first = list(self.writer.outcomes(chunk, deadline))
+        first = list(self.writer.outcomes(chunk, deadline, traffic))
         degraded: list[BulkItem] = []
         unbuildable: dict[Position, BaseException] = {}
         for outcome in first:
@@ -221,17 +273,18 @@ class Pipeline:
                     degraded.append(self._degraded(outcome, events[outcome.item.position]))
                 except Exception as exc:  # that event's file fails, alone
                     unbuildable[outcome.item.position] = exc
-        second = {o.item.position: o for o in self.writer.outcomes(degraded, deadline)}
+        second = {o.item.position: o for o in self.writer.outcomes(degraded, deadline, traffic)}
         for outcome in first:
             position = outcome.item.position
             if outcome.ok:
-                yield Settled(position, INDEXED, outcome.retries)
+                yield Settled(position, INDEXED, outcome.retries, repaired=outcome.item.repaired)
             elif outcome.status == TOO_LARGE:
                 yield Settled(position, DEAD, outcome.retries, outcome, outcome.reason, events[position])
             elif position in unbuildable:
                 yield Settled(position, FAILED, error=unbuildable[position])
             elif second[position].ok:
-                yield Settled(position, DEGRADED, outcome.retries + second[position].retries)
+                yield Settled(position, DEGRADED, outcome.retries + second[position].retries,
+                              repaired=second[position].item.repaired)
             else:
                 again = second[position]
                 yield Settled(position, DEAD, outcome.retries + again.retries, again,

@@ -1,24 +1,27 @@
 """Load CloudTrail log files: the write pipeline wired to a source, dead letters and accounting.
 
-Every event read ends in exactly one of three places, and the counts are checked:
-indexed as it is; indexed in its degraded form; or in the dead letter with the reason
-(``pipeline``). When the dead letter cannot take them either, the file fails.
+Every event read ends in exactly one of four places, and the counts are checked:
+indexed as it is; indexed in its degraded form; in the dead letter with the reason; or
+filtered out by an exclusion rule (``pipeline``, ``filters``). When the dead letter
+cannot take them either, the file fails.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
-from . import deadletter, keys
+from . import deadletter, keys, metrics
 from .bulk import BulkWriter
 from .cluster import Cluster, create_cluster
 from .config import Settings
 from .engine import Engine, detect
 from .errors import AccountingError, DeadLetterError, FileFailed
+from .filters import EventFilter, parse_rules
 from .health import WriteGate
 from .indexes import IndexCreator
 from .pipeline import FileLoad, FileResult, Pipeline, check_accounting
@@ -57,8 +60,10 @@ class Processor:
                  index_prefix: str = "cloudtrail",
                  clock: Callable[[], float] = time.monotonic, engine: Engine | None = None,
                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> None:
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                 exclude: EventFilter | None = None) -> None:
         self.source = source
+        self.exclude = exclude or EventFilter()
         self._limits = {"max_event_bytes": max_event_bytes, "max_file_bytes": max_file_bytes}
         self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
@@ -89,10 +94,11 @@ class Processor:
             if isinstance(content, BaseException):
                 raise content
             file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
+            file.result.object_modified = getattr(content, "last_modified", None)
             self._prepare(file.result.index, deadline)
             return iter_events(content, **self._limits)
 
-        self._pipeline.load(files, events_of, deadline)
+        self._pipeline.load(files, events_of, deadline, self.exclude)
         return [self._finish(file, (self._clock() - started) / len(files)) for file in files]
 
     def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
@@ -171,7 +177,10 @@ class RunResult:
             "files_loaded": len(self.loaded), "files_failed": len(self.failed),
             "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
-               ("events_read", "indexed", "degraded", "dead_lettered", "retried", "duplicate_ids")},
+               ("events_read", "indexed", "degraded", "dead_lettered", "filtered", "retried",
+                "bulk_requests", "throttled", "duplicate_ids", "repaired")},
+            "filtered_by_rule": dict(sum((r.filtered_by_rule for r in self.loaded), Counter())),
+            **metrics.max_lags(self.loaded),
         }
 
 
@@ -220,4 +229,5 @@ def create_processor(settings: Settings, s3_client: Any = None,
         engine=engine,
         max_event_bytes=settings.max_event_bytes,
         max_file_bytes=settings.max_file_bytes,
+        exclude=parse_rules(settings.exclude_events),
     )

@@ -2,7 +2,9 @@
 
 What is worth retrying is decided in one place too: a whole request answered 429, 502,
 503 or 504, or not answered at all (``ClusterUnreachable``); a bulk item answered 429
-or 503. Anything else is final.
+or 503, or with an error that says the cluster was busy rather than that the document is
+wrong (``TRANSIENT_ITEM_ERRORS``: a dynamic mapping update that timed out under load, say).
+Anything else is final.
 """
 from __future__ import annotations
 
@@ -20,6 +22,13 @@ T = TypeVar("T")
 
 RETRY_REQUEST_STATUSES = frozenset({429, 502, 503, 504})
 RETRY_ITEM_STATUSES = frozenset({429, 503})
+#: Bulk item error types (any status) meaning "busy, try again", with the words of the reason
+#: that say so ("" for any reason): the cluster did not judge the document.
+TRANSIENT_ITEM_ERRORS = {
+    "mapper_exception": "timed out while waiting for a dynamic mapping update",
+    "process_cluster_event_timeout_exception": "",
+    "es_rejected_execution_exception": "",
+}
 
 
 class Backoff:
@@ -82,8 +91,15 @@ def retrying(attempt: Callable[[int], T | Retry], backoff: Backoff, deadline: fl
         backoff.wait(retries, deadline, f"{answer.what or what} ({answer.why})")
 
 
-def retryable_item(status: int) -> bool:
-    return status in RETRY_ITEM_STATUSES
+def retryable_item(status: int, error: Any = None) -> bool:
+    """Whether a bulk item answered ``status`` (and ``error``, the item's ``error`` object) may
+    succeed if sent again."""
+    if status in RETRY_ITEM_STATUSES:
+        return True
+    if not isinstance(error, dict):
+        return False
+    words = TRANSIENT_ITEM_ERRORS.get(str(error.get("type")))
+    return words is not None and words in str(error.get("reason"))
 
 
 def transient(send: Callable[[], Any]) -> Any:

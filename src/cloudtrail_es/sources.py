@@ -23,6 +23,18 @@ except ImportError:  # pragma: no cover - the standard library alone gives the s
 GZIP_MAGIC = b"\x1f\x8b"
 
 
+class ObjectBytes(bytes):
+    """An object's bytes and when it was last modified (epoch seconds), for the lag metrics."""
+
+    last_modified: float | None = None
+
+    @classmethod
+    def of(cls, data: bytes, last_modified: float | None) -> "ObjectBytes":
+        blob = cls(data)
+        blob.last_modified = last_modified
+        return blob
+
+
 class S3Source:
     """Reads and lists objects with an injected boto3 S3 client."""
 
@@ -31,7 +43,9 @@ class S3Source:
 
     def read(self, bucket: str, key: str) -> bytes:
         try:
-            return self.s3_client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            answer = self.s3_client.get_object(Bucket=bucket, Key=key)
+            modified = answer.get("LastModified")
+            return ObjectBytes.of(answer["Body"].read(), modified.timestamp() if modified else None)
         except Exception as exc:  # botocore raises many unrelated types; all mean "unreadable"
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
             raise SourceError(f"cannot read object ({code or type(exc).__name__}: {exc})") from exc

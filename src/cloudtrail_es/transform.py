@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Iterator, Mapping
 
 from . import deepjson
@@ -419,6 +420,21 @@ DEGRADED_REASON = "degraded_reason"
 #: Set in a document whose text had to be repaired to be sent (``bulk.dumps``), saying how.
 REPAIRED_REASON = "repaired_reason"
 SURROGATES_REPLACED = "lone surrogates (not encodable in UTF-8) replaced with U+FFFD"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_json(value: Mapping[str, Any]) -> tuple[bytes, bool]:
+    """Compact UTF-8 JSON of a mapping at any depth, and whether it had to be repaired.
+
+    Lone surrogates (not UTF-8) become U+FFFD, and the mapping's text then says so in
+    ``REPAIRED_REASON``: what ``bulk.dumps`` sends and what a dead letter keeps.
+    """
+    text = json_text(value)
+    try:
+        return text.encode("utf-8"), False
+    except UnicodeEncodeError:
+        text = json_text({**value, REPAIRED_REASON: SURROGATES_REPLACED})
+        return LONE_SURROGATE.sub("\ufffd", text).encode("utf-8"), True
 
 
 def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, Any]:

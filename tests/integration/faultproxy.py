@@ -24,6 +24,9 @@ Outcomes of a ``_bulk`` request (script entries and request-fault kinds):
     Nothing is forwarded. The client sees ``requests.exceptions.ConnectionError``.
 ``"item_429"`` (script only)
     forward nothing; answer 200 with every item rejected 429.
+``"item_mapping_timeout"`` (script only)
+    forward nothing; answer 200 with every item failed 500 ``mapper_exception`` "timed out
+    while waiting for a dynamic mapping update" (what a cluster under load answers).
 
 Only the standard library and ``requests`` are used.
 """
@@ -44,7 +47,14 @@ from urllib.parse import unquote, urlsplit
 import requests as _requests
 
 REQUEST_FAULTS = ("429", "502", "503", "504", "reset", "reset_partial", "reset_full")
-SCRIPT_OUTCOMES = REQUEST_FAULTS + ("pass", "item_429")
+SCRIPT_OUTCOMES = REQUEST_FAULTS + ("pass", "item_429", "item_mapping_timeout")
+#: Item faults: outcome -> (status, error type, reason).
+ITEM_FAULTS = {
+    "item_429": (429, "es_rejected_execution_exception",
+                 "rejected execution of bulk item (injected by FaultProxy)"),
+    "item_mapping_timeout": (500, "mapper_exception", "timed out while waiting for a dynamic "
+                             "mapping update (injected by FaultProxy)"),
+}
 RESET_KINDS = ("reset", "reset_partial", "reset_full")
 JSON = "application/json; charset=UTF-8"
 
@@ -124,13 +134,13 @@ def parse_bulk(body: bytes) -> list[_BulkAction] | None:
     return actions
 
 
-def _rejected_item(action: _BulkAction, default_index: str | None) -> dict:
-    error = {"type": "es_rejected_execution_exception",
-             "reason": "rejected execution of bulk item (injected by FaultProxy)"}
+def _rejected_item(action: _BulkAction, default_index: str | None, kind: str = "item_429") -> dict:
+    status, error_type, reason = ITEM_FAULTS[kind]
+    error = {"type": error_type, "reason": reason}
     return {action.op: {
         "_index": action.meta.get("_index", default_index),
         "_id": action.meta.get("_id"),
-        "status": 429,
+        "status": status,
         "error": error,
     }}
 
@@ -279,10 +289,11 @@ class _Handler(BaseHTTPRequestHandler):
         if outcome in ("429", "502", "503", "504"):
             proxy._record(self.command, self.path, len(body), outcome)
             return self._answer(int(outcome), error_body(int(outcome)))
-        if bulk and outcome != "pass":  # "random" (item rules apply) or "item_429"
-            q = 1.0 if outcome == "item_429" else proxy.bulk_item_429
+        if bulk and outcome != "pass":  # "random" (item rules apply) or an item fault
+            q = 1.0 if outcome in ITEM_FAULTS else proxy.bulk_item_429
             if q > 0:
-                return self._bulk_with_item_faults(body, q)
+                return self._bulk_with_item_faults(body, q, outcome if outcome in ITEM_FAULTS
+                                                   else "item_429")
         return self._forward(body, outcome="forwarded")
 
     def _too_large(self, size: int) -> None:
@@ -341,7 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (OSError, EOFError, zlib.error):
             return None
 
-    def _bulk_with_item_faults(self, received: bytes, q: float) -> None:
+    def _bulk_with_item_faults(self, received: bytes, q: float, kind: str = "item_429") -> None:
         proxy = self.server.proxy
         headers = self._forward_headers()
         body = self._plain_body(received, headers)
@@ -354,8 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
 
         parts = [p for p in urlsplit(self.path).path.split("/") if p]
         default_index = unquote(parts[0]) if len(parts) == 2 else None
-        injected = {i: _rejected_item(actions[i], default_index) for i in rejected}
-        proxy._count_items(len(injected))
+        injected = {i: _rejected_item(actions[i], default_index, kind) for i in rejected}
+        proxy._count_items(len(injected), kind)
         kept = [a for i, a in enumerate(actions) if i not in injected]
         if not kept:  # nothing left to send: answer like the cluster would
             proxy._record(self.command, self.path, len(received), "all_items_429")
@@ -574,9 +585,9 @@ class FaultProxy:
         with self._lock:
             return {i for i in range(n) if self._rng.random() < q}
 
-    def _count_items(self, n: int) -> None:
+    def _count_items(self, n: int, kind: str = "item_429") -> None:
         with self._lock:
-            self._counts["item_429"] += n
+            self._counts[kind] += n
 
     def _record(self, method: str, path: str, size: int, outcome: str) -> None:
         with self._lock:

@@ -122,6 +122,10 @@ RUN: dict[str, Expect] = {
     "--to 2024-04-01T00:00:00Z --json":
         Expect(0, r'(?s)(?=.*"rule_title": "README example, instances launched")(?=.*"user_type": "Root")'),
     "python src/bulk_upload.py my-trail-bucket org-trail/AWSLogs/": Expect(0, r"\bindexed\W+[1-9]"),
+    "EXCLUDE_EVENTS='readOnly=true,eventSource=ec2.amazonaws.com;eventName=Decrypt,"
+    "userIdentity.type=AWSService'": ENV_SET,
+    "python src/bulk_upload.py my-trail-bucket AWSLogs/ --exclude 'eventName=Describe*' "
+    "--exclude 'eventName=Get*,eventSource=s3.amazonaws.com'": Expect(0, r"\bindexed\W+[1-9]"),
 }
 
 #: README command -> why it is not run here.

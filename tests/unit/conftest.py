@@ -8,6 +8,7 @@ next entry of its script:
 - an ``int``: the whole request answered with that status (429, 413, 502...);
 - a ``list`` of statuses: item by item (missing ones 201);
 - a ``dict`` doc id -> status: those items, the others 201;
+- in both, a status may be a ``(status, error)`` pair: that item answered with that error;
 - an ``Exception``: raised, as ``ClusterUnreachable`` for a reset connection.
 
 ``reject`` (doc id, document) -> status or None rejects items whatever the script says
@@ -152,17 +153,19 @@ class ScriptedCluster:
             return Response(outcome, {"error": "scripted"})
         statuses = self._statuses(outcome, ids, sources)
         items = []
-        for action, source, status in zip(actions, sources, statuses):
+        for action, source, answered in zip(actions, sources, statuses):
+            status, error = answered if isinstance(answered, tuple) else (answered, None)
             answer: dict[str, Any] = {"_index": action["_index"], "_id": action.get("_id"),
                                       "status": status}
             if 200 <= status < 300:
                 self.documents[(action["_index"], action.get("_id", ""))] = source
             else:
-                answer["error"] = error_for(status)
+                answer["error"] = error or error_for(status)
             items.append({"index": answer})
-        return Response(200, {"errors": any(s >= 300 for s in statuses), "items": items})
+        errors = any(item["index"]["status"] >= 300 for item in items)
+        return Response(200, {"errors": errors, "items": items})
 
-    def _statuses(self, outcome: Any, ids: list[str], sources: list[dict[str, Any]]) -> list[int]:
+    def _statuses(self, outcome: Any, ids: list[str], sources: list[dict[str, Any]]) -> list[Any]:
         if isinstance(outcome, list):
             statuses = outcome + [201] * (len(ids) - len(outcome))
         elif isinstance(outcome, dict):

@@ -131,3 +131,14 @@ def test_fast_and_fallback_serialisers_write_the_same_bytes():
         document = document_for(json.loads(path.read_text()))
         assert bulk.dumps(document) == bulk._dumps_stdlib(document)
     assert bulk.dumps({"n": 2 ** 70}) == b'{"n":1180591620717411303424}'
+
+
+def test_requests_and_throttled_requests_are_counted(fakes):
+    # 1: items 429/503; 2: whole request 429; 3: one item 503 only; 4: all written.
+    cluster, sleeps = fakes.ScriptedCluster([201, 429, 503], 429, [503, 201], "ok"), []
+    result = writer(cluster, sleeps).write(items(3), deadline=100)
+    assert result.indexed == 3 and len(cluster.bulk) == 4
+    assert result.requests == 4 and result.throttled == 2
+    split = fakes.ScriptedCluster(413, "ok", 429, "ok")
+    counted = writer(split, []).write(items(4), deadline=100)
+    assert counted.requests == len(split.bulk) == 4 and counted.throttled == 1
