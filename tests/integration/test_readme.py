@@ -1,0 +1,312 @@
+"""The README's commands, run as a new user would run them (issue 16).
+
+Every command of the README's fenced ``sh`` blocks (continuation lines joined, comments dropped)
+must be either in RUN, with the exit code and a part of the output it must give, or in EXCLUDED,
+with the reason it is not run here; an entry that matches no README command fails too, so
+neither table can rot. The commands run in README order, in one bash shell started in the
+repository (so an ``export`` or ``. .venv/bin/activate`` holds for the commands after it), with
+what a new user on this machine would have: the virtualenv's ``bin`` on PATH, AWS credentials
+and ``AWS_ENDPOINT_URL`` aimed at moto server, a fresh ``INDEX_PREFIX`` and
+``INDEX_REPLICAS=0`` (one node). ``ES_HOSTNAME`` and ``ES_AUTH`` come from the README's own
+``export`` lines.
+
+Placeholders are replaced before running (PLACEHOLDERS): the bucket names by moto buckets this
+test fills with the repository's sample events (a file of March 2024 under ``AWSLogs/``, and
+under ``org-trail/AWSLogs/``), the cluster endpoints by the local OpenSearch, ``cloudtrail-*``
+by the fresh prefix, the example instance id by the samples' one. ``QUEUE_URL``, which the
+excluded ``describe-stacks`` would set, is a moto queue.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+SAMPLES = ROOT / "tests" / "events" / "transform"
+FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\S*)\s*$")
+#: Where the README's own commands leave files in the repository (removed after the run).
+LEFT_IN_REPO = ("backfill.state",)
+REAL_AWS = "needs a real AWS account (a CloudFormation stack, its Lambda or domain)"
+
+
+def readme_commands(text: str) -> list[str]:
+    """The commands of every ```sh block, in order: continuations joined, comments dropped."""
+    commands: list[str] = []
+    block: list[str] | None = None  # the lines of the open block; None outside a block
+    is_sh, indent = False, 0
+    for line in text.splitlines():
+        fence = FENCE.match(line)
+        if fence and block is None:
+            block, is_sh, indent = [], fence["lang"] == "sh", len(fence["indent"])
+        elif fence and block is not None:
+            commands += split_commands(block) if is_sh else []
+            block = None
+        elif block is not None:
+            block.append(line[indent:] if line[:indent].strip() == "" else line)
+    return commands
+
+
+def split_commands(lines: list[str]) -> list[str]:
+    commands, pending = [], ""
+    for line in lines:
+        line = re.sub(r"(^|\s+)#(\s.*)?$", "", line).rstrip()
+        if line.endswith("\\"):
+            pending += line[:-1].rstrip() + " "
+            continue
+        command = (pending + line.strip()).strip()
+        pending = ""
+        if command:
+            commands.append(re.sub(r"\s+", " ", command))
+    return commands
+
+
+@dataclass(frozen=True)
+class Expect:
+    exit_code: int
+    output: str  # a regular expression the command's output (stdout and stderr) must contain
+
+
+ENV_SET = Expect(0, r"\A\Z")
+#: README command -> what it must give, once placeholders are replaced.
+RUN: dict[str, Expect] = {
+    "make -f Makefile.pip demo": Expect(0, r"example search: events that returned an instanceId"),
+    ". .venv/bin/activate": ENV_SET,
+    "export ES_HOSTNAME=https://search-my-domain-abc123.eu-west-1.es.amazonaws.com ES_AUTH=sigv4 "
+    "AWS_REGION=eu-west-1": ENV_SET,
+    "export ES_HOSTNAME=https://opensearch.example.com:9200 ES_AUTH=basic ES_USERNAME=loader "
+    "ES_PASSWORD=my-password": ENV_SET,
+    "export ES_HOSTNAME=http://127.0.0.1:9200 ES_AUTH=none": ENV_SET,
+    "python src/bulk_upload.py my-trail-bucket AWSLogs/ --dry-run":
+        Expect(0, r"(?s)files\W+2\b.*-2024-03"),
+    "python src/bulk_upload.py my-trail-bucket AWSLogs/": Expect(0, r"\bindexed\W+[1-9]"),
+    "cloudtrail-bulk-upload my-trail-bucket org-trail/AWSLogs/ --dates 2024-03-01 2024-03-31 "
+    "--state backfill.state": Expect(0, r"\bindexed\W+[1-9]"),
+    'curl -s "$ES_HOSTNAME/_cat/indices/cloudtrail-*?v&s=index&h=index,health,docs.count"':
+        Expect(0, r"-2024-03\s+green\s+[1-9]"),
+    'curl -s "$ES_HOSTNAME/cloudtrail-*/_search?q=eventName:RunInstances&size=1&pretty"':
+        Expect(0, r'"eventName" : "RunInstances"'),
+    """curl -s "$ES_HOSTNAME/cloudtrail-*/_search?pretty" -H 'Content-Type: application/json' -d """
+    """'{"query": {"term": {"responseElements_flattened.instanceId": "i-0123456789abcdef0"}}}'""":
+        Expect(0, r'"instanceId" : \[\s*"i-0aaa"'),
+    'curl -s "$ES_HOSTNAME/cloudtrail-*/_count?q=event.action:RunInstances"':
+        Expect(0, r'"count":[1-9]'),
+    'python src/bulk_upload.py my-trail-bucket org-trail/AWSLogs/ --via-queue "$QUEUE_URL"':
+        Expect(0, r"files_enqueued\W+1\b"),
+    "make -f Makefile.pip lambda-local": Expect(0, r'"batchItemFailures": \[\]'),
+    "python scripts/local_lambda.py my-trail-bucket AWSLogs/": Expect(0, r'"batchItemFailures": \[\]'),
+    "python -m cloudtrail_es.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
+        Expect(0, r'"files_failed": 0'),
+    "python -m cloudtrail_es.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
+    "python src/bulk_upload.py BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
+    "python -m cloudtrail_es BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
+    "cloudtrail-bulk-upload --dir ./trail-logs": Expect(0, r"\bindexed\W+[1-9]"),
+    "python -m cloudtrail_es.retention --months 13 --dry-run": Expect(0, r"-2024-03"),
+    "python -m cloudtrail_es.retention --months 13": Expect(0, r"-2024-03"),
+        "python -m cloudtrail_es.detect rules/": Expect(0, r"findings per rule:\s+\d+ "),
+    "python -m cloudtrail_es.detect rules/ my-rules/x.yml --from 2024-03-01T00:00:00Z "
+    "--to 2024-04-01T00:00:00Z --json":
+        Expect(0, r'(?s)(?=.*"rule_title": "README example, instances launched")(?=.*"user_type": "Root")'),
+    "python src/bulk_upload.py my-trail-bucket org-trail/AWSLogs/": Expect(0, r"\bindexed\W+[1-9]"),
+    "EXCLUDE_EVENTS='readOnly=true,eventSource=ec2.amazonaws.com;eventName=Decrypt,"
+    "userIdentity.type=AWSService'": ENV_SET,
+    "python src/bulk_upload.py my-trail-bucket AWSLogs/ --exclude 'eventName=Describe*' "
+    "--exclude 'eventName=Get*,eventSource=s3.amazonaws.com'": Expect(0, r"\bindexed\W+[1-9]"),
+}
+
+#: README command -> why it is not run here.
+EXCLUDED: dict[str, str] = {
+    "make -f Makefile.pip test": "the whole suite, this test included",
+    "aws cloudformation deploy --template-file cloudformation.yml --stack-name cloudtrail-es "
+    "--capabilities CAPABILITY_IAM --parameter-overrides CloudTrailBucket=my-trail-bucket "
+    "CloudTrailPrefix=org-trail ElasticsearchDomainName=cloudtrail": REAL_AWS,
+    "aws cloudformation deploy --template-file cloudformation.yml --stack-name cloudtrail-es "
+    "--capabilities CAPABILITY_IAM --parameter-overrides CloudTrailBucket=my-trail-bucket "
+    "CloudTrailPrefix=org-trail ElasticsearchDomainName=cloudtrail AllowedIPs=203.0.113.10/32 "
+    "RetentionMonths=13": REAL_AWS,
+    "make -f Makefile.pip deploy": REAL_AWS + "; tests/integration/test_deploy.py runs it against moto",
+    "QUEUE_URL=$(aws cloudformation describe-stacks --stack-name cloudtrail-es --query "
+    "\"Stacks[0].Outputs[?OutputKey=='EventQueueUrl'].OutputValue\" --output text)": REAL_AWS,
+    "python -m cloudtrail_es.retention --months 13 --install-policy":
+        "the local OpenSearch (integ-test-zip build) has no ISM plugin; tests/unit/test_retention.py "
+        "checks the policy",
+    "python -m cloudtrail_es.dashboards": "needs OpenSearch Dashboards or Kibana, not among the local "
+                                          "services (tests/unit/test_dashboards.py)",
+    "export ES_HOSTNAME=https://<DomainEndpoint> ES_AUTH=basic ES_USERNAME=admin": REAL_AWS,
+    "export ES_PASSWORD=\"$(aws secretsmanager get-secret-value --secret-id <MasterUserSecretArn> "
+    "--query SecretString --output text | python3 -c 'import json,sys; "
+    "print(json.load(sys.stdin)[\"password\"])')\"": REAL_AWS,
+    "aws s3api get-bucket-notification-configuration --bucket my-trail-bucket > notification.json":
+        REAL_AWS + " (an upgrade of a deployed stack)",
+    "aws s3api put-bucket-notification-configuration --bucket my-trail-bucket "
+    "--notification-configuration file://notification.json": REAL_AWS + " (an upgrade of a deployed stack)",
+}
+
+
+def test_every_readme_command_is_run_or_excluded():
+    commands = readme_commands(README.read_text())
+    assert len(commands) > 20, commands
+    unknown = [c for c in commands if c not in RUN and c not in EXCLUDED]
+    assert not unknown, "README commands neither run nor excluded (add them to RUN or EXCLUDED):\n" + \
+        "\n".join(unknown)
+
+
+def test_no_entry_outlives_its_readme_command():
+    commands = set(readme_commands(README.read_text()))
+    assert not set(RUN) & set(EXCLUDED)
+    stale = [c for c in [*RUN, *EXCLUDED] if c not in commands]
+    assert not stale, "entries that match no README command:\n" + "\n".join(stale)
+
+
+def test_every_fenced_block_says_its_language():
+    fences = [(n, m["lang"]) for n, line in enumerate(README.read_text().splitlines(), 1)
+              if (m := FENCE.match(line))]
+    assert len(fences) % 2 == 0
+    bare_openings = [n for n, lang in fences[::2] if not lang]
+    assert not bare_openings, f"fenced blocks without a language (```sh for commands) at lines {bare_openings}"
+
+
+def test_the_make_targets_section_names_every_target_of_both_makefiles():
+    section = README.read_text().split("## Make targets", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z-]+)`", section))
+    for makefile in ("Makefile.pip", "Makefile.poetry"):
+        phony = re.findall(r"^\.PHONY:(.*)$", (ROOT / makefile).read_text(), re.MULTILINE)
+        targets = {t for line in phony for t in line.split()} - {"help"}
+        assert targets, makefile
+        assert not targets - named, f"{makefile} targets missing from README's Make targets"
+
+
+def test_the_configuration_table_lists_every_variable_the_code_reads():
+    config = (ROOT / "src" / "cloudtrail_es" / "config.py").read_text()
+    variables = set(re.findall(r'^[A-Z_]+ = "([A-Z_]+)"$', config, re.MULTILINE))
+    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert len(variables) > 20
+    assert not {v for v in variables if f"`{v}`" not in section}
+
+
+def test_the_extractor_joins_continuations_and_drops_comments():
+    text = "```sh\na --x \\\n   --y  # note\n# only a comment\n\nb 'c#d'\n```\n```json\n{}\n```\n"
+    assert readme_commands(text) == ["a --x --y", "b 'c#d'"]
+
+
+def sample_events(day: str) -> list[dict]:
+    """The repository's sample events, dated in March 2024, and a call by the root user."""
+    events = [json.loads(p.read_text()) for p in sorted(SAMPLES.glob("*.input.json"))]
+    root_call = {**json.loads((SAMPLES / "run_instances.input.json").read_text()),
+                 "eventID": f"readme-root-call-{day}", "userIdentity": {
+                     "type": "Root", "principalId": "111122223333",
+                     "arn": "arn:aws:iam::111122223333:root", "accountId": "111122223333"}}
+    return [{**event, "eventTime": f"2024-03-{day}T09:12:34Z"} for event in [*events, root_call]]
+
+
+def trail_files() -> list[tuple[str, bytes]]:
+    """March 2024 under AWSLogs/ and org-trail/AWSLogs/; and under AWSLogs/ a file of this month
+    (its index outlives the README's retention command, so the detector then finds March's calls)."""
+    today = datetime.now(timezone.utc)
+    files = []
+    for key_prefix, when, day in (("AWSLogs/", datetime(2024, 3, 15), "15"),
+                                  ("org-trail/AWSLogs/", datetime(2024, 3, 16), "16"),
+                                  ("AWSLogs/", today, "17")):
+        key = (f"{key_prefix}111122223333/CloudTrail/eu-west-1/{when:%Y/%m/%d}/"
+               f"111122223333_CloudTrail_eu-west-1_{when:%Y%m%d}T0910Z_ReadmeSample{day}.json.gz")
+        files.append((key, gzip.compress(json.dumps({"Records": sample_events(day)}).encode())))
+    return files
+
+
+#: The README's "my-rules/x.yml": a rule of the user's own.
+OWN_RULE = """title: README example, instances launched
+id: 5d0f6c1e-5a4e-4a53-9a43-7f7d2f0c9e11
+status: experimental
+logsource:
+  product: aws
+  service: cloudtrail
+detection:
+  launch:
+    eventName: RunInstances
+  condition: launch
+level: low
+"""
+
+
+@pytest.fixture(scope="module")
+def transcript(tmp_path_factory, opensearch_url, moto_url):
+    """Every README command in RUN, in README order, in one shell: command -> (exit code, output)."""
+    work = tmp_path_factory.mktemp("readme")
+    prefix = f"test-readme-{uuid.uuid4().hex[:8]}"
+    aws = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    sqs = boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    trail, dead = f"readme-{uuid.uuid4().hex[:10]}", f"readme-dead-{uuid.uuid4().hex[:8]}"
+    for name in (trail, dead):
+        s3.create_bucket(Bucket=name)
+    local = work / "trail-logs"
+    for key, body in trail_files():
+        s3.put_object(Bucket=trail, Key=key, Body=body)
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(body)
+    (work / "x.yml").write_text(OWN_RULE)
+    queue_url = sqs.create_queue(QueueName=f"readme-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+    placeholders = {
+        r"https://search-my-domain-abc123\.eu-west-1\.es\.amazonaws\.com": opensearch_url,
+        r"https://opensearch\.example\.com:9200": opensearch_url,
+        r"http://127\.0\.0\.1:9200": opensearch_url,
+        r"\bmy-trail-bucket\b": trail,
+        r"\bDEAD_LETTER_BUCKET\b": dead,
+        r"(?<=bulk_upload\.py )BUCKET PREFIX|(?<=cloudtrail_es )BUCKET PREFIX": f"{trail} AWSLogs/",
+        r"\./trail-logs": str(local),
+        r"\./dead-letter": str(work / "dead-letter"),
+        r"cloudtrail-\*": f"{prefix}-*",
+        r"i-0123456789abcdef0": "i-0aaa",
+        r"my-rules/x\.yml": str(work / "x.yml"),
+    }
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "ES_", "INDEX_", "VIRTUAL_ENV", "MAKE", "MFLAGS"))}
+    env.update(aws, INDEX_PREFIX=prefix, INDEX_REPLICAS="0", QUEUE_URL=queue_url,
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               OPENSEARCH_PORT=str(opensearch_url.rsplit(":", 1)[-1]),
+               MOTO_PORT=str(moto_url.rsplit(":", 1)[-1]))
+    commands = [c for c in dict.fromkeys(readme_commands(README.read_text())) if c in RUN]
+    script = ["set +e"]
+    for n, command in enumerate(commands):
+        runnable = command
+        for pattern, value in placeholders.items():
+            runnable = re.sub(pattern, value.replace("\\", "\\\\"), runnable)
+        script.append(f"{{ {runnable}\n}} > {work}/out.{n} 2>&1 < /dev/null; echo $? > {work}/rc.{n}")
+    try:
+        subprocess.run(["bash", "-c", "\n".join(script)], cwd=ROOT, env=env, timeout=1200, check=False)
+        yield {command: (int((work / f"rc.{n}").read_text() or -1) if (work / f"rc.{n}").exists() else None,
+                         (work / f"out.{n}").read_text(errors="replace") if (work / f"out.{n}").exists()
+                         else "")
+               for n, command in enumerate(commands)}
+    finally:
+        for name in LEFT_IN_REPO:
+            (ROOT / name).unlink(missing_ok=True)
+        requests.delete(f"{opensearch_url}/{prefix}*", timeout=60)
+        requests.delete(f"{opensearch_url}/_plugins/_ism/policies/{prefix}-retention", timeout=60)
+
+
+@pytest.mark.parametrize("command", list(RUN))
+def test_readme_command(transcript, command):
+    if command not in transcript:
+        pytest.fail(f"not in the README any more: {command}")
+    exit_code, output = transcript[command]
+    expected = RUN[command]
+    assert exit_code == expected.exit_code, f"{command}\nexit {exit_code}\n{output[-3000:]}"
+    assert re.search(expected.output, output, re.MULTILINE), f"{command}\n{output[-3000:]}"
