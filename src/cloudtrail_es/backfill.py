@@ -188,14 +188,15 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     return run, interrupted
 
 
-def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str) -> tuple[str, int]:
+def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
+                shards: int = 1, replicas: int = 1) -> tuple[str, int]:
     """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it."""
     index = keys.index_name_for(ref.key, index_prefix)
     events = events_in(source.read(ref.bucket, ref.key))
     out_dir.mkdir(parents=True, exist_ok=True)
     body_path = out_dir / f"{index}.index.json"
     if not body_path.exists():
-        body_path.write_text(json.dumps(index_body(shards=1, replicas=1), indent=1))
+        body_path.write_text(json.dumps(index_body(shards=shards, replicas=replicas), indent=1))
     stem = ref.key.rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json")
     target = out_dir / index / f"{stem}.ndjson"
     target.parent.mkdir(exist_ok=True)

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import date
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import backfill
+from . import backfill, keys
 from .cluster import Cluster
 from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                        EXIT_USAGE, add_common_options, fail_usage, report, settings_from,
                        start_logging)
-from .config import Settings, index_prefix_from_env
+from .config import ES_HOSTNAME, Settings
 from .deadletter import LocalDeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .processor import Processor, RunResult, Source, create_processor
@@ -62,10 +63,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="send each file to the Lambda's SQS queue instead of loading it here")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append the JSON log lines (one per file at INFO) to FILE; "
+                             "the terminal keeps the progress bar and warnings")
     add_common_options(parser)
     args = parser.parse_args(argv)
     if bool(args.bucket) == bool(args.dir):
         parser.error("give either BUCKET [PREFIX] or --dir DIRECTORY")
+    if args.dir and not Path(args.dir).is_dir():
+        parser.error(f"--dir {args.dir}: no such directory")
+    if args.dates and args.dates[0] > args.dates[1]:
+        parser.error(f"--dates {args.dates[0]} {args.dates[1]}: START is after END")
     if args.dir and args.via_queue:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
@@ -93,6 +101,9 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
     args = parse_args(argv)
     try:
         start_logging(args, quiet=args.quiet)
+        # Every setting is checked before any work; those that need no cluster, without one.
+        offline = args.dry_run or args.via_queue or args.output
+        settings = offline_settings(args) if offline else settings_from(args)
         if not args.dir and s3_client is None:
             s3_client = make_s3_client()
         objects = list_objects(args, s3_client)
@@ -102,20 +113,63 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
             return enqueue(objects, args, sqs_client)
         source: Source = LocalSource() if args.dir else S3Source(s3_client)
         if args.output:
-            return export(source, objects, args)
-        settings = settings_from(args)
+            return export(source, objects, args, settings)
         processor = create_processor(
             settings, s3_client=s3_client, source=source, cluster=cluster,
             dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
-    except (ConfigurationError, ClusterError) as exc:
+    except (ConfigurationError, ClusterError, NothingSelected) as exc:
         return fail_usage("bulk_upload", exc)
     return load(processor, settings, objects, args)
 
 
+class NothingSelected(LoaderError):
+    """The bucket, prefix, directory and filters select no CloudTrail log file at all."""
+
+
+def offline_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a run that talks to no cluster (dry run, --output, --via-queue), checked all
+    the same: ES_HOSTNAME and the credentials may be missing, nothing else may be wrong."""
+    env = dict(os.environ)
+    env.setdefault(ES_HOSTNAME, "http://offline.invalid")
+    if not env[ES_HOSTNAME].strip():
+        env[ES_HOSTNAME] = "http://offline.invalid"
+    overrides: dict[str, Any] = {"auth": "none"}
+    if args.retry_limit is not None:
+        overrides["retry_limit_seconds"] = args.retry_limit
+    return Settings.from_env(env, **overrides)
+
+
+def searched(args: argparse.Namespace) -> str:
+    """What a run looked at, in words: where, and with which filters."""
+    where = f"directory {args.dir}" if args.dir else f"s3://{args.bucket}/{args.prefix}"
+    filters = [f"{name} {' '.join(map(str, value))}" for name, value in
+               (("--dates", args.dates), ("--accounts", args.accounts), ("--regions", args.regions))
+               if value]
+    return where + (f" with {', '.join(filters)}" if filters else "")
+
+
 def list_objects(args: argparse.Namespace, s3_client: Any) -> list[ObjectRef]:
-    if args.dir:
-        return list(LocalSource.objects(args.dir, filters_from(args)))
-    return list(S3Listing(s3_client).objects(args.bucket, args.prefix, filters_from(args)))
+    """The objects selected; NothingSelected (a usage error) when no CloudTrail log file is among
+    them, ConfigurationError when the bucket cannot be listed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if args.dir:
+            objects = list(LocalSource.objects(args.dir, filters_from(args)))
+        else:
+            objects = list(S3Listing(s3_client).objects(args.bucket, args.prefix, filters_from(args)))
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ConfigurationError(f"bucket {args.bucket}: cannot list it ({error.get('Code')}: "
+                                 f"{error.get('Message')})") from None
+    except BotoCoreError as exc:
+        raise ConfigurationError(f"bucket {args.bucket}: cannot list it ({exc})") from None
+    if not any(keys.is_log_file_key(ref.key) for ref in objects):
+        other = f" ({len(objects)} other objects)" if objects else ""
+        raise NothingSelected(
+            f"no CloudTrail log file in {searched(args)}{other}; CloudTrail writes "
+            "[PREFIX/]AWSLogs/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/*.json.gz")
+    return objects
 
 
 def enqueue(objects: list[ObjectRef], args: argparse.Namespace, sqs_client: Any) -> int:
@@ -123,7 +177,16 @@ def enqueue(objects: list[ObjectRef], args: argparse.Namespace, sqs_client: Any)
         import boto3
 
         sqs_client = boto3.client("sqs")
-    summary = backfill.enqueue(sqs_client, args.via_queue, objects)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        summary = backfill.enqueue(sqs_client, args.via_queue, objects)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        return fail_usage("bulk_upload", ConfigurationError(
+            f"--via-queue {args.via_queue}: {error.get('Code')}: {error.get('Message')}"))
+    except BotoCoreError as exc:
+        return fail_usage("bulk_upload", ConfigurationError(f"--via-queue {args.via_queue}: {exc}"))
     report(summary, args.json)
     return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
 
@@ -135,7 +198,13 @@ def load(processor: Processor, settings: Settings, objects: list[ObjectRef],
     state = backfill.StateFile(args.state) if args.state else None
     done_before = [ref for ref in objects if state is not None and ref in state]
     todo = [ref for ref in objects if state is None or ref not in state]
-    progress = backfill.Progress(len(todo), sum(ref.size for ref in todo), enabled=not args.quiet)
+    log_files = [ref for ref in todo if keys.is_log_file_key(ref.key)]
+    if not log_files:
+        log.warning("nothing to load: every file selected was skipped", extra={
+            "searched": searched(args), "done_before": len(done_before),
+            "not_log_files": len(todo)})
+    progress = backfill.Progress(len(log_files), sum(ref.size for ref in log_files),
+                                 enabled=not args.quiet)
     run, interrupted = backfill.run_parallel(
         processor, todo, args.workers,
         lambda: time.monotonic() + settings.retry_limit_seconds, state, progress)
@@ -180,7 +249,7 @@ def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, A
 def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[str, Any]:
     from .keys import index_name_for
 
-    prefix = index_prefix_from_env()
+    prefix = offline_settings(args).index_prefix
     indexes: dict[str, int] = {}
     for ref in objects:
         name = index_name_for(ref.key, prefix)
@@ -190,12 +259,12 @@ def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[
             "keys": [r.key for r in objects] if not args.quiet else []}
 
 
-def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> int:
+def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace, settings: Settings) -> int:
     out_dir, written, failed = Path(args.output), 0, []
-    prefix = index_prefix_from_env()
     for ref in objects:
         try:
-            backfill.export_file(source, ref, out_dir, prefix)
+            backfill.export_file(source, ref, out_dir, settings.index_prefix,
+                                 shards=settings.index_shards, replicas=settings.index_replicas)
             written += 1
         except Exception as exc:  # one file's failure, whatever it is, never stops the others
             reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
