@@ -241,7 +241,7 @@ def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, A
     return {
         **summary, "files_done_before": done_before, "seconds": round(seconds, 3),
         "events_per_second": round(summary["events_read"] / seconds, 1) if seconds else 0.0,
-        "failed": [{"key": f.key, "reason": f.reason} for f in run.failed],
+        "failed": [{"key": f.key, "reason": f.reason, "retried": f.retried} for f in run.failed],
         "dead_letters": [r.dead_letter for r in run.loaded if r.dead_letter],
     }
 

@@ -52,7 +52,9 @@ class Backoff:
         """Sleep before retry ``attempt``, or raise if that would pass ``deadline``."""
         delay = self.delay(attempt)
         if self.clock() + delay > deadline:
-            raise RetryDeadlineExceeded(f"gave up retrying {what} after {attempt} attempts")
+            error = RetryDeadlineExceeded(f"gave up retrying {what} after {attempt} attempts")
+            error.retries = attempt - 1
+            raise error
         log.warning("retrying", extra={"what": what, "attempt": attempt,
                                        "delay": round(delay, 3)})
         self.sleep(delay)
