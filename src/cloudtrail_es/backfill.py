@@ -163,8 +163,12 @@ class _Collector:
         outcomes = future.result()
         while self.in_flight[future]:
             refs = self.in_flight[future]
-            self.add(refs[0], outcomes[len(outcomes) - len(refs)])
+            outcome = outcomes[len(outcomes) - len(refs)]
+            self.record(refs[0], outcome)
             self.in_flight[future] = refs[1:]
+            if self.progress:
+                failed = isinstance(outcome, FileFailed)
+                self.progress.add(refs[0], events=0 if failed else outcome.events_read, failed=failed)
         del self.in_flight[future]
 
     def collect_finished(self) -> None:
@@ -172,16 +176,13 @@ class _Collector:
         for future in [f for f in self.in_flight if f.done()]:
             self.collect(future)
 
-    def add(self, ref: ObjectRef, outcome: Any) -> None:
-        failed = isinstance(outcome, FileFailed)
-        if failed:
+    def record(self, ref: ObjectRef, outcome: Any) -> None:
+        if isinstance(outcome, FileFailed):
             self.run.failed.append(outcome)
         else:
             self.run.loaded.append(outcome)
             if self.state is not None:
                 self.state.mark(ref)
-        if self.progress:
-            self.progress.add(ref, events=0 if failed else outcome.events_read, failed=failed)
 
 
 def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: int,

@@ -78,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.retry_limit is not None and not args.retry_limit >= 0:
+        parser.error(f"--retry-limit {args.retry_limit:g}: expected 0 or more seconds")
     return args
 
 

@@ -45,7 +45,8 @@ def create_index_pattern(cluster, prefix: str, kibana: bool = False) -> str:
     except ClusterUnreachable as exc:
         raise ClusterError(NOT_DASHBOARDS.format(product=product, url=cluster.base_url,
                                                  why=str(exc.__cause__ or exc))) from None
-    if response.status_code in (404, 405) or not _is_json(response):
+    # OpenSearch or Elasticsearch itself answers 400 "no handler found for uri".
+    if response.status_code in (404, 405) or not _is_json(response) or "no handler found" in response.text:
         why = f"HTTP {response.status_code}" + ("" if _is_json(response) else ", not JSON")
         raise ClusterError(NOT_DASHBOARDS.format(product=product, url=cluster.base_url, why=why))
     if response.status_code != 200:
