@@ -108,17 +108,18 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
         settings = offline_settings(args) if offline else settings_from(args)
         if not args.dir and s3_client is None:
             s3_client = make_s3_client()
+        source: Source = LocalSource() if args.dir else S3Source(s3_client)
+        # The cluster is asked before the listing, which can be long: a wrong one fails at once.
+        processor = None if offline else create_processor(
+            settings, s3_client=s3_client, source=source, cluster=cluster,
+            dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
         objects = list_objects(args, s3_client)
         if args.dry_run:
             return report_ok(dry_run_summary(objects, args), args)
         if args.via_queue:
             return enqueue(objects, args, sqs_client)
-        source: Source = LocalSource() if args.dir else S3Source(s3_client)
-        if args.output:
+        if args.output or processor is None:
             return export(source, objects, args, settings)
-        processor = create_processor(
-            settings, s3_client=s3_client, source=source, cluster=cluster,
-            dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
     except (ConfigurationError, ClusterError, NothingSelected) as exc:
         return fail_usage("bulk_upload", exc)
     return load(processor, settings, objects, args)

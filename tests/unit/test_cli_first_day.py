@@ -51,7 +51,7 @@ def test_a_directory_without_cloudtrail_files_is_a_usage_error_naming_what_was_s
     code = cli.main(["--dir", str(empty), "--json"], cluster=cluster)
 
     err = capsys.readouterr().err
-    assert code == cli.EXIT_USAGE and cluster.requests == []
+    assert code == cli.EXIT_USAGE and cluster.bulk == [] and cluster.indexes == set()
     assert f"no CloudTrail log file in directory {empty}" in err and "1 other objects" in err
 
 
