@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 
 def one_line(err):
-    [line] = err.splitlines()
+    """The error: one line, besides the structured (JSON) log lines, and no traceback."""
+    [line] = [line for line in err.splitlines() if not line.startswith("{")]
     assert "Traceback" not in err
     return line
 
