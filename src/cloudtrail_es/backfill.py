@@ -127,10 +127,9 @@ class Progress:
         elapsed = max(now - self.started, 1e-6)
         rate = self.events / elapsed
         done = self.bytes / self.total_bytes if self.total_bytes else self.files / max(self.total_files, 1)
-        eta = (elapsed / done - elapsed) if done > 0 else 0.0
         return (f"files {self.files}/{self.total_files} | events {self.events} | {rate:,.0f} events/s"
                 f" | {self.bytes / 1e6:,.1f}/{self.total_bytes / 1e6:,.1f} MB"
-                f" | ETA {int(eta) // 60}m{int(eta) % 60:02d}s | failed {self.failed}")
+                f" | ETA {eta_text(elapsed, done)} | failed {self.failed}")
 
     def draw(self, now: float | None = None) -> None:
         now = self.clock() if now is None else now
@@ -150,6 +149,22 @@ class Progress:
             if self.tty:
                 self.stream.write("\n")
                 self.stream.flush()
+
+
+#: No ETA before this many seconds and this share of the bytes: early rates are mostly noise
+#: (index creation, the first connections), and an ETA drawn from them is wild.
+ETA_AFTER_SECONDS = 5.0
+ETA_AFTER_SHARE = 0.05
+
+
+def eta_text(elapsed: float, done: float) -> str:
+    """``MmSSs`` left at the rate so far; ``--`` until enough is done to say, ``0m00s`` when done."""
+    if done >= 1:
+        return "0m00s"
+    if elapsed < ETA_AFTER_SECONDS or done < ETA_AFTER_SHARE:
+        return "--"
+    eta = int(elapsed / done - elapsed)
+    return f"{eta // 60}m{eta % 60:02d}s"
 
 
 #: Files loaded together by one worker, so that small files share ``_bulk`` requests:
@@ -188,22 +203,34 @@ class _Collector:
             self.collect(future)
 
     def collect(self, future: Future[list[Any]]) -> None:
-        refs = self.in_flight.pop(future)
+        """Each file of a finished group in turn: the ones taken leave ``in_flight`` one by one,
+        so an interrupt in between loses none (``collect_finished`` takes the rest)."""
         if future.cancelled():
+            del self.in_flight[future]
             return
-        for ref, outcome in zip(refs, future.result()):
-            self.add(ref, outcome)
+        outcomes = future.result()
+        while self.in_flight[future]:
+            refs = self.in_flight[future]
+            outcome = outcomes[len(outcomes) - len(refs)]
+            self.record(refs[0], outcome)
+            self.in_flight[future] = refs[1:]
+            if self.progress:
+                failed = isinstance(outcome, FileFailed)
+                self.progress.add(refs[0], events=0 if failed else outcome.events_read, failed=failed)
+        del self.in_flight[future]
 
-    def add(self, ref: ObjectRef, outcome: Any) -> None:
-        failed = isinstance(outcome, FileFailed)
-        if failed:
+    def collect_finished(self) -> None:
+        """The groups already done, without waiting for the others."""
+        for future in [f for f in self.in_flight if f.done()]:
+            self.collect(future)
+
+    def record(self, ref: ObjectRef, outcome: Any) -> None:
+        if isinstance(outcome, FileFailed):
             self.run.failed.append(outcome)
         else:
             self.run.loaded.append(outcome)
             if self.state is not None:
                 self.state.mark(ref)
-        if self.progress:
-            self.progress.add(ref, events=0 if failed else outcome.events_read, failed=failed)
 
 
 def _stop(collector: _Collector, breaker: CircuitBreaker) -> None:
@@ -223,6 +250,8 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     and returns with interrupted = True. An open ``breaker`` (the cluster down too long)
     stops taking new files too: the groups not started are dropped (neither loaded nor
     failed), those in flight end quickly, failing with ClusterDown; ``breaker.is_open`` tells.
+    and returns with interrupted = True. A second Ctrl-C stops the wait: the files finished
+    by then are still taken into the run and the state (each is appended as it is taken).
     """
     run = RunResult()
     collector = _Collector(run, state, progress)
@@ -243,20 +272,26 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
         log.warning("interrupted: finishing the files in flight, then stopping")
         for future in collector.in_flight:
             future.cancel()
-        collector.wait(ALL_COMPLETED)
+        try:
+            collector.wait(ALL_COMPLETED)
+        except KeyboardInterrupt:
+            collector.collect_finished()
+            log.warning("interrupted again: not waiting for the files still in flight",
+                        extra={"groups_abandoned": len(collector.in_flight)})
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=not interrupted or not collector.in_flight, cancel_futures=True)
     return run, interrupted
 
 
-def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str) -> tuple[str, int]:
+def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
+                shards: int = 1, replicas: int = 1) -> tuple[str, int]:
     """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it."""
     index = keys.index_name_for(ref.key, index_prefix)
     events = events_in(source.read(ref.bucket, ref.key))
     out_dir.mkdir(parents=True, exist_ok=True)
     body_path = out_dir / f"{index}.index.json"
     if not body_path.exists():
-        body_path.write_text(json.dumps(index_body(shards=1, replicas=1), indent=1))
+        body_path.write_text(json.dumps(index_body(shards=shards, replicas=replicas), indent=1))
     stem = ref.key.rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json")
     target = out_dir / index / f"{stem}.ndjson"
     target.parent.mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from dataclasses import replace
@@ -21,7 +22,7 @@ from .cluster import Cluster, create_cluster
 from .commands import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK,
                        EXIT_USAGE, add_common_options, fail_usage, report, settings_from,
                        start_logging)
-from .config import Settings, index_prefix_from_env
+from .config import ES_HOSTNAME, Settings
 from .deadletter import LocalDeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .filters import parse_rules
@@ -76,10 +77,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "userIdentity.type); repeatable; added to EXCLUDE_EVENTS")
     parser.add_argument("--quiet", action="store_true", help="no progress, warnings only")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="append the JSON log lines (one per file at INFO) to FILE; "
+                             "the terminal keeps the progress bar and warnings")
     add_common_options(parser)
     args = parser.parse_args(argv)
     if bool(args.bucket) == bool(args.dir):
         parser.error("give either BUCKET [PREFIX] or --dir DIRECTORY")
+    if args.dir and not Path(args.dir).is_dir():
+        parser.error(f"--dir {args.dir}: no such directory")
+    if args.dates and args.dates[0] > args.dates[1]:
+        parser.error(f"--dates {args.dates[0]} {args.dates[1]}: START is after END")
     if args.dir and args.via_queue:
         parser.error("--via-queue needs files in S3, which the Lambda can read")
     if args.workers < 1:
@@ -91,6 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parse_rules(args.exclude)
     except ConfigurationError as exc:
         parser.error(str(exc))
+    if args.retry_limit is not None and not args.retry_limit >= 0:
+        parser.error(f"--retry-limit {args.retry_limit:g}: expected 0 or more seconds")
     return args
 
 
@@ -115,35 +125,84 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
     try:
         start_logging(args, quiet=args.quiet)
         state = backfill.StateFile(args.state) if args.state else None  # checked before listing
+        # Every setting is checked before any work; those that need no cluster, without one.
+        offline = args.dry_run or args.via_queue or args.output
+        settings = offline_settings(args) if offline else settings_from(args)
+        if args.exclude:  # added to EXCLUDE_EVENTS
+            settings = replace(settings, exclude_events=settings.exclude_events + tuple(args.exclude))
         if not args.dir and s3_client is None:
             s3_client = make_s3_client()
+        source: Source = LocalSource() if args.dir else S3Source(s3_client)
+        breaker = CircuitBreaker(settings.breaker_seconds)
+        processor = None
+        if not offline:
+            # The cluster is asked before the listing, which can be long: a wrong one fails at once.
+            cluster = cluster or create_cluster(settings)
+            cluster.breaker = breaker
+            processor = create_processor(
+                settings, s3_client=s3_client, source=source, cluster=cluster,
+                backoff=Backoff(breaker=breaker),
+                dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
         objects = list_objects(args, s3_client)
         if args.dry_run:
             return report_ok(dry_run_summary(objects, args), args)
         if args.via_queue:
             return enqueue(objects, args, sqs_client)
-        source: Source = LocalSource() if args.dir else S3Source(s3_client)
-        if args.output:
-            return export(source, objects, args)
-        settings = settings_from(args)
-        if args.exclude:  # added to EXCLUDE_EVENTS
-            settings = replace(settings, exclude_events=settings.exclude_events + tuple(args.exclude))
-        breaker = CircuitBreaker(settings.breaker_seconds)
-        cluster = cluster or create_cluster(settings)
-        cluster.breaker = breaker
-        processor = create_processor(
-            settings, s3_client=s3_client, source=source, cluster=cluster,
-            backoff=Backoff(breaker=breaker),
-            dead_letters=LocalDeadLetters(args.dead_letter_dir or settings.dead_letter_dir))
-    except (ConfigurationError, ClusterError) as exc:
+        if args.output or processor is None:
+            return export(source, objects, args, settings)
+    except (ConfigurationError, ClusterError, NothingSelected) as exc:
         return fail_usage("bulk_upload", exc)
     return load(processor, settings, objects, args, state, breaker)
 
 
+class NothingSelected(LoaderError):
+    """The bucket, prefix, directory and filters select no CloudTrail log file at all."""
+
+
+def offline_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a run that talks to no cluster (dry run, --output, --via-queue), checked all
+    the same: ES_HOSTNAME and the credentials may be missing, nothing else may be wrong."""
+    env = dict(os.environ)
+    env.setdefault(ES_HOSTNAME, "http://offline.invalid")
+    if not env[ES_HOSTNAME].strip():
+        env[ES_HOSTNAME] = "http://offline.invalid"
+    overrides: dict[str, Any] = {"auth": "none"}
+    if args.retry_limit is not None:
+        overrides["retry_limit_seconds"] = args.retry_limit
+    return Settings.from_env(env, **overrides)
+
+
+def searched(args: argparse.Namespace) -> str:
+    """What a run looked at, in words: where, and with which filters."""
+    where = f"directory {args.dir}" if args.dir else f"s3://{args.bucket}/{args.prefix}"
+    filters = [f"{name} {' '.join(map(str, value))}" for name, value in
+               (("--dates", args.dates), ("--accounts", args.accounts), ("--regions", args.regions))
+               if value]
+    return where + (f" with {', '.join(filters)}" if filters else "")
+
+
 def list_objects(args: argparse.Namespace, s3_client: Any) -> list[ObjectRef]:
-    if args.dir:
-        return list(LocalSource.objects(args.dir, filters_from(args)))
-    return list(S3Listing(s3_client).objects(args.bucket, args.prefix, filters_from(args)))
+    """The objects selected; NothingSelected (a usage error) when no CloudTrail log file is among
+    them, ConfigurationError when the bucket cannot be listed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        if args.dir:
+            objects = list(LocalSource.objects(args.dir, filters_from(args)))
+        else:
+            objects = list(S3Listing(s3_client).objects(args.bucket, args.prefix, filters_from(args)))
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise ConfigurationError(f"bucket {args.bucket}: cannot list it ({error.get('Code')}: "
+                                 f"{error.get('Message')})") from None
+    except BotoCoreError as exc:
+        raise ConfigurationError(f"bucket {args.bucket}: cannot list it ({exc})") from None
+    if not any(keys.is_log_file_key(ref.key) for ref in objects):
+        other = f" ({len(objects)} other objects)" if objects else ""
+        raise NothingSelected(
+            f"no CloudTrail log file in {searched(args)}{other}; CloudTrail writes "
+            "[PREFIX/]AWSLogs/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/*.json.gz")
+    return objects
 
 
 def enqueue(objects: list[ObjectRef], args: argparse.Namespace, sqs_client: Any) -> int:
@@ -151,7 +210,16 @@ def enqueue(objects: list[ObjectRef], args: argparse.Namespace, sqs_client: Any)
         import boto3
 
         sqs_client = boto3.client("sqs")
-    summary = backfill.enqueue(sqs_client, args.via_queue, objects)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        summary = backfill.enqueue(sqs_client, args.via_queue, objects)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        return fail_usage("bulk_upload", ConfigurationError(
+            f"--via-queue {args.via_queue}: {error.get('Code')}: {error.get('Message')}"))
+    except BotoCoreError as exc:
+        return fail_usage("bulk_upload", ConfigurationError(f"--via-queue {args.via_queue}: {exc}"))
     report(summary, args.json)
     return EXIT_FILES_FAILED if summary["failed"] else EXIT_OK
 
@@ -163,7 +231,13 @@ def load(processor: Processor, settings: Settings, objects: list[ObjectRef],
     started = time.monotonic()
     done_before = [ref for ref in objects if state is not None and ref in state]
     todo = [ref for ref in objects if state is None or ref not in state]
-    progress = backfill.Progress(len(todo), sum(ref.size for ref in todo), enabled=not args.quiet)
+    log_files = [ref for ref in todo if keys.is_log_file_key(ref.key)]
+    if not log_files:
+        log.warning("nothing to load: every file selected was skipped", extra={
+            "searched": searched(args), "done_before": len(done_before),
+            "not_log_files": len(todo)})
+    progress = backfill.Progress(len(log_files), sum(ref.size for ref in log_files),
+                                 enabled=not args.quiet)
     run, interrupted = backfill.run_parallel(
         processor, todo, args.workers,
         lambda: time.monotonic() + settings.retry_limit_seconds, state, progress, breaker)
@@ -212,7 +286,7 @@ def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, A
     return {
         **summary, "files_done_before": done_before, "seconds": round(seconds, 3),
         "events_per_second": round(summary["events_read"] / seconds, 1) if seconds else 0.0,
-        "failed": [{"key": f.key, "reason": f.reason} for f in run.failed],
+        "failed": [{"key": f.key, "reason": f.reason, "retried": f.retried} for f in run.failed],
         "dead_letters": [r.dead_letter for r in run.loaded if r.dead_letter],
     }
 
@@ -220,7 +294,7 @@ def run_summary(run: RunResult, done_before: int, seconds: float) -> dict[str, A
 def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[str, Any]:
     from .keys import index_name_for
 
-    prefix = index_prefix_from_env()
+    prefix = offline_settings(args).index_prefix
     indexes: dict[str, int] = {}
     loadable = [ref for ref in objects if keys.is_log_file_key(ref.key)]  # what a load would take
     for ref in loadable:
@@ -232,15 +306,15 @@ def dry_run_summary(objects: list[ObjectRef], args: argparse.Namespace) -> dict[
             "keys": [r.key for r in loadable] if not args.quiet else []}
 
 
-def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace) -> int:
+def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace, settings: Settings) -> int:
     out_dir, written, skipped, failed = Path(args.output), 0, 0, []
-    prefix = index_prefix_from_env()
     for ref in objects:
         if not keys.is_log_file_key(ref.key):  # digest files and other objects, as a load skips
             skipped += 1
             continue
         try:
-            backfill.export_file(source, ref, out_dir, prefix)
+            backfill.export_file(source, ref, out_dir, settings.index_prefix,
+                                 shards=settings.index_shards, replicas=settings.index_replicas)
             written += 1
         except Exception as exc:  # one file's failure, whatever it is, never stops the others
             reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .cluster import Cluster, create_cluster
-from .config import Settings, log_level_from_env
+from .config import LOG_LEVELS, Settings, log_level_from_env
 from .engine import detect
 from .logs import configure_logging
 from .redact import redact
@@ -33,13 +33,34 @@ def add_retry_limit(parser: argparse.ArgumentParser, help: str | None = None) ->
                                      "(default: RETRY_LIMIT_SECONDS or 900)")
 
 
+def log_level(value: str) -> str:
+    """``--log-level`` in any case; argparse reports a wrong one as a usage error."""
+    if value.strip().upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected one of {', '.join(LOG_LEVELS)} (any case)")
+    return value.strip().upper()
+
+
 def add_log_level(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default=None, help="default: LOG_LEVEL or INFO")
+    parser.add_argument("--log-level", default=None, type=log_level, metavar="LEVEL",
+                        help="default: LOG_LEVEL or INFO (on a terminal: WARNING unless asked)")
 
 
-def start_logging(args: argparse.Namespace, quiet: bool = False) -> None:
-    """JSON logs at ``--log-level`` (else LOG_LEVEL); ConfigurationError for a bad level."""
-    configure_logging("WARNING" if quiet else (args.log_level or log_level_from_env()).upper())
+def start_logging(args: argparse.Namespace, quiet: bool = False,
+                  terminal: bool | None = None) -> None:
+    """JSON logs at ``--log-level`` (else LOG_LEVEL); ConfigurationError for a bad level.
+
+    On a terminal (stderr a tty) the progress bar and warnings are what a person reads: the
+    per-file INFO lines come only at a level asked for explicitly, or go to ``--log-file``.
+    """
+    asked = args.log_level or log_level_from_env(default="")
+    log_file = getattr(args, "log_file", None)
+    if log_file:
+        configure_logging(asked or "INFO", stream=open(log_file, "a", encoding="utf-8"))
+        configure_logging("WARNING", replace=False)
+        return
+    if terminal is None:
+        terminal = sys.stderr.isatty()
+    configure_logging("WARNING" if quiet or (terminal and not asked) else asked or "INFO")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

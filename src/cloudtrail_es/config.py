@@ -168,6 +168,24 @@ class Settings:
         parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
         if self.max_event_bytes < 1 or self.max_file_bytes < 1:
             raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
+        return self._validated_limits()
+
+    def _validated_limits(self) -> "Settings":
+        """The numbers and names the cluster would refuse file after file: refused here, once."""
+        if not self.index_prefix.strip():
+            raise ConfigurationError(f"{INDEX_PREFIX} is empty: indexes are named PREFIX-YYYY-MM")
+        if self.index_shards < 1:
+            raise ConfigurationError(f"{INDEX_SHARDS}={self.index_shards}: expected 1 or more")
+        if self.index_replicas < 0:
+            raise ConfigurationError(f"{INDEX_REPLICAS}={self.index_replicas}: expected 0 or more")
+        if self.retry_limit_seconds < 0:
+            raise ConfigurationError(
+                f"{RETRY_LIMIT_SECONDS}={self.retry_limit_seconds:g}: expected 0 or more seconds")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"{LOG_LEVEL}={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        if self.retention_months < 0:
+            raise ConfigurationError(f"{RETENTION_MONTHS}={self.retention_months}: expected 0 (off) or more")
         return self
 
 
@@ -177,12 +195,12 @@ def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
         (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix))
 
 
-def log_level_from_env(environ: Mapping[str, str] | None = None) -> str:
+def log_level_from_env(environ: Mapping[str, str] | None = None, default: str = Settings.log_level) -> str:
     """``LOG_LEVEL``, for commands that log before (or without) the cluster's settings."""
     value = (os.environ if environ is None else environ).get(LOG_LEVEL, "").strip().upper()
     if value and value not in LOG_LEVELS:
         raise ConfigurationError(f"{LOG_LEVEL}={value!r}: expected one of {', '.join(LOG_LEVELS)}")
-    return value or Settings.log_level
+    return value or default
 
 
 def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
@@ -193,10 +211,24 @@ def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
     return months
 
 
+#: How ES_HOSTNAME is read, quoted when it is refused.
+HOSTNAME_RULE = ("a URL (http://127.0.0.1:9200, https://search-x.es.amazonaws.com) or a bare host name "
+                 "(HTTPS on 443, as Amazon's endpoints); a host:port without a scheme must say http:// or https://")
+
+
 def base_url(hostname: str) -> str:
-    """A bare host name means HTTPS on 443 (Amazon's endpoints); a URL is kept."""
+    """A bare host name (or host:443) means HTTPS on 443 (Amazon's endpoints); a URL is kept;
+    a scheme-less ``host:port`` on another port is refused: HTTP or HTTPS would be a guess."""
     hostname = hostname.strip().rstrip("/")
     if "://" not in hostname:
+        try:
+            port = urlsplit("//" + hostname).port
+        except ValueError:
+            raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r}: expected {HOSTNAME_RULE}") from None
+        if port not in (None, 443):
+            raise ConfigurationError(
+                f"{ES_HOSTNAME}={hostname!r} has a port but no scheme: write http://{hostname} or "
+                f"https://{hostname} (expected {HOSTNAME_RULE})")
         hostname = "https://" + hostname
     parts = urlsplit(hostname)
     if parts.scheme not in ("http", "https") or not parts.hostname:

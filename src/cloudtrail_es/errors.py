@@ -41,6 +41,9 @@ class ClusterBlocked(ClusterError):
 class RetryDeadlineExceeded(ClusterError):
     """Retries of throttled or failed requests ran out of time; nothing was given up silently."""
 
+    #: The retries made before giving up (a failed file's summary counts them).
+    retries: int = 0
+
 
 class SourceError(LoaderError):
     """The object could not be read (missing, access denied, network)."""
@@ -68,6 +71,9 @@ class UnknownEvent(LoaderError):
 
 class FileFailed(LoaderError):
     """One CloudTrail log file could not be loaded completely."""
+
+    #: Retries made for the file's events before it failed (its summary's ``retried``).
+    retried: int = 0
 
     def __init__(self, bucket: str, key: str, reason: str) -> None:
         self.bucket = bucket

@@ -43,20 +43,23 @@ class _JsonHandler(logging.StreamHandler):
         super().emit(record)
 
 
-def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
+def configure_logging(level: str = "INFO", stream: IO[str] | None = None, replace: bool = True) -> None:
     """Send logs as JSON lines to ``stream`` (stderr by default).
 
-    Replaces a handler installed here before and, inside Lambda, the runtime's
-    plain-text one; other handlers (a test's capture, say) are left alone.
+    Replaces a handler installed here before (unless ``replace`` is false: a second
+    destination at its own level) and, inside Lambda, the runtime's plain-text one;
+    other handlers (a test's capture, say) are left alone.
     """
     root = logging.getLogger()
     in_lambda = "AWS_LAMBDA_RUNTIME_API" in os.environ
     for existing in list(root.handlers):
-        if in_lambda or isinstance(existing, _JsonHandler):
+        if replace and (in_lambda or isinstance(existing, _JsonHandler)):
             root.removeHandler(existing)
     handler = _JsonHandler(stream)
     handler.setFormatter(JsonFormatter())
+    handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(level)
+    ours = [h.level for h in root.handlers if isinstance(h, _JsonHandler)]
+    root.setLevel(min(ours) if not replace else handler.level)
     logging.getLogger("botocore").setLevel(max(root.level, logging.WARNING))
     logging.getLogger("urllib3").setLevel(max(root.level, logging.WARNING))

@@ -123,6 +123,7 @@ class FileLoad:
         trace, unless that was done already (``logged``)."""
         if self.failure is not None:
             return
+        self.result.retried += getattr(cause, "retries", 0)
         if isinstance(cause, LoaderError):
             reason = str(cause)
         else:

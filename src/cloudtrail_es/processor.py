@@ -144,6 +144,7 @@ class Processor:
             except Exception as exc:  # the dead letter failed too: the file fails
                 file.fail(exc)
         if file.failure is not None:
+            file.failure.retried = result.retried
             log.error("file failed", extra={**result.summary(), "error": file.failure.reason})
             return file.failure
         if file.dead:
@@ -173,12 +174,16 @@ class RunResult:
         return sum(getattr(r, name) for r in self.loaded)
 
     def summary(self) -> dict[str, Any]:
+        """``files_loaded``: every event in the index (some maybe degraded); ``files_dead_lettered``:
+        complete, but some events are in the dead letter; ``retried`` counts failed files' too."""
+        dead_lettered = sum(1 for r in self.loaded if r.dead_lettered)
         return {
-            "files_loaded": len(self.loaded), "files_failed": len(self.failed),
-            "files_skipped": len(self.skipped),
+            "files_loaded": len(self.loaded) - dead_lettered, "files_dead_lettered": dead_lettered,
+            "files_failed": len(self.failed), "files_skipped": len(self.skipped),
             **{name: self.total(name) for name in
                ("events_read", "indexed", "degraded", "degraded_field_limit", "dead_lettered",
-                "filtered", "retried", "bulk_requests", "throttled", "duplicate_ids", "repaired")},
+                "filtered", "bulk_requests", "throttled", "duplicate_ids", "repaired")},
+            "retried": self.total("retried") + sum(f.retried for f in self.failed),
             "filtered_by_rule": dict(sum((r.filtered_by_rule for r in self.loaded), Counter())),
             **metrics.max_lags(self.loaded),
         }

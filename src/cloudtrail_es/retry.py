@@ -72,7 +72,9 @@ class Backoff:
             self.breaker.check()
         delay = self.delay(attempt)
         if self.clock() + delay > deadline:
-            raise RetryDeadlineExceeded(f"gave up retrying {what} after {attempt} attempts")
+            error = RetryDeadlineExceeded(f"gave up retrying {what} after {attempt} attempts")
+            error.retries = attempt - 1
+            raise error
         log.warning("retrying", extra={"what": what, "attempt": attempt,
                                        "delay": round(delay, 3)})
         if self.breaker is not None:
