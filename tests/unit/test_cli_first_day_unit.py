@@ -233,7 +233,8 @@ def test_a_second_interrupt_during_the_wind_down_still_writes_the_finished_files
 
     assert interrupted and len(interrupts) == 2
     assert len(run.loaded) == 6
-    assert set((tmp_path / "state").read_text().splitlines()) == {f"b/{ref.key}" for ref in refs}
+    assert {json.loads(line) for line in (tmp_path / "state").read_text().splitlines()} \
+        == {f"b/{ref.key}" for ref in refs}
 
 
 def test_an_interrupt_in_the_middle_of_a_group_loses_none_of_it(fakes, tmp_path, monkeypatch):
