@@ -7,27 +7,6 @@ import pytest
 from cloudtrail_es import cli, redrive, retention
 
 
-@pytest.fixture()
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("ES_HOSTNAME", "http://scripted.invalid")
-    monkeypatch.setenv("ES_AUTH", "none")
-    monkeypatch.setenv("INDEX_PREFIX", "ct")
-    for name in ("LOG_LEVEL", "RETENTION_MONTHS", "DEAD_LETTER_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture()
-def trail_dir(fakes, env):
-    """A directory in CloudTrail's layout: two good files, a corrupt one and a digest file."""
-    root = env / "trail"
-    for name, events in (("GoodFileNumber1", ["a", "b"]), ("GoodFileNumber2", ["c"])):
-        path = root / fakes.log_key(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(fakes.trail_file(fakes.event(i) for i in events))
-    return root
-
-
 def run(argv, cluster, capsys):
     code = cli.main(argv, cluster=cluster)
     out = capsys.readouterr()

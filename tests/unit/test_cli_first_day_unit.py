@@ -15,26 +15,6 @@ from cloudtrail_es.refs import ObjectRef
 from cloudtrail_es.retry import Backoff
 
 
-@pytest.fixture()
-def env(monkeypatch, tmp_path):
-    monkeypatch.setenv("ES_HOSTNAME", "http://scripted.invalid")
-    monkeypatch.setenv("ES_AUTH", "none")
-    monkeypatch.setenv("INDEX_PREFIX", "ct")
-    for name in ("LOG_LEVEL", "RETENTION_MONTHS", "DEAD_LETTER_DIR", "INDEX_SHARDS", "INDEX_REPLICAS"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
-
-
-@pytest.fixture()
-def trail_dir(fakes, env):
-    root = env / "trail"
-    for name, events in (("GoodFileNumber1", ["a", "b"]), ("GoodFileNumber2", ["c"])):
-        path = root / fakes.log_key(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(fakes.trail_file(fakes.event(i) for i in events))
-    return root
-
-
 def summary_of(out):
     return json.loads(out.splitlines()[-1])
 
