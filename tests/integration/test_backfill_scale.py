@@ -86,7 +86,7 @@ def test_an_interrupted_run_resumes_without_reprocessing(
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=120)
         assert first.returncode == cli.EXIT_INTERRUPTED, err
-        done_first = state.read_text().splitlines()
+        done_first = [json.loads(line) for line in state.read_text().splitlines()]  # "bucket/key"
         assert 100 <= len(done_first) < len(corpus_files)
         assert json.loads(out)["files_loaded"] == len(done_first)
         second = run_cli([loaded_bucket, "AWSLogs/", "--state", str(state), "--json", "--quiet"],
