@@ -26,6 +26,7 @@ from .config import ES_HOSTNAME, Settings
 from .deadletter import LocalDeadLetters
 from .errors import ClusterError, ConfigurationError, LoaderError
 from .filters import parse_rules
+from .names import segment
 from .processor import Processor, RunResult, Source, create_processor
 from .refs import ObjectRef
 from .redact import redact
@@ -242,6 +243,7 @@ def load(processor: Processor, settings: Settings, objects: list[ObjectRef],
         processor, todo, args.workers,
         lambda: time.monotonic() + settings.retry_limit_seconds, state, progress, breaker)
     progress.close()
+    refresh(processor, run)
     summary = run_summary(run, len(done_before), time.monotonic() - started)
     if breaker.is_open:
         summary.update(stopped=breaker.cause, files_not_attempted=len(todo) - len(run.loaded)
@@ -249,6 +251,21 @@ def load(processor: Processor, settings: Settings, objects: list[ObjectRef],
     report(summary, args.json)
     print_problems(run)
     return exit_code(run, interrupted, breaker)
+
+
+def refresh(processor: Processor, run: RunResult) -> None:
+    """Make what the run indexed searchable as it ends (the cluster would within a second or
+    so anyway): a search right after the backfill sees every event it reported indexed."""
+    if processor.engine.serverless:  # Serverless has no _refresh API
+        return
+    for index in sorted({result.index for result in run.loaded if result.index}):
+        try:
+            response = processor.cluster.request("POST", f"/{segment(index)}/_refresh")
+        except ClusterError as exc:
+            log.info("index not refreshed", extra={"index": index, "error": str(exc)})
+            continue
+        if response.status_code != 200:
+            log.info("index not refreshed", extra={"index": index, "status": response.status_code})
 
 
 def exit_code(run: RunResult, interrupted: bool, breaker: CircuitBreaker) -> int:

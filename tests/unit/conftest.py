@@ -112,6 +112,7 @@ class ScriptedCluster:
         self.headers: dict[str, str] = {}
         self.documents: dict[tuple[str, str], dict[str, Any]] = {}
         self.indexes: set[str] = set()
+        self.refreshed: list[str] = []
 
     def request(self, method: str, path: str, body: Any = None, *, data: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:
@@ -135,6 +136,9 @@ class ScriptedCluster:
             return Response(200, {})
         if method == "GET" and path.startswith("/_cat/indices/"):
             return Response(200, [{"index": name} for name in sorted(self.indexes)])
+        if method == "POST" and path.endswith("/_refresh"):
+            self.refreshed.append(path.split("/")[1])
+            return Response(200, {"_shards": {"failed": 0}})
         if method == "DELETE":
             self.indexes.discard(path[1:])
             return Response(200, {"acknowledged": True})

@@ -21,6 +21,8 @@ def test_a_directory_loads_and_exits_0(fakes, trail_dir, capsys):
     assert code == cli.EXIT_OK
     assert (summary["files_loaded"], summary["events_read"], summary["indexed"]) == (2, 3, 3)
     assert {doc_id for _, doc_id in cluster.documents} == {"a", "b", "c"}
+    # What the run reports indexed is searchable when it ends: its indexes are refreshed.
+    assert cluster.refreshed == sorted({index for index, _ in cluster.documents})
 
 
 def test_a_corrupt_file_fails_alone_and_exits_1(fakes, trail_dir, capsys):
