@@ -36,6 +36,13 @@ def services(command):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_opensearch_stopped_at_the_end():
+    """The tests share this module's OpenSearch; nothing of it outlives the module."""
+    yield
+    services("stop")
+
+
 @pytest.fixture()
 def own_opensearch(loader_env, monkeypatch):
     """An OpenSearch of this test's own (killing it disturbs no other test), running at the end too."""
