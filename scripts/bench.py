@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from cloudtrail_es import keys, transform  # noqa: E402
+from cloudtrail_es import gzipped, keys, transform  # noqa: E402
 from cloudtrail_es.bulk import bulk_item  # noqa: E402
 from cloudtrail_es.config import Settings  # noqa: E402
 from cloudtrail_es.indexes import index_body  # noqa: E402
@@ -95,7 +95,6 @@ class Config:
     max_docs: int
     max_bytes: int
     compress: bool
-    compress_level: int
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def child_env(self, index_prefix: str) -> dict[str, str]:
@@ -122,12 +121,8 @@ def configure() -> Config:
         from cloudtrail_es.cli import DEFAULT_WORKERS as workers
     except ImportError:  # the CLI moved it; its --workers default is what counts
         workers = 4
-    try:
-        from cloudtrail_es.bulk import COMPRESSION_LEVEL as level
-    except ImportError:
-        level = 1
     return Config(es_url, moto_url, workers, defaults.bulk_max_docs, defaults.bulk_max_bytes,
-                  defaults.compress_requests, level)
+                  defaults.compress_requests)
 
 
 class Admin:
@@ -311,7 +306,7 @@ def bulk_bodies(events: Iterable[tuple[str, int, dict[str, Any]]],
     for chunk in chunked(items, config.max_docs, config.max_bytes):
         body = b"".join(chunk)
         if config.compress:
-            body = gzip.compress(body, config.compress_level)
+            body = gzipped.compress(body)
         bodies.append((len(chunk), body))
     return bodies
 

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generator, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple
 
 from . import deadletter, fieldlimit, metrics, transform
 from .bulk import TOO_LARGE, BulkItem, BulkWriter, ItemOutcome, Position, Traffic, bulk_item, chunks
@@ -86,8 +86,7 @@ def check_accounting(result: FileResult) -> None:
             f"{result.dead_lettered} dead-lettered, {result.filtered} filtered)")
 
 
-@dataclass(frozen=True)
-class Settled:
+class Settled(NamedTuple):
     """Where one event ended: its fate, retries, and for a dead one the cluster's answer."""
 
     position: Position

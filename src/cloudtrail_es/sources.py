@@ -5,10 +5,9 @@ import codecs
 import itertools
 import json
 import re
-import zlib
 from typing import Any, Iterator, Union
 
-from . import deepjson
+from . import deepjson, gzipped
 from .deepjson import scanstring
 from .decoded import HEAD_CHARS, OversizedEvent
 from .errors import BadLogFile, SourceError
@@ -88,9 +87,12 @@ _VALUE_START = frozenset('["-0123456789tfnNI')
 _STRUCTURE = re.compile(r'["{}\[\]]')
 _STRING_STOP = re.compile(r'["\\]')
 _EVENT_ID = re.compile(r'"eventID"[ \t\n\r]*:[ \t\n\r]*"')
-#: orjson reads integers beyond 64 bits as floats; such a file is left to the standard library.
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_NUMBER = b"0" * 19
+#: orjson reads integers of 19 digits or more as floats; a file holding one is left to the
+#: standard library. A number follows ``:``, ``,`` or ``[`` (then whitespace, maybe ``-``):
+#: with digits and ``-`` made ``0``, those three and whitespace ``:``, every long one reads
+#: ``:`` + 19 zeros (so may some strings: a file holding one only takes the slower path).
+_NUMBERS_MARKED = bytes.maketrans(b"123456789-,[ \t\n\r", b"0000000000::::::")
+_LONG_NUMBER = b":" + b"0" * 19
 
 Decoded = Union[dict[str, Any], OversizedEvent]
 
@@ -143,7 +145,8 @@ def _records_of_small_file(whole: bytes) -> list[dict[str, Any]] | None:
     ``{"Records":[{...},...]}``, go through the streaming decoder instead.
     """
     if _orjson_loads is None or not _RECORDS_START_BYTES.match(whole) \
-            or whole.count(b'"Records"') > 1 or whole.translate(_DIGITS_AS_ZERO).find(_LONG_NUMBER) >= 0:
+            or whole.count(b'"Records"') > 1 \
+            or whole.translate(_NUMBERS_MARKED).find(_LONG_NUMBER) >= 0:
         return None
     try:
         content = _orjson_loads(whole)
@@ -166,12 +169,12 @@ def _inflated(data: bytes, max_file_bytes: int) -> Iterator[bytes]:
     total = 0
     rest: bytes = data
     while rest:
-        inflater = zlib.decompressobj(wbits=31)
+        inflater = gzipped.inflater()
         pending = rest
         while True:
             try:
                 piece = inflater.decompress(pending, READ_SIZE)
-            except zlib.error as exc:
+            except gzipped.Error as exc:
                 raise BadLogFile(f"corrupt gzip data: {exc}") from exc
             pending = inflater.unconsumed_tail
             total += len(piece)

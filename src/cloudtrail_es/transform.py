@@ -388,25 +388,38 @@ _TOP_LEVEL_KIND = {**{key: _SCALAR for key in _SCALAR_FIELDS}, DATE_FIELD: _DATE
 def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
     """The document indexed for one CloudTrail event."""
     document: dict[str, Any] = {}
-    kinds = _TOP_LEVEL_KIND
+    verbatim = _VERBATIM
     for key, value in event.items():
-        if value is None:
-            continue
-        kind = kinds[key] if key in kinds else None
-        if kind is _SCALAR:
-            document[key] = value if type(value) is str else _keyword_value(value)
-        elif kind is None and type(value) is str:
-            document[top_level_name(key)] = value
-        elif kind is None and not isinstance(value, (dict, list)):
-            document[top_level_name(key)] = scalar_text(value)
-        elif kind is _DATE:
-            document[key] = value if type(value) is str else json_text(value)
-        else:
-            for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key),
-                                      value):
-                document[field] = part
+        if type(value) is str and key in verbatim:  # most fields of most events
+            document[key] = value
+        elif value is not None:
+            _add_field(document, key, value)
     document.update(ecs_fields(event))
     return document
+
+
+#: Top-level keys whose string value is kept as it is under their own name: the documented
+#: scalar fields, ``eventTime``, and the other keys met so far that are safe names already.
+_VERBATIM = set(_SCALAR_FIELDS)
+
+
+def _add_field(document: dict[str, Any], key: str, value: Any) -> None:
+    """``document_for`` of one top-level member other than a string kept verbatim."""
+    kind = _TOP_LEVEL_KIND.get(key)
+    if kind is _SCALAR:
+        document[key] = _keyword_value(value)
+    elif kind is _DATE:
+        document[key] = json_text(value)
+    elif kind is None and type(value) is str:
+        name = top_level_name(key)
+        document[name] = value
+        if name == key and len(_VERBATIM) < _FIELD_NAMES_KEPT:
+            _VERBATIM.add(key)
+    elif kind is None and not isinstance(value, (dict, list)):
+        document[top_level_name(key)] = scalar_text(value)
+    else:
+        for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key), value):
+            document[field] = part
 
 
 #: Kept, as exact values, in the degraded form of an event the cluster rejected.

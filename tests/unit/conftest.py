@@ -55,6 +55,10 @@ class Response:
     def json(self) -> Any:
         return self._body
 
+    @property
+    def content(self) -> bytes:
+        return json.dumps(self._body).encode()
+
 
 class MemorySource:
     """Files served from memory by key; an unknown key fails as S3's NoSuchKey would."""
@@ -117,7 +121,7 @@ class ScriptedCluster:
     def request(self, method: str, path: str, body: Any = None, *, data: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:
         self.requests.append((method, path))
-        if path == "/_bulk":
+        if path.split("?")[0] == "/_bulk":
             self.headers = dict(headers or {})
             if self.headers.get("Content-Encoding") == "gzip":
                 data = gzip.decompress(data or b"")

@@ -4,6 +4,8 @@ import json
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudtrail_es import sources
 from cloudtrail_es.decoded import HEAD_CHARS, OversizedEvent
@@ -170,3 +172,25 @@ def test_the_head_of_a_small_oversized_event_is_only_that_event(small_window):
     [trace] = events_in(text.encode(), max_event_bytes=50)
     assert isinstance(trace, OversizedEvent)
     assert trace.head == text[len('{"Records":['):-2] and trace.size == len(trace.head)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.text(alphabet="0123456789-: ,[\t") | st.text()
+    | st.integers() | st.integers(min_value=10**17, max_value=10**40)
+    | st.integers(min_value=-10**40, max_value=-10**17)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children,
+                                                                      max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(st.dictionaries(st.text(max_size=5), _json_values, max_size=5), max_size=4),
+       separators=st.sampled_from([(",", ":"), (", ", ": "), (",\n\t", ":\r\n "), (" ,", " :")]))
+def test_any_file_reads_as_the_standard_library_reads_it(events, separators):
+    """Whole-file (orjson) or streamed, numbers of any length in any spacing come out as json's."""
+    text = records_file(events, separators)
+    expected = json.loads(text)["Records"]
+    assert json.dumps(events_in(text)) == json.dumps(expected)
+    assert json.dumps(events_in(gzip.compress(text))) == json.dumps(expected)
