@@ -29,7 +29,7 @@ try:  # writes the raw JSON of objects without floats ~6x faster, the same text
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - the standard library alone gives the same text
     _orjson_dumps = None  # type: ignore[assignment]
-from .ecs import ROOTS as ECS_ROOTS, ecs_fields
+from .ecs import ROOTS as ECS_ROOTS, add_ecs_fields
 
 FLATTENED_SUFFIX = "_flattened"
 #: Distinct leaf keys kept per flattened object. An event with more (none seen
@@ -394,7 +394,7 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
             document[key] = value
         elif value is not None:
             _add_field(document, key, value)
-    document.update(ecs_fields(event))
+    add_ecs_fields(document, event)
     return document
 
 
@@ -473,5 +473,5 @@ def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, An
             document["userIdentity"] = kept
     document[EVENT_RAW] = json_text(event)
     document[DEGRADED_REASON] = reason
-    document.update(ecs_fields(event))
+    add_ecs_fields(document, event)
     return document
