@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
 from . import gzipped, transform
@@ -141,6 +142,9 @@ class ItemOutcome(NamedTuple):
             return f"{self.error.get('type')}: {self.error.get('reason')}"
         return str(self.error)
 
+
+#: ``ItemOutcome((item, status, error, retries))`` without a Python frame (one per document).
+_new_outcome = partial(tuple.__new__, ItemOutcome)
 
 #: A failed outcome, by its older name.
 ItemFailure = ItemOutcome
@@ -294,6 +298,9 @@ class BulkWriter:
             outcome = next(iter(answer.values()))  # {"index": {...}} or {"create": {...}}
             status = outcome.get("status", 0)
             error = outcome.get("error")
+            if error is None and 200 <= status < 300:  # nearly every item: kept cheap
+                done.append(_new_outcome((item, status, None, retries)))
+                continue
             if isinstance(error, dict) and error.get("type") == "cluster_block_exception":
                 raise ClusterBlocked(
                     f"writes to {item.index} are blocked: {error.get('reason')}", response)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple
 
 from . import deadletter, fieldlimit, metrics, transform
@@ -171,6 +172,9 @@ def derived_id(doc_id: str, lines: bytes) -> str:
     return head + suffix
 
 
+#: ``Position((file, event))`` without a Python frame (one per event).
+_new_position = partial(tuple.__new__, Position)
+
 #: How a batch gets each file's events: (its place in the batch, the file) -> events.
 EventsOf = Callable[[int, FileLoad], Iterable[Any]]
 
@@ -183,6 +187,7 @@ class Pipeline:
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.writer = writer
         self.engine = engine
+        self._doc_type = engine.doc_type  # a property: read once, not per event
         self.max_event_bytes = max_event_bytes
         self._wall_clock = wall_clock
 
@@ -197,7 +202,7 @@ class Pipeline:
         try:
             for chunk in chunks(documents, self.writer.max_docs, self.writer.max_bytes):
                 traffic = Traffic()
-                for settled in self._deliver(chunk, events, deadline, traffic):
+                for settled in self._deliver(chunk, files, events, deadline, traffic):
                     files[settled.position.file].count(settled)
                 self._count_traffic(files, chunk, traffic)
                 for item in chunk:
@@ -228,7 +233,7 @@ class Pipeline:
                     file.result.events_read += 1
                     if exclude and type(event) is dict and self._excluded(file.result, event, exclude):
                         continue
-                    item = self._document(file, Position(number, n), event)
+                    item = self._document(file, _new_position((number, n)), event)
                     if item is not None:
                         events[item.position] = event
                         yield item
@@ -254,7 +259,7 @@ class Pipeline:
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
         document = transform.document_for(event)
         item = bulk_item(file.result.index, doc_id, document, position,
-                         self.engine.doc_type, self.engine.accepts_ids)
+                         self._doc_type, self.engine.accepts_ids)
         if not self.engine.accepts_ids:
             return item
         return self._unique(file, item, document)
@@ -270,11 +275,15 @@ class Pipeline:
             file.seen[doc_id] = fingerprint
             file.result.duplicate_ids += 1
         return bulk_item(item.index, doc_id, document, item.position,
-                         self.engine.doc_type, self.engine.accepts_ids)
+                         self._doc_type, self.engine.accepts_ids)
 
-    def _deliver(self, chunk: list[BulkItem], events: dict[Position, Any], deadline: float,
-                 traffic: Traffic) -> Iterator[Settled]:
-        """Send a chunk; send the rejected documents again in degraded form; settle each."""
+    def _deliver(self, chunk: list[BulkItem], files: list[FileLoad], events: dict[Position, Any],
+                 deadline: float, traffic: Traffic) -> Iterator[Settled]:
+        """Send a chunk; send the rejected documents again in degraded form; settle each.
+
+        A document indexed as it is is counted on its file here, without a ``Settled`` (the
+        common case, kept cheap); every other outcome is yielded.
+        """
         first = list(self.writer.outcomes(chunk, deadline, traffic))
         degraded: list[BulkItem] = []
         unbuildable: dict[Position, BaseException] = {}
@@ -286,9 +295,13 @@ class Pipeline:
                     unbuildable[outcome.item.position] = exc
         second = {o.item.position: o for o in self.writer.outcomes(degraded, deadline, traffic)}
         for outcome in first:
-            position = outcome.item.position
-            if outcome.ok:
-                yield Settled(position, INDEXED, outcome.retries, repaired=outcome.item.repaired)
+            item = outcome.item
+            position = item.position
+            if 200 <= outcome.status < 300:  # outcome.ok, inlined
+                result = files[position.file].result
+                result.indexed += 1
+                result.retried += outcome.retries
+                result.repaired += item.repaired
             elif outcome.status == TOO_LARGE:
                 yield Settled(position, DEAD, outcome.retries, outcome, outcome.reason, events[position])
             elif position in unbuildable:
@@ -305,4 +318,4 @@ class Pipeline:
         item = rejected.item
         return bulk_item(item.index, item.doc_id,
                          transform.degraded_document_for(event, rejected.reason), item.position,
-                         self.engine.doc_type, self.engine.accepts_ids)
+                         self._doc_type, self.engine.accepts_ids)
