@@ -157,7 +157,7 @@ def ours_pipeline(files: list[bytes]) -> int:
     for start in range(0, len(files), 20):
         group = files[start:start + 20]
         loads = [FileLoad.of(ObjectRef("bench", str(start + n)), INDEX) for n in range(len(group))]
-        pipeline.load(loads, lambda number, _: sources.iter_events(group[number]),
+        pipeline.load(loads, lambda number, _, group=group: sources.iter_events(group[number]),
                       time.monotonic() + 3600)
         count += sum(load.result.indexed for load in loads)
     return count
