@@ -6,7 +6,7 @@ import time
 
 import pytest
 import requests
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, is_bulk_path
 from support import MemorySource, assert_corpus_indexed
 
 from cloudtrail_es.bulk import ClusterBlocked
@@ -127,7 +127,7 @@ def test_compression_can_be_switched_off(opensearch_url, index_prefix, tmp_path,
             run = process_objects(processor, [ObjectRef("b", k) for k, _ in corpus_files[:2]],
                                   lambda: time.monotonic() + 30)
             assert not run.failed and run.total("indexed") == run.total("events_read")
-        sizes = [size for method, path, size, outcome in proxy.requests if path.endswith("_bulk")]
+        sizes = [size for method, path, size, outcome in proxy.requests if is_bulk_path(path)]
     assert len(sizes) == 4 and max(sizes[:2]) < min(sizes[2:])
     assert Settings.from_env({"ES_HOSTNAME": "h", "ES_AUTH": "none",
                               "ES_COMPRESS_REQUESTS": "false"}).compress_requests is False

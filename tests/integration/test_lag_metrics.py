@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import pytest
 from emf_schema import assert_valid_emf
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, is_bulk_path
 from support import MemorySource, ids_by_index
 
 import lambda_function
@@ -134,7 +134,7 @@ def test_bulk_requests_retries_and_429s_are_counted_as_the_cluster_answered(
             source=MemorySource([(key, data)]), dead_letters=LocalDeadLetters(tmp_path),
             backoff=Backoff(base=0.02, cap=0.2))
         run = process_objects(processor, [ObjectRef("b", key)], lambda: time.monotonic() + 120)
-        bulk_seen = sum(1 for _, path, _, _ in proxy.requests if path.endswith("_bulk"))
+        bulk_seen = sum(1 for _, path, _, _ in proxy.requests if is_bulk_path(path))
 
     summary = run.summary()
     assert not run.failed and summary["indexed"] == events
