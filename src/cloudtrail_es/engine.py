@@ -65,7 +65,8 @@ def detect(cluster: Cluster, serverless: bool = False, accepts_ids: bool = True)
         distribution = version.get("distribution", "elasticsearch")
         return Engine(distribution, _numbers(version.get("number", "")))
     _refuse_if_unauthorised(response)
-    nodes = cluster.request("GET", "/_nodes/_local?filter_path=nodes.*.version")
+    # URL-encoded already: SigV4 signs the query as sent, and AWS checks it encoded.
+    nodes = cluster.request("GET", "/_nodes/_local?filter_path=nodes.%2A.version")
     _refuse_if_unauthorised(nodes)
     if nodes.status_code != 200:
         raise ClusterError(f"cluster at {cluster.base_url} does not say what it is", response)

@@ -39,7 +39,7 @@ def test_detects_distribution_and_version_from_the_root(root, expected):
 
 def test_minimal_elasticsearch_without_a_root_endpoint_is_read_from_nodes():
     cluster = Answers(**{"/": Answer(405, {"error": "Incorrect HTTP method"}),
-                         "/_nodes/_local?filter_path=nodes.*.version":
+                         "/_nodes/_local?filter_path=nodes.%2A.version":
                              Answer(200, {"nodes": {"n1": {"version": "8.19.0"}}})})
     assert detect(cluster) == Engine("elasticsearch", (8, 19, 0))
 
