@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: Longest ``_id`` the cluster accepts, in UTF-8 bytes.
 MAX_ID_BYTES = 512
 
-INDEXED, DEGRADED, DEAD, FAILED = "indexed", "degraded", "dead_lettered", "failed"
+DEGRADED, DEAD, FAILED = "degraded", "dead_lettered", "failed"
 
 
 @dataclass
@@ -135,11 +135,10 @@ class FileLoad:
         self.failure.__cause__ = cause
 
     def count(self, settled: Settled) -> None:
+        """One event settled otherwise than indexed as it is (``Pipeline._deliver`` counts those)."""
         self.result.retried += settled.retries
         self.result.repaired += settled.repaired
-        if settled.fate == INDEXED:
-            self.result.indexed += 1
-        elif settled.fate == DEGRADED:
+        if settled.fate == DEGRADED:
             self.result.degraded += 1
             self.count_field_limit(settled.outcome)
         elif settled.fate == DEAD:
