@@ -54,10 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from cloudtrail_es import gzipped, keys, transform  # noqa: E402
-from cloudtrail_es.bulk import bulk_item  # noqa: E402
-from cloudtrail_es.config import Settings  # noqa: E402
-from cloudtrail_es.indexes import index_body  # noqa: E402
+from cloudtrail_es.core import gzipped  # noqa: E402
+from cloudtrail_es.read import keys  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import bulk_item  # noqa: E402
+from cloudtrail_es.core.config import Settings  # noqa: E402
+from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "AWSLogs"
 REPORT = ROOT / "build" / "bench.md"
@@ -118,7 +120,7 @@ def configure() -> Config:
     })
     defaults = Settings(es_url=es_url)
     try:
-        from cloudtrail_es.cli import DEFAULT_WORKERS as workers
+        from cloudtrail_es.backfill.cli import DEFAULT_WORKERS as workers
     except ImportError:  # the CLI moved it; its --workers default is what counts
         workers = 4
     return Config(es_url, moto_url, workers, defaults.bulk_max_docs, defaults.bulk_max_bytes,
@@ -514,6 +516,7 @@ HANDLER_CHILD = r"""
 import json, sys, time
 started = time.perf_counter()
 import lambda_function
+from cloudtrail_es.aws import handler as routes
 imported = time.perf_counter()
 result = lambda_function.lambda_handler(json.loads(sys.argv[1]), None)
 done = time.perf_counter()

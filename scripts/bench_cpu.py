@@ -13,7 +13,7 @@ No cluster needed. Two tables, printed and written to build/bench_cpu.md:
    * original: the seed project's documented path, re-implemented in ``scripts/storage.py``
      (gunzip, ``json.loads`` of the whole file, its flatten of three objects into dotted
      keys, ``json.dumps`` of action and document);
-   * ours: ``sources.iter_events`` (gunzip + decode), ``transform.document_id`` /
+   * ours: ``decoder.iter_events`` (gunzip + decode), ``transform.document_id`` /
      ``document_for``, ``bulk.bulk_item``;
    * ours, the whole write path: ``Pipeline.load`` of groups of 20 files through a
      ``BulkWriter`` whose cluster answers every item 201 at once (chunking, gzip, the answer
@@ -47,11 +47,13 @@ SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from cloudtrail_es import gzipped, sources, transform  # noqa: E402
-from cloudtrail_es.bulk import BulkWriter, bulk_item  # noqa: E402
-from cloudtrail_es.engine import Engine  # noqa: E402
-from cloudtrail_es.pipeline import FileLoad, Pipeline  # noqa: E402
-from cloudtrail_es.refs import ObjectRef  # noqa: E402
+from cloudtrail_es.core import gzipped  # noqa: E402
+from cloudtrail_es.read import decoder  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import BulkWriter, bulk_item  # noqa: E402
+from cloudtrail_es.write.engine import Engine  # noqa: E402
+from cloudtrail_es.write.pipeline import FileLoad, Pipeline  # noqa: E402
+from cloudtrail_es.core.refs import ObjectRef  # noqa: E402
 from storage import seed_document, seed_dumps  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "AWSLogs"
@@ -123,7 +125,7 @@ def original(files: list[bytes]) -> int:
 def ours(files: list[bytes]) -> int:
     bodies, count = Bodies(), 0
     for data in files:
-        for n, event in enumerate(sources.iter_events(data)):
+        for n, event in enumerate(decoder.iter_events(data)):
             if isinstance(event, dict):
                 item = bulk_item(INDEX, transform.document_id(event), transform.document_for(event), n)
                 bodies.add(item.lines)
@@ -162,7 +164,7 @@ def ours_pipeline(files: list[bytes]) -> int:
     for start in range(0, len(files), 20):
         group = files[start:start + 20]
         loads = [FileLoad.of(ObjectRef("bench", str(start + n)), INDEX) for n in range(len(group))]
-        pipeline.load(loads, lambda number, _, group=group: sources.iter_events(group[number]),
+        pipeline.load(loads, lambda number, _, group=group: decoder.iter_events(group[number]),
                       time.monotonic() + 3600)
         count += sum(load.result.indexed for load in loads)
     return count
@@ -220,11 +222,11 @@ def cpu_rounds(files: list[bytes], runs: int) -> dict[str, list[float]]:
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
-from cloudtrail_es import sources
+from cloudtrail_es.read import decoder
 data = open(sys.argv[1], "rb").read()
 started, cpu = time.perf_counter(), time.process_time()
 kinds = {}
-for item in sources.iter_events(data):
+for item in decoder.iter_events(data):
     kinds[type(item).__name__] = kinds.get(type(item).__name__, 0) + 1
 seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -22,8 +22,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cloudtrail_es import transform  # noqa: E402
-from cloudtrail_es.bulk import BulkItem, Position, bulk_item  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import BulkItem, Position, bulk_item  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "AWSLogs"
 

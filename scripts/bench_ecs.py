@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from cloudtrail_es.ecs import ecs_fields
-from cloudtrail_es.transform import document_for
+from cloudtrail_es.documents.ecs import ecs_fields
+from cloudtrail_es.documents.transform import document_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import bench  # noqa: E402  (scripts/bench.py: the data set, the cluster calls, the config)
-from cloudtrail_es.indexes import index_body  # noqa: E402
+from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
 REPORT = ROOT / "build" / "bench_scale.md"
 CONCURRENCY = (1, 2, 4, 8)
@@ -128,10 +128,10 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 def instrument(timers: Timers) -> None:
     """Time the collaborators the handler calls; the code under test is not changed."""
-    from cloudtrail_es import processor
-    from cloudtrail_es.bulk import BulkWriter
-    from cloudtrail_es.cluster import Cluster
-    from cloudtrail_es.sources import S3Source
+    from cloudtrail_es.write import processor
+    from cloudtrail_es.write.bulk import BulkWriter
+    from cloudtrail_es.write.cluster import Cluster
+    from cloudtrail_es.read.sources import S3Source
 
     timers.wrap(S3Source, "read", "s3_get")
     timers.wrap(BulkWriter, "_post", "bulk_total")
@@ -150,9 +150,10 @@ def worker(queue_url: str) -> int:
     started = time.perf_counter()
     timers = Timers()
     import lambda_function
+    from cloudtrail_es.aws import handler as routes
 
     instrument(timers)
-    lambda_function.processor()   # the cold start: settings, session, engine detection
+    routes.processor()   # the cold start: settings, session, engine detection
     cold_s = time.perf_counter() - started
     sqs = boto3.client("sqs")
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[

@@ -17,7 +17,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cloudtrail_es import cli  # noqa: E402
+from cloudtrail_es.backfill import cli  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"
 SAMPLES = ROOT / "tests" / "events" / "transform"

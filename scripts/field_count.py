@@ -25,10 +25,11 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cloudtrail_es import keys, transform  # noqa: E402
-from cloudtrail_es.bulk import bulk_item  # noqa: E402
-from cloudtrail_es.indexes import TOTAL_FIELDS_LIMIT, index_body  # noqa: E402
-from cloudtrail_es.sources import events_in  # noqa: E402
+from cloudtrail_es.read import keys  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import bulk_item  # noqa: E402
+from cloudtrail_es.write.indexes import TOTAL_FIELDS_LIMIT, index_body  # noqa: E402
+from cloudtrail_es.read.sources import events_in  # noqa: E402
 
 
 def leaf_paths(document: dict[str, Any], prefix: str = "") -> Iterable[str]:

@@ -5,7 +5,7 @@
 
 Every event of every ``*.json.gz`` / ``*.json`` file under ``DIR/AWSLogs`` (default: the
 shared corpus, ``../shared/corpus``) is read with the loader's decoder and checked against
-each candidate rule with the loader's matcher (``cloudtrail_es.filters``). For each rule it
+each candidate rule with the loader's matcher (``cloudtrail_es.core.filters``). For each rule it
 reports the events it removes and their share, and the share of ``_bulk`` bytes (the action
 line and document the loader would send for them: what indexing and storage cost grows
 with). Rules are sorted by the events they remove; the top three together (an event that
@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cloudtrail_es import transform  # noqa: E402
-from cloudtrail_es.bulk import bulk_item  # noqa: E402
-from cloudtrail_es.filters import parse_rules  # noqa: E402
-from cloudtrail_es.sources import iter_events  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import bulk_item  # noqa: E402
+from cloudtrail_es.core.filters import parse_rules  # noqa: E402
+from cloudtrail_es.read.sources import iter_events  # noqa: E402
 
 #: One rule each (no ``;``): the noise operators ask to drop (issue 13), read-only calls,
 #: KMS calls AWS services make on a user's behalf, data events; and narrower forms of each.

@@ -1,4 +1,4 @@
-"""Copy src/cloudtrail_es/rolemapping.py into cloudformation.yml as SetupFunction's inline code.
+"""Copy src/cloudtrail_es/aws/rolemapping.py into cloudformation.yml as SetupFunction's inline code.
 
     python scripts/inline_rolemapping.py          # rewrite the template
     python scripts/inline_rolemapping.py --check  # exit 1 if the copy differs
@@ -14,9 +14,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "cloudformation.yml"
-MODULE = ROOT / "src" / "cloudtrail_es" / "rolemapping.py"
-BEGIN = "        # BEGIN inline copy of src/cloudtrail_es/rolemapping.py"
-END = "        # END inline copy of src/cloudtrail_es/rolemapping.py"
+MODULE = ROOT / "src" / "cloudtrail_es" / "aws" / "rolemapping.py"
+BEGIN = "        # BEGIN inline copy of src/cloudtrail_es/aws/rolemapping.py"
+END = "        # END inline copy of src/cloudtrail_es/aws/rolemapping.py"
 INDENT = " " * 10
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         if updated != template:
             print("cloudformation.yml: SetupFunction's inline code differs from "
-                  "src/cloudtrail_es/rolemapping.py; run python scripts/inline_rolemapping.py",
+                  "src/cloudtrail_es/aws/rolemapping.py; run python scripts/inline_rolemapping.py",
                   file=sys.stderr)
             return 1
         return 0

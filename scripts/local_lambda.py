@@ -69,8 +69,10 @@ def run(bucket: str, prefix: str, queue_name: str, out: Any = sys.stdout) -> int
     import boto3
 
     import lambda_function
-    from cloudtrail_es import backfill, keys
-    from cloudtrail_es.selection import Filters, S3Listing
+
+    from cloudtrail_es.backfill import run as backfill
+    from cloudtrail_es.read import keys
+    from cloudtrail_es.backfill.selection import Filters, S3Listing
 
     files = [ref for ref in S3Listing(boto3.client("s3")).objects(bucket, prefix, Filters())
              if keys.is_log_file_key(ref.key)]

@@ -97,12 +97,12 @@ def copy_code(target: Path) -> None:
 
 
 def write_rule_bundle(target: Path) -> None:
-    """The detector's packaged rules: ``rules/`` converted to Query DSL (see cloudtrail_es.sigma)."""
+    """The detector's packaged rules: ``rules/`` converted to Query DSL (cloudtrail_es.detections.sigma)."""
     import json
 
     sys.path.insert(0, str(SRC))
     try:
-        from cloudtrail_es import sigma
+        from cloudtrail_es.detections import sigma
     except ImportError as exc:
         raise PackageError(f"converting rules/ needs pySigma (the dev extra): {exc}") from None
     conversion = sigma.convert_paths([RULES])
@@ -133,7 +133,7 @@ def build(output: Path, python_version: str, platform: str) -> None:
             pip_install(requirements, tree, python_version, platform)
             drop_runtime_provided(tree)
         copy_code(tree)
-        write_rule_bundle(tree / "cloudtrail_es" / "rules.json")
+        write_rule_bundle(tree / "cloudtrail_es" / "detections" / "rules.json")
         write_zip(tree, output)
 
 

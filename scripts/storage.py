@@ -19,8 +19,8 @@ What it does, for each layout in turn, on the same events in the same order:
 
 The layouts:
 
-* **ours**: ``cloudtrail_es.indexes.index_body`` and ``cloudtrail_es.transform.document_for``,
-  serialised as the loader sends them (``cloudtrail_es.bulk.dumps``). ``--ours-body FILE``
+* **ours**: ``cloudtrail_es.write.indexes.index_body`` and ``cloudtrail_es.documents.transform.document_for``,
+  serialised as the loader sends them (``cloudtrail_es.write.bulk.dumps``). ``--ours-body FILE``
   measures another index body (JSON) with our transform instead, e.g. an older mapping.
 * **seed**: the layout documented by the project this one started from
   (kdgregory's cloudtrail-to-elasticsearch): dynamic mapping (every string ``text`` with a
@@ -59,9 +59,9 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cloudtrail_es import transform  # noqa: E402
-from cloudtrail_es.bulk import dumps as our_dumps  # noqa: E402
-from cloudtrail_es.indexes import index_body  # noqa: E402
+from cloudtrail_es.documents import transform  # noqa: E402
+from cloudtrail_es.write.bulk import dumps as our_dumps  # noqa: E402
+from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 MIN_EVENTS = 200_000

@@ -1,7 +1,7 @@
 """Backfill CloudTrail files from S3: ``python src/bulk_upload.py BUCKET PREFIX``."""
 import sys
 
-from cloudtrail_es.cli import main
+from cloudtrail_es.backfill.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

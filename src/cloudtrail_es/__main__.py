@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from cloudtrail_es.backfill.cli import main
 
 sys.exit(main())

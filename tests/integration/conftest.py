@@ -10,7 +10,7 @@ import boto3
 import pytest
 import requests
 
-from cloudtrail_es.keys import index_name_for
+from cloudtrail_es.read.keys import index_name_for
 
 HERE = Path(__file__).resolve().parent
 

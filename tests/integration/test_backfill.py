@@ -8,7 +8,7 @@ from pathlib import Path
 import requests
 from support import assert_corpus_indexed, refresh, search, upload
 
-from cloudtrail_es import cli
+from cloudtrail_es.backfill import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

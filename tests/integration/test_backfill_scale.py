@@ -18,8 +18,10 @@ from faultproxy import FaultProxy
 from support import assert_corpus_indexed, ids_by_index, refresh, upload
 
 import lambda_function
-from cloudtrail_es import cli
-from cloudtrail_es.selection import Filters, S3Listing
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.backfill.selection import Filters, S3Listing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,7 +156,7 @@ def test_via_queue_lands_every_event_through_the_handler(
     summary = json.loads(capsys.readouterr().out)
     assert summary["files_enqueued"] == len(corpus_files) and summary["failed"] == []
     assert summary["batches"] == -(-len(corpus_files) // 10)
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     failures = []
     while True:
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
@@ -165,7 +167,7 @@ def test_via_queue_lands_every_event_through_the_handler(
         failures += lambda_function.lambda_handler(event, None)["batchItemFailures"]
         for m in messages:
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     assert failures == []
     assert_corpus_indexed(opensearch_url, loader_env, corpus_expectations)
 

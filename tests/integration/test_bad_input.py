@@ -11,8 +11,8 @@ import pytest
 import requests
 from support import refresh
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
 
 DAY = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
 

@@ -14,8 +14,9 @@ import pytest
 import requests
 from support import assert_corpus_indexed
 
-from cloudtrail_es import backfill, cli
-from cloudtrail_es.keys import index_name_for
+from cloudtrail_es.backfill import run as backfill
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.read.keys import index_name_for
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +154,8 @@ def test_a_cluster_answering_only_5xx_stops_backfill_and_redrive(
     """Every ``_bulk`` answered 503 (a fault the real server cannot make on demand): an outage too."""
     from faultproxy import FaultProxy
 
-    from cloudtrail_es import deadletter, redrive
+    from cloudtrail_es.write import deadletter
+    from cloudtrail_es.commands import redrive
 
     event = json.loads((Path(__file__).resolve().parents[1] / "events" / "transform"
                         / "run_instances.input.json").read_text())

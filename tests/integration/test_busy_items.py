@@ -12,11 +12,11 @@ import pytest
 from faultproxy import FaultProxy
 from support import MemorySource, search
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.deadletter import LocalDeadLetters
-from cloudtrail_es.processor import create_processor
-from cloudtrail_es.retry import Backoff
-from cloudtrail_es.transform import DEGRADED_REASON
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.deadletter import LocalDeadLetters
+from cloudtrail_es.write.processor import create_processor
+from cloudtrail_es.core.retry import Backoff
+from cloudtrail_es.documents.transform import DEGRADED_REASON
 
 pytestmark = pytest.mark.integration
 

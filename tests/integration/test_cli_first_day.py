@@ -15,7 +15,8 @@ import boto3
 import pytest
 import requests
 
-from cloudtrail_es import cli, dashboards
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.commands import dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 

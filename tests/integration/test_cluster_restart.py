@@ -11,7 +11,7 @@ import pytest
 import requests
 from support import assert_corpus_indexed, upload
 
-from cloudtrail_es import cli
+from cloudtrail_es.backfill import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RESTART_TEST_PORT", "9260"))

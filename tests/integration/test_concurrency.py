@@ -7,9 +7,9 @@ import time
 import requests
 from support import MemorySource, refresh
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.indexes import TOTAL_FIELDS_LIMIT, mapping
-from cloudtrail_es.processor import create_processor
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.indexes import TOTAL_FIELDS_LIMIT, mapping
+from cloudtrail_es.write.processor import create_processor
 
 WRITERS = 16
 

@@ -1,7 +1,7 @@
 """Cost filters over the whole corpus, loaded by the backfill into the real OpenSearch.
 
 The expected counts are computed here, from the corpus events, by a matcher written for the
-test (fnmatch on the JSON spelling of the value at a dotted path), not by cloudtrail_es.filters.
+test (fnmatch on the JSON spelling of the value at a dotted path), not by cloudtrail_es.core.filters.
 """
 import fnmatch
 import gzip
@@ -10,7 +10,7 @@ import json
 import pytest
 from support import ids_by_index
 
-from cloudtrail_es import cli
+from cloudtrail_es.backfill import cli
 
 pytestmark = pytest.mark.integration
 

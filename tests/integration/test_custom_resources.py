@@ -1,4 +1,4 @@
-"""The stack's custom resources (src/cloudtrail_es/rolemapping.py), end to end on this machine.
+"""The stack's custom resources (src/cloudtrail_es/aws/rolemapping.py), end to end on this machine.
 
 - CloudFormation's side is a local HTTP server standing in for the pre-signed ResponseURL: it
   records every PUT, so each test asserts what CloudFormation would have been told.
@@ -22,8 +22,8 @@ from typing import Any, Iterator
 import boto3
 import pytest
 
-from cloudtrail_es import rolemapping
-from cloudtrail_es.rolemapping import SECURITY_API, SECURITY_API_PATHS, Services, handle, loader_role
+from cloudtrail_es.aws import rolemapping
+from cloudtrail_es.aws.rolemapping import SECURITY_API, SECURITY_API_PATHS, Services, handle, loader_role
 
 pytestmark = pytest.mark.integration
 

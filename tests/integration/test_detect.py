@@ -17,7 +17,8 @@ import boto3
 import pytest
 import requests
 
-from cloudtrail_es import cli, detect
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.detections import detect
 
 pytestmark = pytest.mark.integration
 
@@ -367,8 +368,8 @@ correlation:
 
 
 def _engine(url: str):
-    from cloudtrail_es.cluster import Cluster
-    from cloudtrail_es.engine import detect as detect_engine
+    from cloudtrail_es.write.cluster import Cluster
+    from cloudtrail_es.write.engine import detect as detect_engine
 
     return detect_engine(Cluster(url, requests.Session()))
 
@@ -473,7 +474,8 @@ def test_table_output_and_bad_usage(env, capsys):
 
 def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, monkeypatch, tmp_path):
     import lambda_function
-    from cloudtrail_es import sigma
+    from cloudtrail_es.aws import handler as routes
+    from cloudtrail_es.detections import sigma
 
     bundle = tmp_path / "rules.json"
     bundle.write_text(json.dumps(sigma.convert_paths([RULES]).bundle()))
@@ -490,11 +492,11 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
                      str(tmp_path / "dead")]) == cli.EXIT_OK
     requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     try:
         summary = lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)
     finally:
-        lambda_function.processor.cache_clear()
+        routes.processor.cache_clear()
         event_id = recent["eventID"]
         requests.delete(f"{opensearch_url}/{env}-{now:%Y-%m}/_doc/{event_id}?refresh=true",
                         timeout=30)

@@ -28,11 +28,14 @@ from faultproxy import FaultProxy
 from support import MemorySource, refresh
 from test_engines import services
 
-from cloudtrail_es import cli, ecs, indexes, transform
-from cloudtrail_es.cluster import create_cluster
-from cloudtrail_es.config import Settings
-from cloudtrail_es.engine import detect
-from cloudtrail_es.processor import create_processor
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.documents import ecs
+from cloudtrail_es.write import indexes
+from cloudtrail_es.documents import transform
+from cloudtrail_es.write.cluster import create_cluster
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.engine import detect
+from cloudtrail_es.write.processor import create_processor
 
 pytestmark = pytest.mark.integration
 
@@ -341,7 +344,7 @@ def test_an_old_index_that_refuses_the_ecs_fields_still_loads_and_says_why(
     processor = create_processor(Settings(es_url=opensearch_url, auth="none",
                                           index_prefix=index_prefix, index_replicas=0),
                                  s3_client=object())
-    with caplog.at_level(logging.ERROR, logger="cloudtrail_es.indexes"):
+    with caplog.at_level(logging.ERROR, logger="cloudtrail_es.write.indexes"):
         result = load(processor, KEY, collision_events())
     assert (result.indexed, result.degraded, result.dead_lettered) == (4, 0, 0)
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 
-from cloudtrail_es import cli
+from cloudtrail_es.backfill import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = ("opensearch-1.3.20 opensearch-3.1.0 elasticsearch-6.8.23 "

@@ -9,12 +9,12 @@ import requests
 from faultproxy import FaultProxy, is_bulk_path
 from support import MemorySource, assert_corpus_indexed
 
-from cloudtrail_es.bulk import ClusterBlocked
-from cloudtrail_es.config import Settings
-from cloudtrail_es.deadletter import LocalDeadLetters
-from cloudtrail_es.errors import ClusterError
-from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
-from cloudtrail_es.retry import Backoff
+from cloudtrail_es.write.bulk import ClusterBlocked
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.deadletter import LocalDeadLetters
+from cloudtrail_es.core.errors import ClusterError
+from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.core.retry import Backoff
 
 KEY = ("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
        "111122223333_CloudTrail_eu-west-1_20240115T0910Z_Faults0000000001.json.gz")

@@ -7,8 +7,8 @@ import pytest
 import requests
 from support import refresh
 
-from cloudtrail_es import cli
-from cloudtrail_es.indexes import index_body
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.write.indexes import index_body
 
 pytestmark = pytest.mark.integration
 

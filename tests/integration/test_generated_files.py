@@ -13,7 +13,10 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cloudtrail_es import cli, deadletter, deepjson, transform
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.write import deadletter
+from cloudtrail_es.core import deepjson
+from cloudtrail_es.documents import transform
 from cloudtrail_strategies import deep, events
 
 pytestmark = pytest.mark.integration

@@ -6,14 +6,16 @@ import pytest
 from support import assert_corpus_indexed, search, upload
 
 import lambda_function
-from cloudtrail_es.errors import LoadFailed
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.core.errors import LoadFailed
 
 
 @pytest.fixture()
 def handler(loader_env):
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     yield lambda_function.lambda_handler
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
 
 
 class Context:

@@ -11,8 +11,8 @@ import pytest
 import requests
 from support import refresh, upload
 
-from cloudtrail_es import cli
-from cloudtrail_es.selection import Filters, S3Listing
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.backfill.selection import Filters, S3Listing
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,14 @@ from faultproxy import FaultProxy, is_bulk_path
 from support import MemorySource, ids_by_index
 
 import lambda_function
-from cloudtrail_es import metrics
-from cloudtrail_es.backfill import notification_for
-from cloudtrail_es.config import Settings
-from cloudtrail_es.deadletter import LocalDeadLetters
-from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
-from cloudtrail_es.retry import Backoff
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.aws import metrics
+from cloudtrail_es.backfill.run import notification_for
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.deadletter import LocalDeadLetters
+from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.core.retry import Backoff
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +40,9 @@ class Context:
 
 @pytest.fixture()
 def handler(loader_env):
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     yield lambda_function.lambda_handler
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
 
 
 def recent_file(corpus_files, now):

@@ -8,8 +8,8 @@ from pathlib import Path
 import requests
 from support import MemorySource, refresh, search
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.processor import create_processor
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.processor import create_processor
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 KEY = "AWSLogs/111122223333/CloudTrail/us-east-1/2024/02/01/111122223333_CloudTrail_us-east-1_20240201T0000Z_Adversarial00001.json.gz"

@@ -28,14 +28,15 @@ import pytest
 import requests
 from support import MemorySource, assert_corpus_indexed, ids_by_index, upload
 
-from cloudtrail_es import cli, keys
-from cloudtrail_es.cluster import create_cluster
-from cloudtrail_es.config import Settings
-from cloudtrail_es.deadletter import LocalDeadLetters
-from cloudtrail_es.indexes import IndexCreator, index_body
-from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
-from cloudtrail_es.retry import Backoff
-from cloudtrail_es.sources import events_in
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.read import keys
+from cloudtrail_es.write.cluster import create_cluster
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.deadletter import LocalDeadLetters
+from cloudtrail_es.write.indexes import IndexCreator, index_body
+from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.core.retry import Backoff
+from cloudtrail_es.read.decoder import events_in
 
 pytestmark = pytest.mark.integration
 

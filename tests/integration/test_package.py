@@ -209,7 +209,7 @@ LOAD_BUNDLE = """
 import sys
 code = sys.argv[1]
 sys.path[:0] = [code]
-from cloudtrail_es import detect
+from cloudtrail_es.detections import detect
 rules = detect.load_rules([detect.PACKAGED_RULES])
 assert "sigma" not in sys.modules, "pySigma imported at run time"
 print(len(rules.rules), len(rules.skipped))
@@ -218,7 +218,7 @@ print(len(rules.rules), len(rules.skipped))
 
 def test_package_carries_the_converted_rules_usable_without_pysigma(pip_zip, tmp_path):
     names = zipfile.ZipFile(pip_zip).namelist()
-    assert "cloudtrail_es/rules.json" in names
+    assert "cloudtrail_es/detections/rules.json" in names
     assert not [name for name in names if name.startswith("sigma/")]
     code = tmp_path / "task"
     zipfile.ZipFile(pip_zip).extractall(code)

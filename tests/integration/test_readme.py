@@ -109,16 +109,16 @@ RUN: dict[str, Expect] = {
         Expect(0, r"files_enqueued\W+1\b"),
     "make -f Makefile.pip lambda-local": Expect(0, r'"batchItemFailures": \[\]'),
     "python scripts/local_lambda.py my-trail-bucket AWSLogs/": Expect(0, r'"batchItemFailures": \[\]'),
-    "python -m cloudtrail_es.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
+    "python -m cloudtrail_es.commands.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
         Expect(0, r'"files_failed": 0'),
-    "python -m cloudtrail_es.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
+    "python -m cloudtrail_es.commands.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
     "python src/bulk_upload.py BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "python -m cloudtrail_es BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "cloudtrail-bulk-upload --dir ./trail-logs": Expect(0, r"\bindexed\W+[1-9]"),
-    "python -m cloudtrail_es.retention --months 13 --dry-run": Expect(0, r"-2024-03"),
-    "python -m cloudtrail_es.retention --months 13": Expect(0, r"-2024-03"),
-        "python -m cloudtrail_es.detect rules/": Expect(0, r"findings per rule:\s+\d+ "),
-    "python -m cloudtrail_es.detect rules/ my-rules/x.yml --from 2024-03-01T00:00:00Z "
+    "python -m cloudtrail_es.commands.retention --months 13 --dry-run": Expect(0, r"-2024-03"),
+    "python -m cloudtrail_es.commands.retention --months 13": Expect(0, r"-2024-03"),
+        "python -m cloudtrail_es.detections.detect rules/": Expect(0, r"findings per rule:\s+\d+ "),
+    "python -m cloudtrail_es.detections.detect rules/ my-rules/x.yml --from 2024-03-01T00:00:00Z "
     "--to 2024-04-01T00:00:00Z --json":
         Expect(0, r'(?s)(?=.*"rule_title": "README example, instances launched")(?=.*"user_type": "Root")'),
     "python src/bulk_upload.py my-trail-bucket org-trail/AWSLogs/": Expect(0, r"\bindexed\W+[1-9]"),
@@ -141,10 +141,10 @@ EXCLUDED: dict[str, str] = {
     "make -f Makefile.pip deploy": REAL_AWS + "; tests/integration/test_deploy.py runs it against moto",
     "QUEUE_URL=$(aws cloudformation describe-stacks --stack-name cloudtrail-es --query "
     "\"Stacks[0].Outputs[?OutputKey=='EventQueueUrl'].OutputValue\" --output text)": REAL_AWS,
-    "python -m cloudtrail_es.retention --months 13 --install-policy":
+    "python -m cloudtrail_es.commands.retention --months 13 --install-policy":
         "the local OpenSearch (integ-test-zip build) has no ISM plugin; tests/unit/test_retention.py "
         "checks the policy",
-    "python -m cloudtrail_es.dashboards": "needs OpenSearch Dashboards or Kibana, not among the local "
+    "python -m cloudtrail_es.commands.dashboards": "needs OpenSearch Dashboards or Kibana, not among the local "
                                           "services (tests/unit/test_dashboards.py)",
     "export ES_HOSTNAME=https://<DomainEndpoint> ES_AUTH=basic ES_USERNAME=admin": REAL_AWS,
     "export ES_PASSWORD=\"$(aws secretsmanager get-secret-value --secret-id <MasterUserSecretArn> "
@@ -191,7 +191,7 @@ def test_the_make_targets_section_names_every_target_of_both_makefiles():
 
 
 def test_the_configuration_table_lists_every_variable_the_code_reads():
-    config = (ROOT / "src" / "cloudtrail_es" / "config.py").read_text()
+    config = (ROOT / "src" / "cloudtrail_es" / "core" / "config.py").read_text()
     variables = set(re.findall(r'^[A-Z_]+ = "([A-Z_]+)"$', config, re.MULTILINE))
     section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     assert len(variables) > 20

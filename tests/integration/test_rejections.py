@@ -8,9 +8,12 @@ import requests
 from support import refresh, search, upload
 
 import lambda_function
-from cloudtrail_es import cli, redrive
-from cloudtrail_es.errors import LoadFailed
-from cloudtrail_es.indexes import index_body
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.commands import redrive
+from cloudtrail_es.core.errors import LoadFailed
+from cloudtrail_es.write.indexes import index_body
 
 EVENT = json.loads((Path(__file__).resolve().parents[1] / "events" / "transform"
                     / "run_instances.input.json").read_text())
@@ -112,13 +115,13 @@ def test_lambda_dead_letters_go_to_s3_and_redrive_reads_them_there(
     s3.create_bucket(Bucket=dead_bucket)
     monkeypatch.setenv("DEAD_LETTER_BUCKET", dead_bucket)
     monkeypatch.setenv("DEAD_LETTER_PREFIX", "rejected/")
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     notification = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                                  "s3": {"bucket": {"name": bucket}, "object": {"key": KEY}}}]}
     try:
         summary = lambda_function.lambda_handler(notification, None)
     finally:
-        lambda_function.processor.cache_clear()
+        routes.processor.cache_clear()
 
     assert summary["dead_lettered"] == 3 and summary["files_failed"] == 0
     [dead_key] = [o["Key"] for o in s3.list_objects_v2(Bucket=dead_bucket)["Contents"]]
@@ -136,11 +139,11 @@ def test_without_a_dead_letter_the_invocation_fails(
     precreate(opensearch_url, f"{loader_env}-2024-01", {"eventName": {"type": "long"}})
     s3.put_object(Bucket=bucket, Key=KEY, Body=trail_file(2))
     monkeypatch.delenv("DEAD_LETTER_BUCKET", raising=False)
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     notification = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                                  "s3": {"bucket": {"name": bucket}, "object": {"key": KEY}}}]}
     try:
         with pytest.raises(LoadFailed, match="2 events rejected and no dead letter configured"):
             lambda_function.lambda_handler(notification, None)
     finally:
-        lambda_function.processor.cache_clear()
+        routes.processor.cache_clear()

@@ -10,7 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import ids_by_index
 
-from cloudtrail_es import cli, deadletter, names, redrive, retention
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.write import deadletter
+from cloudtrail_es.core import names
+from cloudtrail_es.commands import redrive
+from cloudtrail_es.commands import retention
 
 pytestmark = pytest.mark.integration
 

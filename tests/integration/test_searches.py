@@ -21,8 +21,8 @@ import pytest
 import requests
 from support import MemorySource
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.processor import ObjectRef, create_processor
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.processor import ObjectRef, create_processor
 
 
 # --------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrail_es import cli, redrive, retention
-from cloudtrail_es.cluster import ClusterUnreachable, create_cluster
-from cloudtrail_es.config import Settings
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.commands import redrive
+from cloudtrail_es.commands import retention
+from cloudtrail_es.write.cluster import ClusterUnreachable, create_cluster
+from cloudtrail_es.core.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from botocore.credentials import Credentials
 from faultproxy import is_bulk_path
 from support import MemorySource, search
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.processor import ObjectRef, create_processor, process_objects
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
 
 KEY, SECRET, TOKEN, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en=", "eu-west-1"
 

@@ -10,7 +10,9 @@ import requests
 from support import refresh, search
 
 import lambda_function
-from cloudtrail_es import retention
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.commands import retention
 
 
 class Context:
@@ -20,9 +22,9 @@ class Context:
 
 @pytest.fixture()
 def handler(loader_env):
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
     yield lambda_function.lambda_handler
-    lambda_function.processor.cache_clear()
+    routes.processor.cache_clear()
 
 
 @pytest.fixture()
@@ -123,7 +125,7 @@ def test_sns_direct_and_cloudtrail_delivery_messages(handler, s3, bucket, queue,
 
 
 def test_unknown_event_is_an_error_naming_it(handler):
-    from cloudtrail_es.notifications import UnknownEvent
+    from cloudtrail_es.aws.notifications import UnknownEvent
 
     with pytest.raises(UnknownEvent, match='"surprise"'):
         handler({"surprise": 1}, Context())

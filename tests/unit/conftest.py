@@ -24,10 +24,10 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.errors import SourceError
-from cloudtrail_es.processor import Processor, create_processor
-from cloudtrail_es.retry import Backoff
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.core.errors import SourceError
+from cloudtrail_es.write.processor import Processor, create_processor
+from cloudtrail_es.core.retry import Backoff
 
 DAY = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
 

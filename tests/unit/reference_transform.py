@@ -11,8 +11,8 @@ import hashlib
 import json
 from typing import Any, Iterator, Mapping
 
-from cloudtrail_es.ecs import ROOTS as ECS_ROOTS, ecs_fields
-from cloudtrail_es.transform import (  # the constants did not change
+from cloudtrail_es.documents.ecs import ROOTS as ECS_ROOTS, ecs_fields
+from cloudtrail_es.documents.transform import (  # the constants did not change
     DATE_FIELD, FLATTENED_SUFFIX, MAX_FLATTENED_KEYS, RAW_SUFFIX, STRUCTURED_FIELDS, _SCALAR_FIELDS,
 )
 

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from cloudtrail_es import backfill
-from cloudtrail_es.errors import ClusterUnreachable, FileFailed, RetryDeadlineExceeded
-from cloudtrail_es.refs import ObjectRef
-from cloudtrail_es.retry import Backoff, Retry, retrying, transient
+from cloudtrail_es.backfill import run as backfill
+from cloudtrail_es.core.errors import ClusterUnreachable, FileFailed, RetryDeadlineExceeded
+from cloudtrail_es.core.refs import ObjectRef
+from cloudtrail_es.core.retry import Backoff, Retry, retrying, transient
 
 
 def test_run_parallel_loads_every_group_marks_state_and_skips_other_objects(fakes, tmp_path, monkeypatch):

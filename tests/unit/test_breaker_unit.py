@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es.breaker import CircuitBreaker, ClusterDown
-from cloudtrail_es.errors import RetryDeadlineExceeded
-from cloudtrail_es.retry import Backoff
+from cloudtrail_es.core.breaker import CircuitBreaker, ClusterDown
+from cloudtrail_es.core.errors import RetryDeadlineExceeded
+from cloudtrail_es.core.retry import Backoff
 
 
 class Clock:

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from cloudtrail_es.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
-from cloudtrail_es.errors import ClusterError, ClusterUnreachable, RetryDeadlineExceeded
-from cloudtrail_es.retry import Backoff
+from cloudtrail_es.write.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
+from cloudtrail_es.core.errors import ClusterError, ClusterUnreachable, RetryDeadlineExceeded
+from cloudtrail_es.core.retry import Backoff
 
 
 def items(n, size=10):
@@ -123,8 +123,8 @@ def test_a_write_block_stops_at_once_with_a_clear_error(fakes):
 def test_fast_and_fallback_serialisers_write_the_same_bytes():
     from pathlib import Path
 
-    from cloudtrail_es import bulk
-    from cloudtrail_es.transform import document_for
+    from cloudtrail_es.write import bulk
+    from cloudtrail_es.documents.transform import document_for
 
     golden = Path(__file__).resolve().parents[1] / "events" / "transform"
     for path in golden.glob("*.input.json"):

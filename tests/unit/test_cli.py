@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from cloudtrail_es import cli, redrive, retention
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.commands import redrive
+from cloudtrail_es.commands import retention
 
 
 def run(argv, cluster, capsys):

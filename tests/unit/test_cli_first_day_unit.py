@@ -8,11 +8,14 @@ from concurrent.futures import ALL_COMPLETED
 
 import pytest
 
-from cloudtrail_es import backfill, cli, commands, config
-from cloudtrail_es.errors import ConfigurationError
-from cloudtrail_es.processor import create_processor
-from cloudtrail_es.refs import ObjectRef
-from cloudtrail_es.retry import Backoff
+from cloudtrail_es.backfill import run as backfill
+from cloudtrail_es.backfill import cli
+from cloudtrail_es.commands import common as commands
+from cloudtrail_es.core import config
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.write.processor import create_processor
+from cloudtrail_es.core.refs import ObjectRef
+from cloudtrail_es.core.retry import Backoff
 
 
 def summary_of(out):
@@ -190,7 +193,7 @@ class GroupProcessor:
         self.fakes = fakes
 
     def process_files(self, refs, deadline):
-        from cloudtrail_es.pipeline import FileResult
+        from cloudtrail_es.write.pipeline import FileResult
         return [FileResult(ref.bucket, ref.key, "ct-2024-01", events_read=1, indexed=1) for ref in refs]
 
 

@@ -13,6 +13,8 @@ symbolic.
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import json
 import os
 import re
@@ -386,16 +388,12 @@ def test_handler_exists_in_source(template):
     module, _, func_name = function["Properties"]["Handler"].rpartition(".")
     path = SRC / (module.replace(".", "/") + ".py")
     assert path.is_file(), f"handler module {path.relative_to(ROOT)} does not exist"
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    defs = [
-        node
-        for node in tree.body
-        if isinstance(node, ast.FunctionDef) and node.name == func_name
-    ]
-    assert defs, f"no top-level function {func_name}() in {path.relative_to(ROOT)}"
-    args = defs[-1].args
-    positional = len(args.posonlyargs) + len(args.args)
-    assert positional >= 2 or args.vararg, f"{func_name} must accept (event, context)"
+    handler = getattr(importlib.import_module(module), func_name, None)
+    assert callable(handler), f"no function {func_name}() in {path.relative_to(ROOT)}"
+    params = list(inspect.signature(handler).parameters.values())
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    assert len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params), \
+        f"{func_name} must accept (event, context)"
 
 
 def test_lambda_environment(template):
@@ -1141,9 +1139,9 @@ def test_setup_function_code_is_the_module(template):
     assert props["Handler"] == "index.handler"  # inline code is stored as index.py
     assert props["Runtime"] == "python3.12"
     assert props["Role"] == _get_att("SetupRole")
-    module = SRC / "cloudtrail_es" / "rolemapping.py"
+    module = SRC / "cloudtrail_es" / "aws" / "rolemapping.py"
     assert props["Code"]["ZipFile"] == module.read_text(encoding="utf-8"), (
-        "SetupFunction's inline code differs from src/cloudtrail_es/rolemapping.py: "
+        "SetupFunction's inline code differs from src/cloudtrail_es/aws/rolemapping.py: "
         "run python scripts/inline_rolemapping.py")
     tree = ast.parse(props["Code"]["ZipFile"])
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
@@ -1153,7 +1151,7 @@ def test_setup_function_code_is_the_module(template):
     assert imported <= set(sys.stdlib_module_names) | {"boto3"}, "inline code: stdlib and boto3 only"
     assert all(not (isinstance(node, ast.ImportFrom) and node.level) for node in ast.walk(tree))
     # It answers CloudFormation before its own timeout, and CloudFormation waits no longer than needed.
-    from cloudtrail_es import rolemapping
+    from cloudtrail_es.aws import rolemapping
 
     assert int(props["Timeout"]) > rolemapping.REPORT_RESERVE_SECONDS + rolemapping.REQUEST_TIMEOUT_SECONDS
     for name in ("LambdaRoleMapping", "SharedLogsResourcePolicy"):
@@ -1204,7 +1202,7 @@ def _symbolic(value: Any) -> Any:
 
 @pytest.mark.parametrize(("retention", "deletes"), [("0", False), ("13", True)])
 def test_role_mapping_resource(template, retention, deletes):
-    from cloudtrail_es import rolemapping
+    from cloudtrail_es.aws import rolemapping
 
     params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=retention)
     resource = template["Resources"]["LambdaRoleMapping"]
@@ -1230,7 +1228,7 @@ def test_role_mapping_resource(template, retention, deletes):
 @pytest.mark.parametrize("mapped", ["true", "false"])
 def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
     """The unsigned basic-auth calls may reach the one role and mapping, nothing else."""
-    from cloudtrail_es import rolemapping
+    from cloudtrail_es.aws import rolemapping
 
     params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped, EngineVersion=engine)
     deployed = _deployed(template, params)
@@ -1374,7 +1372,7 @@ def test_readme_matches_the_stack(template):
     deploy = deploy[:deploy.index("\n## ", 1)]
     prefix = template["Parameters"]["DeadLetterPrefix"]["Default"]
     for line in readme.splitlines():
-        if "cloudtrail_es.redrive s3://" in line:
+        if "cloudtrail_es.commands.redrive s3://" in line:
             assert f"s3://DEAD_LETTER_BUCKET/{prefix}" in line, line
     assert prefix in deploy
     # Everything kept on delete is named.

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from test_cloudformation import TEMPLATE, CfnLoader, _params, _resolve
 
-from cloudtrail_es.errors import ConfigurationError
-from cloudtrail_es.filters import parse_rules
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.core.filters import parse_rules
 
 ISSUE_EXAMPLE = "readOnly=true,eventSource=ec2.amazonaws.com;eventName=Decrypt,userIdentity.type=AWSService"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.errors import ConfigurationError
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.core.errors import ConfigurationError
 
 
 def test_bare_host_means_https_on_443_with_sigv4():

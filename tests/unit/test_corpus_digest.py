@@ -3,10 +3,10 @@ but for the ECS fields added since (issue 15), which are taken out before compar
 import hashlib
 from pathlib import Path
 
-from cloudtrail_es import transform
-from cloudtrail_es.bulk import dumps
-from cloudtrail_es.ecs import ecs_fields
-from cloudtrail_es.sources import iter_events
+from cloudtrail_es.documents import transform
+from cloudtrail_es.write.bulk import dumps
+from cloudtrail_es.documents.ecs import ecs_fields
+from cloudtrail_es.read.decoder import iter_events
 
 EXPECTED = Path(__file__).resolve().parents[1] / "events" / "corpus_documents.sha256"
 

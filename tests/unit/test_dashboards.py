@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrail_es import dashboards
+from cloudtrail_es.commands import dashboards
 
 SAVED_OBJECTS = Path(dashboards.__file__).with_name("saved_objects.ndjson")
 

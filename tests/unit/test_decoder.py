@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import sources
-from cloudtrail_es.decoded import HEAD_CHARS, OversizedEvent
-from cloudtrail_es.errors import BadLogFile
-from cloudtrail_es.sources import FileTooLarge, events_in, iter_events
+from cloudtrail_es.read import decoder
+from cloudtrail_es.read.decoder import HEAD_CHARS, OversizedEvent
+from cloudtrail_es.core.errors import BadLogFile
+from cloudtrail_es.read.decoder import FileTooLarge, events_in, iter_events
 
 
 def records_file(events, separators=(",", ":")):
@@ -20,8 +20,8 @@ def records_file(events, separators=(",", ":")):
 @pytest.fixture()
 def small_window(monkeypatch):
     """A 4 KiB window and no whole-file parse, so small files exercise the streaming path."""
-    monkeypatch.setattr(sources, "READ_SIZE", 4096)
-    monkeypatch.setattr(sources, "WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(decoder, "READ_SIZE", 4096)
+    monkeypatch.setattr(decoder, "WHOLE_FILE_BYTES", 0)
 
 
 @pytest.mark.parametrize("where", [0, 1, 5, 9])
@@ -36,7 +36,7 @@ def test_an_event_of_several_windows_past_the_first_loads(small_window):
 
 
 def test_a_file_bigger_than_the_whole_file_threshold_streams_with_the_same_events(monkeypatch):
-    monkeypatch.setattr(sources, "WHOLE_FILE_BYTES", 1000)
+    monkeypatch.setattr(decoder, "WHOLE_FILE_BYTES", 1000)
     events = [{"eventID": str(i), "v": {"k": [i, "é", None, 1.5]}} for i in range(200)]
     assert events_in(gzip.compress(records_file(events))) == events
 
@@ -157,14 +157,14 @@ def test_a_big_file_of_another_shape_is_refused_not_parsed_whole():
 
 
 def test_settings_carry_the_limits():
-    from cloudtrail_es.config import Settings
+    from cloudtrail_es.core.config import Settings
 
     settings = Settings.from_env({"ES_HOSTNAME": "http://h:9200", "ES_AUTH": "none",
                                   "MAX_EVENT_BYTES": "1000", "MAX_FILE_BYTES": "5000"})
     assert (settings.max_event_bytes, settings.max_file_bytes) == (1000, 5000)
     defaults = Settings(es_url="http://h:9200")
     assert (defaults.max_event_bytes, defaults.max_file_bytes) == (
-        sources.DEFAULT_MAX_EVENT_BYTES, sources.DEFAULT_MAX_FILE_BYTES)
+        decoder.DEFAULT_MAX_EVENT_BYTES, decoder.DEFAULT_MAX_FILE_BYTES)
 
 
 def test_the_head_of_a_small_oversized_event_is_only_that_event(small_window):

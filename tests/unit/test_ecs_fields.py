@@ -5,8 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import ecs, indexes, transform
-from cloudtrail_es.transform import degraded_document_for, document_for, top_level_name
+from cloudtrail_es.documents import ecs
+from cloudtrail_es.write import indexes
+from cloudtrail_es.documents import transform
+from cloudtrail_es.documents.transform import degraded_document_for, document_for, top_level_name
 
 
 @pytest.mark.parametrize("event,outcome", [

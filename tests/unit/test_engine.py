@@ -2,11 +2,11 @@ import json
 
 import pytest
 
-from cloudtrail_es.bulk import bulk_item
-from cloudtrail_es.config import Settings
-from cloudtrail_es.engine import Engine, detect
-from cloudtrail_es.errors import ClusterError
-from cloudtrail_es.indexes import index_body
+from cloudtrail_es.write.bulk import bulk_item
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.write.engine import Engine, detect
+from cloudtrail_es.core.errors import ClusterError
+from cloudtrail_es.write.indexes import index_body
 
 
 class Answer:

@@ -3,9 +3,9 @@ import logging
 
 import pytest
 
-from cloudtrail_es import fieldlimit
-from cloudtrail_es.config import Settings
-from cloudtrail_es.errors import ConfigurationError
+from cloudtrail_es.write import fieldlimit
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.core.errors import ConfigurationError
 
 
 @pytest.mark.parametrize("reason,limit", [

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es.config import Settings
-from cloudtrail_es.errors import ConfigurationError
-from cloudtrail_es.filters import BadFilterRule, parse_rule, parse_rules
+from cloudtrail_es.core.config import Settings
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.core.filters import BadFilterRule, parse_rule, parse_rules
 
 EC2_DESCRIBE = {"eventSource": "ec2.amazonaws.com", "eventName": "DescribeInstances",
                 "readOnly": True, "userIdentity": {"type": "IAMUser", "userName": "alice"}}

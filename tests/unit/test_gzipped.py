@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import gzipped
+from cloudtrail_es.core import gzipped
 
 
 def inflate(data: bytes) -> bytes:
@@ -35,7 +35,7 @@ def test_the_library_in_use_is_isal_when_installed_and_zlib_without_it():
     without = subprocess.run(
         [sys.executable, "-c",
          "import sys, gzip; sys.modules['isal'] = None\n"
-         "from cloudtrail_es import gzipped\n"
+         "from cloudtrail_es.core import gzipped\n"
          "data = b'{\"Records\":[]}' * 1000\n"
          "assert gzip.decompress(gzipped.compress(data)) == data\n"
          "i = gzipped.inflater(); assert i.decompress(gzip.compress(data)) == data\n"

@@ -5,7 +5,9 @@ from urllib.parse import quote_plus
 import pytest
 
 import lambda_function
-from cloudtrail_es.errors import BatchFailed, ConfigurationError, LoadFailed, UnknownEvent
+
+from cloudtrail_es.aws import handler as routes
+from cloudtrail_es.core.errors import BatchFailed, ConfigurationError, LoadFailed, UnknownEvent
 
 GOOD = ["GoodFileNumber1", "GoodFileNumber2", "GoodFileNumber3", "GoodFileNumber4"]
 
@@ -18,7 +20,7 @@ def loader(fakes, monkeypatch):
     files[fakes.log_key("BrokenFile00001")] = b"\x1f\x8bbroken"
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(files), cluster, fakes.MemoryDeadLetters())
-    monkeypatch.setattr(lambda_function, "processor", lambda: processor)
+    monkeypatch.setattr(routes, "processor", lambda: processor)
     return processor, cluster
 
 

@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from cloudtrail_es.keys import index_name_for, is_log_file_key, parse_log_file_key
+from cloudtrail_es.read.keys import index_name_for, is_log_file_key, parse_log_file_key
 
 LOG = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/111122223333_CloudTrail_eu-west-1_20240115T0910Z_AbCd1234EfGh5678.json.gz"
 

@@ -12,9 +12,10 @@ from emf_schema import EMF_SCHEMA, MAX_VALUES, assert_valid_emf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import metrics
-from cloudtrail_es.errors import FileFailed
-from cloudtrail_es.processor import FileResult, RunResult
+from cloudtrail_es.aws import metrics
+from cloudtrail_es.core import results
+from cloudtrail_es.core.errors import FileFailed
+from cloudtrail_es.write.processor import FileResult, RunResult
 
 SPEC_METRICS = {"EventsRead", "EventsIndexed", "EventsDegraded", "EventsDeadLettered",
                 "EventsFiltered", "FilesLoaded", "FilesFailed", "BulkRequests", "BulkRetries",
@@ -122,21 +123,21 @@ def test_record_refuses_to_break_emf_limits():
 
 def test_lags_of_a_file():
     r = FileResult("b", "k", "i")
-    assert metrics.lags(r) == {} and metrics.ingestion_lag(r) is None
+    assert results.lags(r) == {} and results.ingestion_lag(r) is None
     r.newest_event_time = "2024-03-13T08:38:00Z"
     r.searchable_at = datetime(2024, 3, 13, 8, 40, 30, tzinfo=timezone.utc).timestamp()
     r.object_modified = r.searchable_at - 12.5
-    assert metrics.lags(r) == {"ingestion_lag_seconds": 150.0, "object_lag_seconds": 12.5}
+    assert results.lags(r) == {"ingestion_lag_seconds": 150.0, "object_lag_seconds": 12.5}
     r.newest_event_time = "2024-03-13T09:00:00Z"        # ahead of our clock: no negative age
-    assert metrics.ingestion_lag(r) == 0.0
+    assert results.ingestion_lag(r) == 0.0
     r.newest_event_time = "2024-99-13T09:00:00Z"        # malformed: unknown, not an error
-    assert metrics.ingestion_lag(r) is None
+    assert results.ingestion_lag(r) is None
 
 
 def test_max_lags_of_a_run():
     run = RunResult(loaded=[result("i", 1, lag=5.0), result("i", 2, lag=50.0, object_lag=None),
                             result("i", 3, lag=None)])
-    assert metrics.max_lags(run.loaded) == {"ingestion_lag_seconds_max": 50.0,
+    assert results.max_lags(run.loaded) == {"ingestion_lag_seconds_max": 50.0,
                                             "object_lag_seconds_max": 30.0}
     assert RunResult().summary()["ingestion_lag_seconds_max"] is None
 
@@ -152,12 +153,12 @@ def test_the_newest_event_time_is_the_latest_well_formed_one(times, junk):
     events = [{"eventTime": t.strftime("%Y-%m-%dT%H:%M:%SZ")} for t in times]
     events += [{"eventTime": j} for j in junk if not (isinstance(j, str) and len(j) == 20)] + [{}]
     for event in sorted(events, key=lambda e: str(e.get("eventTime"))[::-1]):
-        metrics.note_event_time(r, event)
+        results.note_event_time(r, event)
     if times:
         newest = max(times).replace(microsecond=0, tzinfo=timezone.utc)
-        assert metrics.epoch_seconds(r.newest_event_time) == newest.timestamp()
+        assert results.epoch_seconds(r.newest_event_time) == newest.timestamp()
         r.searchable_at = newest.timestamp() + 7
-        assert metrics.ingestion_lag(r) == 7.0
+        assert results.ingestion_lag(r) == 7.0
     else:
         assert r.newest_event_time == ""
 

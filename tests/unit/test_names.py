@@ -3,8 +3,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import config, names
-from cloudtrail_es.errors import ConfigurationError
+from cloudtrail_es.core import config
+from cloudtrail_es.core import names
+from cloudtrail_es.core.errors import ConfigurationError
 
 
 @pytest.mark.parametrize("prefix", [

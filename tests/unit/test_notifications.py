@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrail_es.notifications import (
+from cloudtrail_es.aws.notifications import (
     RetentionRequest, S3Notification, SnsBatch,
     NotUnderstood, SqsBatch, Understood, UnknownEvent, parse_invocation)
-from cloudtrail_es.refs import ObjectRef
+from cloudtrail_es.core.refs import ObjectRef
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 LOG = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/111122223333_CloudTrail_eu-west-1_"

@@ -1,6 +1,6 @@
 """The exclusion hook and the metrics counts in the pipeline (in-memory source, scripted cluster)."""
-from cloudtrail_es.refs import ObjectRef
-from cloudtrail_es.sources import ObjectBytes
+from cloudtrail_es.core.refs import ObjectRef
+from cloudtrail_es.read.sources import ObjectBytes
 
 RULES = ("eventName=Describe*", "eventSource=kms.amazonaws.com,readOnly=true")
 

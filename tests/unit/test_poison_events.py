@@ -11,13 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import deadletter, deepjson, transform
+from cloudtrail_es.write import deadletter
+from cloudtrail_es.core import deepjson
+from cloudtrail_es.documents import transform
 from cloudtrail_strategies import deep, events
-from cloudtrail_es.bulk import BulkWriter, bulk_item
-from cloudtrail_es.deadletter import LocalDeadLetters
-from cloudtrail_es.processor import RunResult
-from cloudtrail_es.refs import ObjectRef
-from cloudtrail_es.retry import retryable_item
+from cloudtrail_es.write.bulk import BulkWriter, bulk_item
+from cloudtrail_es.write.deadletter import LocalDeadLetters
+from cloudtrail_es.write.processor import RunResult
+from cloudtrail_es.core.refs import ObjectRef
+from cloudtrail_es.core.retry import retryable_item
 
 SURROGATE = "\udc80"
 MAPPING_TIMEOUT = {"type": "mapper_exception",
@@ -88,7 +90,7 @@ def test_a_repaired_document_is_indexed_and_counted(fakes, caplog):
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(files), cluster)
 
-    with caplog.at_level(logging.INFO, logger="cloudtrail_es.processor"):
+    with caplog.at_level(logging.INFO, logger="cloudtrail_es.write.processor"):
         [result] = processor.process_files([ObjectRef("b", k) for k in files], deadline=100)
 
     assert (result.events_read, result.indexed, result.repaired) == (2, 2, 1)
@@ -215,12 +217,13 @@ def test_no_sqs_message_body_fails_another_message(fakes, monkeypatch, bodies):
     """Whatever the bodies hold, the good message's file loads and only messages that did not
     load are listed; nothing is raised while the batch has a message that loaded."""
     import lambda_function
+    from cloudtrail_es.aws import handler as routes
 
     good_key = fakes.log_key("GoodFileNumber1")
     files = {good_key: fakes.trail_file([fakes.event("good-a")])}
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(files), cluster, fakes.MemoryDeadLetters())
-    monkeypatch.setattr(lambda_function, "processor", lambda: processor)
+    monkeypatch.setattr(routes, "processor", lambda: processor)
     good = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
                          "s3": {"bucket": {"name": "b"}, "object": {"key": good_key}}}]}
     records = [{"messageId": f"m{n}", "eventSource": "aws:sqs", "body": body_text(body)}
@@ -234,8 +237,8 @@ def test_no_sqs_message_body_fails_another_message(fakes, monkeypatch, bodies):
 
 
 def test_a_deep_invocation_is_an_unknown_event_not_a_recursion_error():
-    from cloudtrail_es.errors import UnknownEvent
-    from cloudtrail_es.notifications import describe, parse_invocation
+    from cloudtrail_es.core.errors import UnknownEvent
+    from cloudtrail_es.aws.notifications import describe, parse_invocation
 
     with pytest.raises(UnknownEvent, match="nested too deep"):
         parse_invocation({"detail": nested(5000)})
@@ -287,7 +290,7 @@ def test_hostile_events_are_indexed_degraded_or_dead_lettered_never_a_failed_fil
 def test_a_log_line_naming_a_key_with_a_lone_surrogate_is_written_not_lost():
     import io
 
-    from cloudtrail_es.logs import JsonFormatter, _JsonHandler
+    from cloudtrail_es.core.logs import JsonFormatter, _JsonHandler
 
     stream = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     handler = _JsonHandler(stream)

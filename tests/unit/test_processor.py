@@ -6,13 +6,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import processor as processor_module
-from cloudtrail_es import transform
-from cloudtrail_es.bulk import bulk_item
-from cloudtrail_es.decoded import OversizedEvent
-from cloudtrail_es.errors import ClusterUnreachable, FileFailed
-from cloudtrail_es.pipeline import MAX_ID_BYTES, derived_id
-from cloudtrail_es.refs import ObjectRef
+from cloudtrail_es.write import processor as processor_module
+from cloudtrail_es.documents import transform
+from cloudtrail_es.write.bulk import bulk_item
+from cloudtrail_es.read.decoder import OversizedEvent
+from cloudtrail_es.core.errors import ClusterUnreachable, FileFailed
+from cloudtrail_es.write.pipeline import MAX_ID_BYTES, derived_id
+from cloudtrail_es.core.refs import ObjectRef
 
 KEYS = ["FileNumberOne01", "FileNumberTwo02", "FileNumberThree"]
 

@@ -11,10 +11,12 @@ import re
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from cloudtrail_es import deepjson, sources, transform
-from cloudtrail_es.bulk import _dumps_stdlib, bulk_item, dumps
-from cloudtrail_es.decoded import OversizedEvent
-from cloudtrail_es.errors import BadLogFile
+from cloudtrail_es.core import deepjson
+from cloudtrail_es.read import decoder
+from cloudtrail_es.documents import transform
+from cloudtrail_es.write.bulk import _dumps_stdlib, bulk_item, dumps
+from cloudtrail_es.read.decoder import OversizedEvent
+from cloudtrail_es.core.errors import BadLogFile
 
 import reference_transform as reference  # beside this file (tests/unit is on sys.path)
 from cloudtrail_strategies import deep, events  # in tests/ (on sys.path: conftest.py is there)
@@ -126,12 +128,12 @@ def test_decoded_events_are_the_events_in_the_file(records, spacing, ascii_only,
     data = file_text(texts, spacing).encode("utf-8")
     if zipped:
         data = gzip.compress(data, 1)
-    saved = sources.READ_SIZE, sources.WHOLE_FILE_BYTES
-    sources.READ_SIZE, sources.WHOLE_FILE_BYTES = window, whole
+    saved = decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES
+    decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES = window, whole
     try:
-        decoded = sources.events_in(data, max_event_bytes=limit)
+        decoded = decoder.events_in(data, max_event_bytes=limit)
     finally:
-        sources.READ_SIZE, sources.WHOLE_FILE_BYTES = saved
+        decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES = saved
     assert len(decoded) == len(records)
     for item, text in zip(decoded, texts):
         if len(text) > limit:
@@ -159,15 +161,15 @@ def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
     blob = gzip.compress(bytes(raw)) if zipped else bytes(raw)
     if zipped and data.draw(st.booleans()):
         blob = blob[:data.draw(st.integers(0, len(blob)))]
-    saved = sources.READ_SIZE, sources.WHOLE_FILE_BYTES
-    sources.READ_SIZE, sources.WHOLE_FILE_BYTES = window, data.draw(st.sampled_from([0, 10 ** 9]))
+    saved = decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES
+    decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES = window, data.draw(st.sampled_from([0, 10 ** 9]))
     try:
         try:
-            decoded = sources.events_in(blob)
+            decoded = decoder.events_in(blob)
         except BadLogFile:
             decoded = None
     finally:
-        sources.READ_SIZE, sources.WHOLE_FILE_BYTES = saved
+        decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES = saved
     try:
         plain = gzip.decompress(blob) if zipped else blob
         expected = json.loads(plain.decode("utf-8"))

@@ -2,8 +2,8 @@ from datetime import date
 
 import pytest
 
-from cloudtrail_es.errors import ConfigurationError
-from cloudtrail_es.retention import expired_indexes, ism_policy
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.commands.retention import expired_indexes, ism_policy
 
 NAMES = ["cloudtrail-2025-12", "cloudtrail-2026-07", "cloudtrail-2026-08", "cloudtrail-2026-11",
          "cloudtrail-2027-01", "cloudtrail-2026-13", "cloudtrail-extra", "other-2020-01",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es.rolemapping import (
+from cloudtrail_es.aws.rolemapping import (
     REASON_LIMIT,
     CustomResourceError,
     Outcome,

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es import detect, sigma
-from cloudtrail_es.engine import Engine
-from cloudtrail_es.notifications import DetectionRequest, RetentionRequest, parse_invocation
+from cloudtrail_es.detections import detect
+from cloudtrail_es.detections import sigma
+from cloudtrail_es.write.engine import Engine
+from cloudtrail_es.aws.notifications import DetectionRequest, RetentionRequest, parse_invocation
 
 
 @pytest.mark.parametrize(("rule_field", "expected"), [

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from cloudtrail_es.errors import BadLogFile
-from cloudtrail_es.sources import events_in
+from cloudtrail_es.core.errors import BadLogFile
+from cloudtrail_es.read.decoder import events_in
 
 RECORDS = {"Records": [{"eventID": "1"}, {"eventID": "2"}]}
 
@@ -39,23 +39,23 @@ def many_events(n):
 
 @pytest.mark.parametrize("spacing", [(",", ":"), (", ", ": ")])
 def test_streams_large_files_in_small_windows_with_the_same_result(monkeypatch, spacing):
-    from cloudtrail_es import sources
+    from cloudtrail_es.read import decoder
 
-    monkeypatch.setattr(sources, "READ_SIZE", 4096)
+    monkeypatch.setattr(decoder, "READ_SIZE", 4096)
     events = many_events(3000)
     data = gzip.compress(json.dumps({"Records": events}, separators=spacing).encode())
-    assert list(sources.iter_events(data)) == events
-    assert list(sources.iter_events(b'  {\n "Records" : [ ] }\n')) == []
+    assert list(decoder.iter_events(data)) == events
+    assert list(decoder.iter_events(b'  {\n "Records" : [ ] }\n')) == []
 
 
 def test_a_file_cut_short_fails_after_the_events_before_the_cut(monkeypatch):
-    from cloudtrail_es import sources
+    from cloudtrail_es.read import decoder
 
-    monkeypatch.setattr(sources, "READ_SIZE", 4096)
+    monkeypatch.setattr(decoder, "READ_SIZE", 4096)
     text = json.dumps({"Records": many_events(500)})
     seen = []
     with pytest.raises(BadLogFile, match="not valid JSON"):
-        for event in sources.iter_events(text[: len(text) // 2].encode()):
+        for event in decoder.iter_events(text[: len(text) // 2].encode()):
             seen.append(event)
     assert 100 < len(seen) < 500
 

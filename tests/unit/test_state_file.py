@@ -5,9 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es.backfill import StateFile, StateFileError
-from cloudtrail_es.errors import ConfigurationError
-from cloudtrail_es.processor import ObjectRef
+from cloudtrail_es.backfill.run import StateFile, StateFileError
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.write.processor import ObjectRef
 
 KEY = "AWSLogs/1/CloudTrail/r/2024/01/01/1_CloudTrail_r_20240101T0000Z_a.json.gz"
 

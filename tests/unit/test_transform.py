@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cloudtrail_es import transform
-from cloudtrail_es.transform import document_for, field_name, flatten_leaves
+from cloudtrail_es.documents import transform
+from cloudtrail_es.documents.transform import document_for, field_name, flatten_leaves
 
 GOLDEN = Path(__file__).resolve().parents[1] / "events" / "transform"
 CASES = sorted(p.name.removesuffix(".input.json") for p in GOLDEN.glob("*.input.json"))

@@ -1,0 +1,145 @@
+"""The Lambda's routes: recognise what invoked it and hand it to one function per kind.
+
+``src/lambda_function.py`` (the stack's ``Handler``) re-exports ``lambda_handler`` from here.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from functools import lru_cache
+from typing import Any, Callable
+
+from cloudtrail_es.aws import metrics
+from cloudtrail_es.commands import retention
+from cloudtrail_es.core.config import Settings, index_prefix_from_env, retention_months_from_env
+from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError
+from cloudtrail_es.core.logs import configure_logging
+from cloudtrail_es.aws.notifications import (
+    DetectionRequest, NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage,
+    parse_invocation)
+from cloudtrail_es.core.results import RunResult
+from cloudtrail_es.write.processor import Processor, create_processor, process_objects
+from cloudtrail_es.core.refs import ObjectRef
+
+log = logging.getLogger("cloudtrail_es.handler")
+
+#: Retries stop this long before Lambda's own timeout, leaving time to report.
+SAFETY_MARGIN_SECONDS = 15.0
+
+Deadline = Callable[[], float]
+
+
+@lru_cache(maxsize=1)
+def processor() -> Processor:
+    """Built once per execution environment (cold start), reused by later invocations."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    return create_processor(settings)
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    invocation = parse_invocation(event)
+    deadline_for: Deadline = lambda: deadline(context)  # noqa: E731 - read at each file's start
+    if isinstance(invocation, DetectionRequest):
+        return run_detection()
+    if isinstance(invocation, RetentionRequest):
+        return handle_retention()
+    function_name = getattr(context, "function_name", None)  # the metrics' FunctionName
+    if isinstance(invocation, SqsBatch):
+        return handle_sqs(invocation, deadline_for, function_name)
+    if isinstance(invocation, SnsBatch):
+        return handle_sns(invocation, deadline_for, function_name)
+    return handle_notification(invocation, deadline_for, function_name)
+
+
+def handle_retention() -> dict[str, Any]:
+    """The scheduled event: delete the monthly indexes past ``RETENTION_MONTHS``."""
+    months = retention_months_from_env()
+    if months < 1:
+        log.info("retention not configured (RETENTION_MONTHS)")
+        return {"deleted": []}
+    loader = processor()
+    return {"deleted": retention.apply_retention(loader.cluster, loader.index_prefix, months)}
+
+
+def handle_sqs(batch: SqsBatch, deadline_for: Deadline, function_name: str | None = None) -> dict[str, Any]:
+    """Each message in its own error boundary; the failed ones listed for SQS to redeliver.
+
+    Raises only when every message failed, so that the batch as a whole is retried.
+    The metrics of all the messages go out once, before.
+    """
+    failures = {}
+    runs: list[RunResult] = []
+    for message in batch.messages:
+        reason = message_failure(message, deadline_for, runs)
+        if reason is not None:
+            failures[message.message_id] = reason
+    emit_metrics(runs, function_name)
+    if failures and len(failures) == len(batch.messages):
+        raise BatchFailed(failures)
+    return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
+
+
+def message_failure(message: SqsMessage, deadline_for: Deadline, runs: list[RunResult]) -> str | None:
+    """Why one SQS message failed (not understood, or a file of it not loaded); None if it did not.
+
+    The message's run, when it had one, is added to ``runs``.
+    """
+    if isinstance(message, NotUnderstood):
+        log.error("message not understood", extra={"message_id": message.message_id,
+                                                   "error": message.reason})
+        return message.reason
+    try:
+        run = process_objects(processor(), message.objects, deadline_for)
+    except Exception as exc:  # whatever it is, it fails this message alone
+        reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+        log.error("message failed", exc_info=not isinstance(exc, LoaderError),
+                  extra={"message_id": message.message_id, "error": reason})
+        return reason
+    runs.append(run)
+    if not run.failed:
+        return None
+    return "; ".join(str(failure) for failure in run.failed)
+
+
+def handle_sns(batch: SnsBatch, deadline_for: Deadline, function_name: str | None = None) -> dict[str, Any]:
+    return load_objects([ref for source in batch.sources for ref in source.objects()], deadline_for,
+                        function_name)
+
+
+def handle_notification(notification: ObjectSource, deadline_for: Deadline,
+                        function_name: str | None = None) -> dict[str, Any]:
+    """S3 or EventBridge notifications, and CloudTrail's delivery message, sent directly."""
+    return load_objects(notification.objects(), deadline_for, function_name)
+
+
+def load_objects(objects: list[ObjectRef], deadline_for: Deadline,
+                 function_name: str | None = None) -> dict[str, Any]:
+    """Load the files; raises LoadFailed (the invocation is retried) when one failed."""
+    if not objects:
+        log.info("no object to load (s3:TestEvent?)")
+    run = process_objects(processor(), objects, deadline_for)
+    log.info("invocation done", extra=run.summary())
+    emit_metrics([run], function_name)
+    if run.failed:
+        raise LoadFailed(run.failed)
+    return run.summary()
+
+
+def emit_metrics(runs: list[RunResult], function_name: str | None) -> None:
+    """The invocation's CloudWatch EMF records (``metrics``), printed once to stdout."""
+    metrics.emit(runs, index_prefix_from_env(), function_name)
+
+
+def run_detection() -> dict[str, Any]:
+    """The DetectionSchedule: the packaged Sigma rules over the events since the last run."""
+    from cloudtrail_es.detections import detect
+
+    loader = processor()
+    return detect.run_scheduled(Settings.from_env(), loader.cluster, loader.engine)
+
+
+def deadline(context: Any) -> float:
+    """Monotonic time at which retrying must stop: Lambda's remaining time less a margin."""
+    remaining = context.get_remaining_time_in_millis() / 1000.0 if context else 300.0
+    return time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)

@@ -1,0 +1,1 @@
+"""What every layer uses: settings, errors, results, names, retry and the breaker, redaction, logs, codecs."""

@@ -1,0 +1,284 @@
+"""All settings in one place, read from the environment once; explicit arguments win."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from cloudtrail_es.core import names
+from cloudtrail_es.core import redact
+from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.core.filters import parse_rules
+
+# Environment variables the code reads (the README lists exactly these).
+ES_HOSTNAME = "ES_HOSTNAME"
+ES_AUTH = "ES_AUTH"
+ES_USERNAME = "ES_USERNAME"
+ES_PASSWORD = "ES_PASSWORD"
+AWS_REGION = "AWS_REGION"
+INDEX_PREFIX = "INDEX_PREFIX"
+INDEX_SHARDS = "INDEX_SHARDS"
+INDEX_REPLICAS = "INDEX_REPLICAS"
+BULK_MAX_DOCS = "BULK_MAX_DOCS"
+BULK_MAX_BYTES = "BULK_MAX_BYTES"
+RETRY_LIMIT_SECONDS = "RETRY_LIMIT_SECONDS"
+ES_COMPRESS_REQUESTS = "ES_COMPRESS_REQUESTS"
+DEAD_LETTER_BUCKET = "DEAD_LETTER_BUCKET"
+DEAD_LETTER_PREFIX = "DEAD_LETTER_PREFIX"
+ES_API_KEY = "ES_API_KEY"
+ES_CA_CERTS = "ES_CA_CERTS"
+ES_VERIFY_CERTS = "ES_VERIFY_CERTS"
+ES_SERVICE = "ES_SERVICE"
+AOSS_COLLECTION = "AOSS_COLLECTION"
+EXCLUDE_EVENTS = "EXCLUDE_EVENTS"
+LOG_LEVEL = "LOG_LEVEL"
+RETENTION_MONTHS = "RETENTION_MONTHS"
+DEAD_LETTER_DIR = "DEAD_LETTER_DIR"
+MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
+MAX_FILE_BYTES = "MAX_FILE_BYTES"
+FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
+DETECTION_DELAY_MINUTES = "DETECTION_DELAY_MINUTES"
+BREAKER_SECONDS = "BREAKER_SECONDS"
+
+AUTH_MODES = ("sigv4", "basic", "apikey", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    es_url: str
+    auth: str = "sigv4"
+    region: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    index_prefix: str = "cloudtrail"
+    index_shards: int = 1
+    index_replicas: int = 1
+    bulk_max_docs: int = 2000
+    #: Amazon OpenSearch Service accepts 10 MiB requests on its smallest
+    #: instance types; 5 MiB leaves room and keeps memory flat.
+    bulk_max_bytes: int = 5 * 1024 * 1024
+    #: How long the CLI keeps retrying throttled requests for one file.
+    retry_limit_seconds: float = 900.0
+    #: gzip ``_bulk`` bodies (signed over the compressed bytes).
+    compress_requests: bool = True
+    dead_letter_bucket: str | None = None
+    dead_letter_prefix: str = "dead-letter/"
+    #: The CLI's dead letters: a local directory.
+    dead_letter_dir: str = "dead-letter"
+    api_key: str | None = field(default=None, repr=False)
+    #: A CA bundle to verify the cluster's certificate with; verification is on unless
+    #: ES_VERIFY_CERTS=false says otherwise, explicitly.
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    #: SigV4 service: "es" (Amazon OpenSearch Service domains) or "aoss" (Serverless).
+    sigv4_service: str = "es"
+    #: Serverless time-series collections refuse client document ids.
+    client_ids: bool = True
+    #: CLI: a cluster unreachable (or answering 5xx) this long stops the run (circuit breaker).
+    breaker_seconds: float = 120.0
+    #: Exclusion rules (``filters.py``), each ``FIELD=PATTERN[,FIELD=PATTERN...]``.
+    exclude_events: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    #: Months of monthly indexes the scheduled retention keeps; 0: retention off.
+    retention_months: int = 0
+    #: An event whose JSON text is longer is dead-lettered as too large, never held whole
+    #: (sources.DEFAULT_MAX_EVENT_BYTES); a file inflating to more than max_file_bytes fails.
+    max_event_bytes: int = 8 << 20
+    max_file_bytes: int = 2 << 30
+    #: Detector: SNS topic new findings are published to (none: not published).
+    findings_topic_arn: str | None = None
+    #: Detector: the default window ends this long before now, so that late files land first.
+    detection_delay_minutes: float = 15.0
+
+    @property
+    def serverless(self) -> bool:
+        return self.sigv4_service == "aoss"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if environ is None else environ
+        hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
+        if not hostname:
+            raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
+        url, url_username, url_password = split_credentials(base_url(hostname))
+        if url_username is None and env.get(ES_HOSTNAME):
+            _, url_username, url_password = split_credentials(base_url(env[ES_HOSTNAME]))
+        username = env.get(ES_USERNAME) or url_username
+        password = env.get(ES_PASSWORD) or url_password
+        default_auth = ("apikey" if env.get(ES_API_KEY) else
+                        "basic" if username else "sigv4")
+        auth = (env.get(ES_AUTH) or default_auth).lower()
+        if auth == "none" and url_username is not None:  # requests used to send them as basic auth
+            auth = "basic"
+        settings = cls(
+            es_url=url,
+            auth=auth,
+            region=env.get(AWS_REGION) or env.get("AWS_DEFAULT_REGION"),
+            username=username,
+            password=password,
+            index_prefix=index_prefix_from_env(env),
+            index_shards=_int(env, INDEX_SHARDS, cls.index_shards),
+            index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
+            bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
+            bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
+            retry_limit_seconds=_float(env, RETRY_LIMIT_SECONDS, cls.retry_limit_seconds),
+            compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
+            dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
+            dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
+            dead_letter_dir=env.get(DEAD_LETTER_DIR) or cls.dead_letter_dir,
+            api_key=env.get(ES_API_KEY) or None,
+            ca_certs=env.get(ES_CA_CERTS) or None,
+            verify_certs=_bool(env, ES_VERIFY_CERTS, True),
+            sigv4_service=(env.get(ES_SERVICE) or
+                           ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
+                            else "es")).lower(),
+            client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
+            breaker_seconds=_float(env, BREAKER_SECONDS, cls.breaker_seconds),
+            exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
+            log_level=log_level_from_env(env),
+            retention_months=retention_months_from_env(env),
+            max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
+            max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
+            findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
+            detection_delay_minutes=float(env.get(DETECTION_DELAY_MINUTES) or
+                                          cls.detection_delay_minutes),
+        )
+        settings = replace(settings, **overrides).validated()
+        redact.register([settings.password, settings.api_key])
+        redact.register_aws_environment(env)
+        return settings
+
+    def validated(self) -> "Settings":
+        if self.auth not in AUTH_MODES:
+            raise ConfigurationError(f"{ES_AUTH}={self.auth!r}: expected one of {AUTH_MODES}")
+        if self.auth == "sigv4" and not self.region:
+            raise ConfigurationError(f"{ES_AUTH}=sigv4 needs {AWS_REGION}")
+        if self.auth == "basic" and not (self.username and self.password):
+            raise ConfigurationError(f"{ES_AUTH}=basic needs {ES_USERNAME} and {ES_PASSWORD}")
+        if self.auth == "apikey" and not self.api_key:
+            raise ConfigurationError(f"{ES_AUTH}=apikey needs {ES_API_KEY}")
+        if self.sigv4_service not in ("es", "aoss"):
+            raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
+        if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
+            raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
+        if not self.breaker_seconds > 0:
+            raise ConfigurationError(f"{BREAKER_SECONDS} must be more than 0 seconds")
+        names.validate_prefix(self.index_prefix)
+        parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
+        if self.max_event_bytes < 1 or self.max_file_bytes < 1:
+            raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
+        return self._validated_limits()
+
+    def _validated_limits(self) -> "Settings":
+        """The numbers and names the cluster would refuse file after file: refused here, once."""
+        if not self.index_prefix.strip():
+            raise ConfigurationError(f"{INDEX_PREFIX} is empty: indexes are named PREFIX-YYYY-MM")
+        if self.index_shards < 1:
+            raise ConfigurationError(f"{INDEX_SHARDS}={self.index_shards}: expected 1 or more")
+        if self.index_replicas < 0:
+            raise ConfigurationError(f"{INDEX_REPLICAS}={self.index_replicas}: expected 0 or more")
+        if self.retry_limit_seconds < 0:
+            raise ConfigurationError(
+                f"{RETRY_LIMIT_SECONDS}={self.retry_limit_seconds:g}: expected 0 or more seconds")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"{LOG_LEVEL}={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+        if self.retention_months < 0:
+            raise ConfigurationError(f"{RETENTION_MONTHS}={self.retention_months}: expected 0 (off) or more")
+        return self
+
+
+def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """``INDEX_PREFIX``, for commands that name indexes without talking to a cluster; validated."""
+    return names.validate_prefix(
+        (os.environ if environ is None else environ).get(INDEX_PREFIX, Settings.index_prefix))
+
+
+def log_level_from_env(environ: Mapping[str, str] | None = None, default: str = Settings.log_level) -> str:
+    """``LOG_LEVEL``, for commands that log before (or without) the cluster's settings."""
+    value = (os.environ if environ is None else environ).get(LOG_LEVEL, "").strip().upper()
+    if value and value not in LOG_LEVELS:
+        raise ConfigurationError(f"{LOG_LEVEL}={value!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return value or default
+
+
+def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``RETENTION_MONTHS``: months kept by the scheduled retention (0 or unset: off)."""
+    months = _int(os.environ if environ is None else environ, RETENTION_MONTHS, 0)
+    if months < 0:
+        raise ConfigurationError(f"{RETENTION_MONTHS}={months}: expected 0 (off) or more months")
+    return months
+
+
+#: How ES_HOSTNAME is read, quoted when it is refused.
+HOSTNAME_RULE = ("a URL (http://127.0.0.1:9200, https://search-x.es.amazonaws.com) or a bare host name "
+                 "(HTTPS on 443, as Amazon's endpoints); a host:port without a scheme must say http:// or https://")
+
+
+def base_url(hostname: str) -> str:
+    """A bare host name (or host:443) means HTTPS on 443 (Amazon's endpoints); a URL is kept;
+    a scheme-less ``host:port`` on another port is refused: HTTP or HTTPS would be a guess."""
+    hostname = hostname.strip().rstrip("/")
+    if "://" not in hostname:
+        try:
+            port = urlsplit("//" + hostname).port
+        except ValueError:
+            raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r}: expected {HOSTNAME_RULE}") from None
+        if port not in (None, 443):
+            raise ConfigurationError(
+                f"{ES_HOSTNAME}={hostname!r} has a port but no scheme: write http://{hostname} or "
+                f"https://{hostname} (expected {HOSTNAME_RULE})")
+        hostname = "https://" + hostname
+    parts = urlsplit(hostname)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = urlunsplit(split_credentials_parts(parts)[0])
+        raise ConfigurationError(f"{ES_HOSTNAME}={shown!r} is neither a host name nor a URL")
+    return hostname
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``https://user:pw@host`` -> (``https://host``, user, pw), percent-decoded, as requests reads them."""
+    parts, username, password = split_credentials_parts(urlsplit(url))
+    return urlunsplit(parts), username, password
+
+
+def split_credentials_parts(parts: SplitResult) -> tuple[SplitResult, str | None, str | None]:
+    if "@" not in parts.netloc:
+        return parts, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    return parts._replace(netloc=hostport), unquote(username), unquote(password) or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, "a whole number")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, "a number")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], what: str) -> N:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return parse(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not {what}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={value!r}: expected true or false")

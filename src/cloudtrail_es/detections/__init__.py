@@ -1,0 +1,1 @@
+"""Sigma detections: rules -> queries (``sigma``, build time: needs pySigma) and the detector (``detect``)."""

@@ -1,0 +1,1 @@
+"""An event -> the document we index: field flattening, ECS names; pure functions, no I/O."""

@@ -1,0 +1,236 @@
+"""Monthly index names, the index body (settings and mapping), and race-free creation."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from cloudtrail_es.documents import ecs
+from cloudtrail_es.documents import transform
+from cloudtrail_es.write.cluster import Cluster, request_retrying
+from cloudtrail_es.write.engine import Engine
+from cloudtrail_es.core.errors import ClusterError
+from cloudtrail_es.core.names import segment
+from cloudtrail_es.core.retry import Backoff
+
+log = logging.getLogger(__name__)
+
+TOTAL_FIELDS_LIMIT = 8192
+#: Lucene refuses terms over 32,766 bytes; a character is at most 4 UTF-8 bytes.
+KEYWORD_IGNORE_ABOVE = 8191
+
+# Storage choices, field by field. Each one is kept for a search users run or dropped for
+# a cost nobody searches for; ``scripts/storage.py`` measures the whole (bytes per million
+# events against the seed project's dynamic mapping) and tests/integration/test_searches.py
+# proves every search below on the real cluster.
+#
+# * ``index.codec: best_compression`` (DEFLATE instead of LZ4 for stored fields): _source
+#   is the largest part of the index and CloudTrail JSON is very repetitive; it costs a
+#   little CPU when a hit's _source is read, nothing for filters and aggregations.
+# * keyword fields index ``docs`` only (no frequencies, no positions, no norms): an exact
+#   filter or a terms aggregation never scores by term frequency or field length.
+# * doc values (column storage for aggregations and sorting) are kept on the top-level
+#   keywords users chart in Dashboards (eventName, eventSource, awsRegion, errorCode,
+#   sourceIPAddress, userAgent, userIdentity.arn / userName / type / accountId, the session
+#   issuer, ...) and on eventTime (date histograms, sort); they are dropped where an
+#   aggregation answers nothing: identifiers unique to a call or a session (eventID, whose
+#   doc values were the largest such cost: page through everything with scroll or point in
+#   time sorted by _doc, not by eventID), and every flattened leaf (thousands of
+#   sparse fields). Those stay exact-searchable; ``exists`` still works (through
+#   ``_field_names``) and the values stay in _source for Discover.
+# * requestID is kept in _source only (neither indexed nor doc values): one unique value
+#   per event was the largest single cost after eventID; no listed search filters on it.
+# * ``requestParameters_raw`` and ``responseElements_raw`` are full-text with positions, so
+#   match and phrase queries work (a quoted value in Dashboards becomes a phrase query, which
+#   fails on a field without positions); norms are off (the length of the JSON text says
+#   nothing about relevance). The other ``<name>_raw`` texts (resources, additionalEventData,
+#   serviceEventDetails, extra userIdentity attributes, ...) are kept in _source only: their
+#   values are searched exactly through ``<name>_flattened``.
+#   errorMessage and a degraded event's event_raw use the same text mapping.
+# * ``_source`` is kept whole (no excludes): Discover, reindex and update need it, and
+#   excluding the ``_flattened`` copies made the stored fields 28% larger, not smaller
+#   (the unfiltered source is kept as ``_recovery_source`` until merges past the
+#   operation-history retention drop it).
+
+#: Exact filters and aggregations.
+KEYWORD = {"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE, "index_options": "docs"}
+#: Exact filters only: no doc values (no aggregation, no sort).
+KEYWORD_FILTER_ONLY = {**KEYWORD, "doc_values": False}
+#: Kept in _source, neither searchable nor aggregatable.
+SOURCE_ONLY = {"type": "keyword", "index": False, "doc_values": False}
+#: Free text with positions (match and phrase queries), without norms.
+TEXT = {"type": "text", "norms": False}
+#: Kept in _source only (JSON text whose values are searched through ``_flattened``).
+TEXT_SOURCE_ONLY = {"type": "text", "index": False}
+
+#: Top-level fields searched but never aggregated: identifiers unique to a call.
+FILTER_ONLY_FIELDS = ("eventID", "sharedEventID")
+#: Top-level fields kept in _source only.
+SOURCE_ONLY_FIELDS = ("requestID",)
+#: Paths under the structured objects searched but never aggregated: values unique to a
+#: session or repeating another field (userIdentity.arn names the same principal).
+FILTER_ONLY_PATHS = frozenset({
+    "userIdentity.principalId",
+    "userIdentity.credentialId",
+    "userIdentity.sessionContext.attributes.creationDate",
+    "userIdentity.sessionContext.sessionIssuer.principalId",
+    "addendum.originalRequestID",
+    "addendum.originalEventID",
+})
+#: The ``<name>_raw`` texts searched as free text (the rest are kept in _source only).
+FREE_TEXT_RAW = ("requestParameters", "responseElements")
+#: Insights statistics are numbers (charted, compared with ranges); a malformed one is
+#: kept in _source, never rejected.
+NUMERIC_PATHS = {
+    "insightDetails.insightContext.statistics.baseline.average": {
+        "type": "double", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.insight.average": {
+        "type": "double", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.insightDuration": {
+        "type": "long", "ignore_malformed": True},
+    "insightDetails.insightContext.statistics.baselineDuration": {
+        "type": "long", "ignore_malformed": True},
+}
+#: Sigma's whole-section ``|contains`` (``requestParameters|contains: '0.0.0.0/0'``) must match
+#: the JSON text exactly as a substring, which analysed text cannot: those sections' raw text
+#: is also indexed whole as a keyword (``<name>_raw.keyword``; terms only, no doc values; a
+#: text over ``KEYWORD_IGNORE_ABOVE`` characters is not in it). See ``sigma.py``.
+RAW_EXACT_SECTIONS = FREE_TEXT_RAW
+RAW_EXACT_SUBFIELD = "keyword"
+TEXT_WITH_EXACT = {**TEXT, "fields": {RAW_EXACT_SUBFIELD: KEYWORD_FILTER_ONLY}}
+
+
+def _object(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for name, child in schema.items():
+        path = prefix + name
+        if child is not None:
+            properties[name] = _object(child, path + ".")
+        else:
+            properties[name] = NUMERIC_PATHS.get(path) or (
+                KEYWORD_FILTER_ONLY if path in FILTER_ONLY_PATHS else KEYWORD)
+    return {"properties": properties}
+
+
+def _top_level_keyword(name: str) -> dict[str, Any]:
+    if name in SOURCE_ONLY_FIELDS:
+        return SOURCE_ONLY
+    return KEYWORD_FILTER_ONLY if name in FILTER_ONLY_FIELDS else KEYWORD
+
+
+def mapping() -> dict[str, Any]:
+    """The mapping that fits every document ``transform.document_for`` makes."""
+    properties: dict[str, Any] = {
+        name: _top_level_keyword(name) for name in transform.KEYWORD_FIELDS}
+    properties.update({name: TEXT for name in transform.TEXT_FIELDS})
+    # A degraded event's only searchable copy of everything but its core fields.
+    properties[transform.EVENT_RAW] = TEXT
+    properties[transform.DEGRADED_REASON] = KEYWORD
+    properties[transform.DATE_FIELD] = {
+        "type": "date",
+        "format": "strict_date_optional_time||epoch_millis",
+        "ignore_malformed": True,
+    }
+    properties.update(
+        {name: _object(schema, name + ".")
+         for name, schema in transform.STRUCTURED_FIELDS.items()}
+    )
+    properties.update({name + transform.RAW_SUFFIX: TEXT_WITH_EXACT for name in FREE_TEXT_RAW})
+    properties.update(added_properties())
+    return {
+        "date_detection": False,
+        "numeric_detection": False,
+        "dynamic_templates": [
+            {"flattened_leaves": {
+                "path_match": f"*{transform.FLATTENED_SUFFIX}.*",
+                "mapping": KEYWORD_FILTER_ONLY,
+            }},
+            {"raw_json": {
+                "match": f"*{transform.RAW_SUFFIX}",
+                "match_mapping_type": "string",
+                "mapping": TEXT_SOURCE_ONLY,
+            }},
+            {"other_strings": {"match_mapping_type": "string", "mapping": KEYWORD}},
+        ],
+        "properties": properties,
+    }
+
+
+def added_properties() -> dict[str, Any]:
+    """What an index created by an earlier version lacks: added to it when first touched.
+
+    Only new fields (a mapping update may add fields, never change one): the ECS aliases
+    and typed fields, and the Insights object.
+    """
+    return {**ecs.mapping_properties(KEYWORD),
+            "insightDetails": _object(dict(transform.STRUCTURED_FIELDS["insightDetails"]),
+                                      "insightDetails.")}
+
+
+def index_body(shards: int, replicas: int) -> dict[str, Any]:
+    return {
+        "settings": {
+            "index": {
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
+                "codec": "best_compression",
+                "mapping": {"total_fields": {"limit": TOTAL_FIELDS_LIMIT}},
+            }
+        },
+        "mappings": mapping(),
+    }
+
+
+class IndexCreator:
+    """Creates each monthly index once per process, before anything is written to it.
+
+    Creation is race-free: every writer asks for the index with our settings and
+    mapping before writing, the cluster creates it exactly once, and the losers
+    of the race get ``resource_already_exists_exception``, which means the index
+    is there with the same body. Nothing writes to an index it has not ensured.
+    """
+
+    def __init__(self, cluster: Cluster, shards: int = 1, replicas: int = 1,
+                 backoff: Backoff | None = None, engine: Engine | None = None) -> None:
+        self._cluster = cluster
+        body = index_body(shards, replicas)
+        self._body = engine.index_body(body) if engine else body
+        doc_type = engine.doc_type if engine else None
+        self._mapping_suffix = f"/_mapping/{doc_type}" if doc_type else "/_mapping"
+        self._backoff = backoff or Backoff()
+        self._known: set[str] = set()
+
+    def ensure(self, index: str, deadline: float) -> None:
+        if index in self._known:
+            return
+        response = request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{segment(index)}",
+                                    self._body)
+        if response.status_code == 200:
+            log.info("created index", extra={"index": index})
+        elif _already_exists(response):
+            self._add_fields(index, deadline)
+        else:
+            raise ClusterError(f"cannot create index {index}", response)
+        self._known.add(index)
+
+    def _add_fields(self, index: str, deadline: float) -> None:
+        """Give an existing index the fields this version adds (a no-op when it has them)."""
+        response = request_retrying(self._cluster, self._backoff, deadline, "PUT",
+                                    f"/{segment(index)}{self._mapping_suffix}",
+                                    {"properties": added_properties()})
+        if response.status_code != 200:
+            # Only an index whose mapping already holds one of these names otherwise (an
+            # event with a top-level scalar "event", "user"... loaded by an earlier version)
+            # refuses; its events still load, those rejected for it are dead-lettered.
+            log.error("cannot add the ECS and Insights fields to an existing index",
+                      extra={"index": index, "status": response.status_code,
+                             "error": response.text[:1000]})
+
+
+def _already_exists(response: Any) -> bool:
+    if response.status_code != 400:
+        return False
+    try:
+        error_type = response.json()["error"]["type"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return error_type in ("resource_already_exists_exception", "index_already_exists_exception")
