@@ -10,6 +10,8 @@ import boto3
 import pytest
 import requests
 
+import lambda_function
+from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.read.keys import index_name_for
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +40,14 @@ def loader_env(monkeypatch, opensearch_url, aws_env, index_prefix):
     monkeypatch.setenv("INDEX_PREFIX", index_prefix)
     monkeypatch.setenv("INDEX_REPLICAS", "0")
     return index_prefix
+
+
+@pytest.fixture()
+def handler(loader_env):
+    """The Lambda's entry point with a processor built afresh from this test's environment."""
+    routes.processor.cache_clear()
+    yield lambda_function.lambda_handler
+    routes.processor.cache_clear()
 
 
 @pytest.fixture()

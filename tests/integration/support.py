@@ -1,19 +1,29 @@
 """Helpers for integration tests: upload files, look into the real cluster."""
 from __future__ import annotations
 
+import os
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 import requests
 
+from fakes import MemorySource
 
-class MemorySource:
-    """A source serving in-memory files by key (the S3 and local sources are tested elsewhere)."""
+__all__ = ["MemorySource", "assert_corpus_indexed", "ids_by_index", "refresh", "search", "services",
+           "upload"]
 
-    def __init__(self, files):
-        self.files = dict(files)
+ROOT = Path(__file__).resolve().parents[2]
 
-    def read(self, bucket, key):
-        return self.files[key]
+
+def services(action: str, port: int, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``scripts/services.sh ACTION opensearch`` for a search engine of the test's own on ``port``
+    (``ENGINE``, ``NODES``... in ``env``); fails the test with the script's error output."""
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), action, "opensearch"],
+                          env={**os.environ, "OPENSEARCH_PORT": str(port), **env},
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def upload(s3, bucket, files):

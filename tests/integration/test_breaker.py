@@ -5,14 +5,13 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from support import assert_corpus_indexed
+from support import assert_corpus_indexed, services
 
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.backfill import cli
@@ -30,30 +29,27 @@ MONTHS = ("2014/09",)
 GROUP_FILES = 10
 
 
-def services(command):
-    env = {**os.environ, "OPENSEARCH_PORT": str(PORT)}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), command, "opensearch"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+def own_services(action):
+    services(action, PORT, timeout=300)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def own_opensearch_stopped_at_the_end():
     """The tests share this module's OpenSearch; nothing of it outlives the module."""
     yield
-    services("stop")
+    own_services("stop")
 
 
 @pytest.fixture()
 def own_opensearch(loader_env, monkeypatch):
     """An OpenSearch of this test's own (killing it disturbs no other test), running at the end too."""
-    services("start")
+    own_services("start")
     monkeypatch.setattr(backfill, "GROUP_FILES", GROUP_FILES)
     url = f"http://127.0.0.1:{PORT}"
     monkeypatch.setenv("ES_HOSTNAME", url)
     monkeypatch.setenv("RETRY_LIMIT_SECONDS", str(RETRY_LIMIT))
     yield url
-    services("start")
+    own_services("start")
     requests.delete(f"{url}/{loader_env}-*", timeout=60)
 
 
@@ -104,7 +100,7 @@ def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
     run, exit_codes = start_backfill(args)
     wait_for_progress(own_opensearch, loader_env, run, state=state)
 
-    services("stop")
+    own_services("stop")
     stopped = time.monotonic()
     run.join(RETRY_LIMIT)
     waited = time.monotonic() - stopped
@@ -120,7 +116,7 @@ def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
     assert len(done) == len(set(done)) == summary["files_loaded"]
 
     # Once the cluster is back, a rerun with the same state loads the rest: nothing is lost.
-    services("start")
+    own_services("start")
     capsys.readouterr()
     assert cli.main(args) == cli.EXIT_OK
     rerun = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -136,10 +132,10 @@ def test_an_outage_shorter_than_the_breaker_time_is_ridden_out(
     run, exit_codes = start_backfill(args)
     wait_for_progress(own_opensearch, loader_env, run)
 
-    services("stop")
+    own_services("stop")
     time.sleep(3)
     assert run.is_alive()
-    services("start")
+    own_services("start")
     run.join(RETRY_LIMIT)
 
     assert exit_codes == [cli.EXIT_OK]

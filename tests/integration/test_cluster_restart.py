@@ -2,14 +2,13 @@
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from support import assert_corpus_indexed, upload
+from support import assert_corpus_indexed, services, upload
 
 from cloudtrail_es.backfill import cli
 
@@ -17,21 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RESTART_TEST_PORT", "9260"))
 
 
-def services(*args):
-    env = {**os.environ, "OPENSEARCH_PORT": str(PORT)}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), *args, "opensearch"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+def own_services(action):
+    services(action, PORT, timeout=300)
 
 
 @pytest.fixture()
 def own_opensearch():
     """An OpenSearch of this test's own, so that killing it disturbs no other test."""
-    services("start")
+    own_services("start")
     url = f"http://127.0.0.1:{PORT}"
     yield url
     requests.delete(f"{url}/test-*", timeout=60)
-    services("stop")
+    own_services("stop")
 
 
 def indexed_count(url, prefix):
@@ -61,7 +57,7 @@ def test_backfill_survives_a_killed_cluster_on_rerun(
     pid = int((ROOT / ".services" / f"{engine}-{PORT}.pid").read_text().split()[0])
     os.kill(pid, signal.SIGKILL)
     time.sleep(5)
-    services("start")
+    own_services("start")
     first.join(900)
 
     assert exit_codes == [cli.EXIT_FILES_FAILED]

@@ -7,13 +7,13 @@ Elasticsearch 8.x also runs with security on: HTTPS with its own CA, and an API 
 """
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import requests
 
 
+from support import services
 from cloudtrail_es.backfill import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,21 +23,17 @@ MATRIX = os.environ.get("ENGINE_MATRIX", DEFAULT_MATRIX).split()
 FIRST_PORT = 9330
 
 
-def services(action, engine, port, **env):
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), action, "opensearch"],
-                          env={**os.environ, "ENGINE": engine, "OPENSEARCH_PORT": str(port), **env},
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+def engine_services(action, engine, port, **env):
+    return services(action, port, timeout=900, ENGINE=engine, **env)
 
 
 @pytest.fixture(params=[(engine, FIRST_PORT + n) for n, engine in enumerate(MATRIX)],
                 ids=lambda p: p[0])
 def engine_url(request):
     engine, port = request.param
-    services("start", engine, port)
+    engine_services("start", engine, port)
     yield engine, f"http://127.0.0.1:{port}"
-    services("stop", engine, port)
+    engine_services("stop", engine, port)
 
 
 def smoke_load(url, prefix, corpus_dir, monkeypatch, capsys, **env):
@@ -83,7 +79,7 @@ def test_elasticsearch_8_with_security_https_basic_auth_and_api_key(
     engine, port, password = "elasticsearch-8.19.0", FIRST_PORT + 20, "secret99"
     if engine not in MATRIX:
         pytest.skip(f"{engine} is not in ENGINE_MATRIX")
-    services("start", engine, port, ES_SECURITY="true", ES_PASSWORD=password)
+    engine_services("start", engine, port, ES_SECURITY="true", ES_PASSWORD=password)
     try:
         ca = next((ROOT / ".services").glob(f"{engine}-{port}/config/certs/ca/ca.crt"))
         url = f"https://127.0.0.1:{port}"
@@ -111,4 +107,4 @@ def test_elasticsearch_8_with_security_https_basic_auth_and_api_key(
         assert cli.main(["--dir", str(corpus_dir), "--json", "--quiet"]) == cli.EXIT_USAGE
         assert "refused our credentials" in capsys.readouterr().err
     finally:
-        services("stop", engine, port)
+        engine_services("stop", engine, port)

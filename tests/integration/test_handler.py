@@ -3,24 +3,11 @@ import json
 
 import boto3
 import pytest
+from fakes import LambdaContext
 from support import assert_corpus_indexed, search, upload
 
-import lambda_function
 
-from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.core.errors import LoadFailed
-
-
-@pytest.fixture()
-def handler(loader_env):
-    routes.processor.cache_clear()
-    yield lambda_function.lambda_handler
-    routes.processor.cache_clear()
-
-
-class Context:
-    def get_remaining_time_in_millis(self):
-        return 300_000
 
 
 @pytest.fixture()
@@ -56,7 +43,7 @@ def test_handler_loads_every_corpus_event_from_real_notifications(
     notifications = drain()
     assert any(n.get("Event") == "s3:TestEvent" for n in notifications)
 
-    results = [handler(notification, Context()) for notification in notifications]
+    results = [handler(notification, LambdaContext()) for notification in notifications]
 
     assert sum(r["files_loaded"] for r in results) == len(corpus_files)
     assert sum(r["indexed"] for r in results) == len(corpus_expectations)
@@ -77,7 +64,7 @@ def test_encoded_keys_are_decoded_and_other_objects_skipped(
                   Body=b"{}")
     s3.put_object(Bucket=bucket, Key="readme.txt", Body=b"hello")
 
-    results = [handler(n, Context()) for n in drain()]
+    results = [handler(n, LambdaContext()) for n in drain()]
 
     assert sum(r["files_loaded"] for r in results) == 1
     assert sum(r["files_skipped"] for r in results) == 2
@@ -99,7 +86,7 @@ def test_a_failed_file_fails_the_invocation_after_the_others_were_attempted(
         for key in (bad_key, good_key, missing_key, other_key)]}
 
     with pytest.raises(LoadFailed) as raised:
-        handler(notification, Context())
+        handler(notification, LambdaContext())
 
     failures = {f.key: f.reason for f in raised.value.failures}
     assert set(failures) == {bad_key, missing_key}

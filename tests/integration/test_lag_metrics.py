@@ -11,13 +11,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from fakes import LambdaContext
 from emf_schema import assert_valid_emf
 from faultproxy import FaultProxy, is_bulk_path
 from support import MemorySource, ids_by_index
 
-import lambda_function
 
-from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.aws import metrics
 from cloudtrail_es.backfill.run import notification_for
 from cloudtrail_es.core.config import Settings
@@ -29,20 +28,7 @@ pytestmark = pytest.mark.integration
 
 NEWEST_AGE = 90.0
 EXCLUDE = "eventName=Describe*;readOnly=true"
-
-
-class Context:
-    function_name = "CloudTrail_to_Elasticsearch"
-
-    def get_remaining_time_in_millis(self):
-        return 300_000
-
-
-@pytest.fixture()
-def handler(loader_env):
-    routes.processor.cache_clear()
-    yield lambda_function.lambda_handler
-    routes.processor.cache_clear()
+FUNCTION = "CloudTrail_to_Elasticsearch"
 
 
 def recent_file(corpus_files, now):
@@ -75,14 +61,14 @@ def test_lags_and_counts_of_a_file_loaded_by_the_handler(
     put_at = time.time()
     s3.put_object(Bucket=bucket, Key=key, Body=data)
     started = time.time()
-    result = handler(json.loads(notification_for(ObjectRef(bucket, key, len(data)))), Context())
+    result = handler(json.loads(notification_for(ObjectRef(bucket, key, len(data)))), LambdaContext(FUNCTION))
     ended = time.time()
 
     function, per_index = emf_records(capsys.readouterr().out)
     index = f"{loader_env}-{datetime.fromtimestamp(put_at, timezone.utc):%Y-%m}"
     assert per_index["Index"] == index and "Index" not in function
     for record in (function, per_index):
-        assert record["FunctionName"] == Context.function_name
+        assert record["FunctionName"] == FUNCTION
         assert record["EventsRead"] == len(events) == result["events_read"]
         assert record["EventsFiltered"] == excluded == result["filtered"] > 0
         assert record["EventsIndexed"] + record["EventsDegraded"] == len(events) - excluded
@@ -112,7 +98,7 @@ def test_an_sqs_batch_is_one_set_of_records(handler, s3, bucket, corpus_files, l
                 for n, (key, data) in enumerate(files)]
     capsys.readouterr()
 
-    assert handler({"Records": messages}, Context()) == {"batchItemFailures": []}
+    assert handler({"Records": messages}, LambdaContext(FUNCTION)) == {"batchItemFailures": []}
 
     records = emf_records(capsys.readouterr().out)
     function = [r for r in records if "Index" not in r]

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import requests
-from support import MemorySource, assert_corpus_indexed, ids_by_index, upload
+from support import MemorySource, assert_corpus_indexed, ids_by_index, services, upload
 
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.read import keys
@@ -47,12 +46,9 @@ ENGINE = os.environ.get("ENGINE", "opensearch-2.19.6")
 RUN_DIR = ROOT / ".services"
 
 
-def services(action: str) -> None:
-    env = {**os.environ, "OPENSEARCH_PORT": str(PORT), "NODES": str(NODES), "ENGINE": ENGINE,
-           "RUN_DIR": str(RUN_DIR), "START_TIMEOUT": "600"}
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "services.sh"), action, "opensearch"],
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+def own_services(action: str) -> None:
+    services(action, PORT, NODES=str(NODES), ENGINE=ENGINE, RUN_DIR=str(RUN_DIR),
+             START_TIMEOUT="600")
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 600,
@@ -105,7 +101,7 @@ class ThreeNodes:
                    f"the cluster noticed that {name} is gone")
 
     def restart_missing(self) -> None:
-        services("start")   # starts the node(s) not running, waits until all have joined
+        own_services("start")   # starts the node(s) not running, waits until all have joined
         answer = requests.get(f"{self.url}/_cluster/health", timeout=200, params={
             "wait_for_status": "green", "wait_for_nodes": NODES, "timeout": "180s"}).json()
         assert answer["status"] == "green" and not answer["timed_out"], answer
@@ -117,16 +113,16 @@ class ThreeNodes:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ThreeNodes]:
     nodes = ThreeNodes()
-    services("stop")   # a cluster left by an interrupted run, and its data: start clean
+    own_services("stop")   # a cluster left by an interrupted run, and its data: start clean
     for name in nodes.names:
         shutil.rmtree(RUN_DIR / name / "data", ignore_errors=True)
-    services("start")
+    own_services("start")
     try:
         listed = sorted(node["name"] for node in nodes.get("/_nodes")["nodes"].values())
         assert listed == nodes.names
         yield nodes
     finally:
-        services("stop")
+        own_services("stop")
 
 
 def events_of(files: list[tuple[str, bytes]]) -> dict[str, str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from fakes import copies, trail_file as fakes_trail_file
 from support import refresh, search, upload
 
 import lambda_function
@@ -22,13 +23,10 @@ KEY = ("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
 
 
 def trail_file(count):
-    events = []
-    for n in range(count):
-        event = json.loads(json.dumps(EVENT))
-        event["eventID"] = f"rejection-test-{n:03d}"
+    events = copies(EVENT, count, "rejection-test")
+    for n, event in enumerate(events):
         event["userIdentity"]["userName"] = f"user-{n}"
-        events.append(event)
-    return gzip.compress(json.dumps({"Records": events}).encode())
+    return fakes_trail_file(events)
 
 
 def precreate(opensearch_url, index, properties):

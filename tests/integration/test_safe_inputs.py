@@ -8,6 +8,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+import fakes
 from support import ids_by_index
 
 from cloudtrail_es.backfill import cli
@@ -25,12 +26,7 @@ DIR = "AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
 
 
 def trail_file(tag, count=2):
-    events = []
-    for n in range(count):
-        event = json.loads(json.dumps(EVENT))
-        event["eventID"] = f"{tag}-{n:03d}"
-        events.append(event)
-    return gzip.compress(json.dumps({"Records": events}).encode())
+    return fakes.trail_file(fakes.copies(EVENT, count, tag))
 
 
 def last_json(out):

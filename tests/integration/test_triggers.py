@@ -7,24 +7,11 @@ from datetime import date
 import boto3
 import pytest
 import requests
+from fakes import LambdaContext
 from support import refresh, search
 
-import lambda_function
 
-from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.commands import retention
-
-
-class Context:
-    def get_remaining_time_in_millis(self):
-        return 300_000
-
-
-@pytest.fixture()
-def handler(loader_env):
-    routes.processor.cache_clear()
-    yield lambda_function.lambda_handler
-    routes.processor.cache_clear()
 
 
 @pytest.fixture()
@@ -90,7 +77,7 @@ def test_sqs_batches_load_good_files_and_report_only_the_broken_message(
     broken = good[0][0].rsplit("_", 1)[0] + "_BrokenName00001.json.gz"
     s3.put_object(Bucket=bucket, Key=broken, Body=b"\x1f\x8bbroken")
 
-    answers = [(event, handler(event, Context())) for event in sqs_events(queue_url)]
+    answers = [(event, handler(event, LambdaContext())) for event in sqs_events(queue_url)]
 
     failed = {f["itemIdentifier"] for _, answer in answers for f in answer["batchItemFailures"]}
     bodies = {r["messageId"]: r["body"] for event, _ in answers for r in event["Records"]}
@@ -118,7 +105,7 @@ def test_sns_direct_and_cloudtrail_delivery_messages(handler, s3, bucket, queue,
     sns_event = {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0", "Sns": envelope}
                              for envelope in envelopes]}
 
-    summary = handler(sns_event, Context())
+    summary = handler(sns_event, LambdaContext())
 
     assert summary["files_loaded"] == 2 and summary["files_failed"] == 0
     assert search(opensearch_url, loader_env, {"match_all": {}})
@@ -128,7 +115,7 @@ def test_unknown_event_is_an_error_naming_it(handler):
     from cloudtrail_es.aws.notifications import UnknownEvent
 
     with pytest.raises(UnknownEvent, match='"surprise"'):
-        handler({"surprise": 1}, Context())
+        handler({"surprise": 1}, LambdaContext())
 
 
 def test_retention_deletes_only_expired_months(opensearch_url, index_prefix, monkeypatch, capsys,
@@ -150,7 +137,7 @@ def test_retention_deletes_only_expired_months(opensearch_url, index_prefix, mon
     assert len(existing) == 7
 
     monkeypatch.setenv("RETENTION_MONTHS", "3")
-    answer = handler({"cloudtrail_es": "retention"}, Context())
+    answer = handler({"cloudtrail_es": "retention"}, LambdaContext())
 
     assert answer["deleted"] == sorted(months[3:])
     existing = requests.get(f"{opensearch_url}/_cat/indices/{index_prefix}-*?h=index",

@@ -3,13 +3,14 @@ import json
 
 import pytest
 
+import fakes
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.core.errors import ClusterUnreachable, FileFailed, RetryDeadlineExceeded
 from cloudtrail_es.core.refs import ObjectRef
 from cloudtrail_es.core.retry import Backoff, Retry, retrying, transient
 
 
-def test_run_parallel_loads_every_group_marks_state_and_skips_other_objects(fakes, tmp_path, monkeypatch):
+def test_run_parallel_loads_every_group_marks_state_and_skips_other_objects(tmp_path, monkeypatch):
     monkeypatch.setattr(backfill, "GROUP_FILES", 2)
     files = {fakes.log_key(f"FileNumber{n:05d}"): fakes.trail_file([fakes.event(f"e{n}")]) for n in range(5)}
     cluster = fakes.ScriptedCluster()
@@ -24,7 +25,7 @@ def test_run_parallel_loads_every_group_marks_state_and_skips_other_objects(fake
     assert len(cluster.documents) == 5
 
 
-def test_run_parallel_keeps_failures_out_of_the_state(fakes, tmp_path):
+def test_run_parallel_keeps_failures_out_of_the_state(tmp_path):
     files = {fakes.log_key("GoodFileNumber1"): fakes.trail_file([fakes.event("a")]),
              fakes.log_key("BrokenFile00001"): b"not json"}
     processor = fakes.processor_for(fakes.MemorySource(files), fakes.ScriptedCluster())
@@ -52,32 +53,32 @@ class Sqs:
                 "Failed": [{"Id": i, "SenderFault": sender, "Code": "x"} for i, sender in failing.items()]}
 
 
-def refs(fakes, n):
+def refs(n):
     return [ObjectRef("b", fakes.log_key(f"FileNumber{i:05d}")) for i in range(n)]
 
 
-def test_enqueue_retries_only_the_entries_sqs_failed(fakes):
+def test_enqueue_retries_only_the_entries_sqs_failed():
     sleeps = []
     sqs = Sqs({"1": False, "3": False}, {"3": False})
 
-    summary = backfill.enqueue(sqs, "q", refs(fakes, 12),
+    summary = backfill.enqueue(sqs, "q", refs(12),
                                Backoff(sleep=sleeps.append, clock=lambda: 0.0, jitter=lambda: 1.0))
 
     assert sqs.calls[:3] == [[str(i) for i in range(10)], ["1", "3"], ["3"]]
     assert summary == {"files_enqueued": 12, "batches": 4, "failed": []} and len(sleeps) == 2
 
 
-def test_enqueue_gives_up_on_sender_faults_at_once_and_on_the_rest_at_the_deadline(fakes):
+def test_enqueue_gives_up_on_sender_faults_at_once_and_on_the_rest_at_the_deadline():
     now = [0.0]
 
     def sleep(seconds):
         now[0] += seconds
 
     sqs = Sqs(*[{"0": True, "1": False}] + [{"1": False}] * 100)
-    summary = backfill.enqueue(sqs, "q", refs(fakes, 2), Backoff(sleep=sleep, clock=lambda: now[0]))
+    summary = backfill.enqueue(sqs, "q", refs(2), Backoff(sleep=sleep, clock=lambda: now[0]))
 
     assert summary["files_enqueued"] == 0
-    assert sorted(summary["failed"]) == sorted(r.key for r in refs(fakes, 2))
+    assert sorted(summary["failed"]) == sorted(r.key for r in refs(2))
     assert now[0] <= backfill.ENQUEUE_RETRY_SECONDS
     assert json.dumps(summary)
 
@@ -98,7 +99,7 @@ def test_retrying_retries_until_an_answer_and_names_what_ran_out():
         retrying(lambda _: Retry("HTTP 503", "3 documents"), backoff, 0.1, "thing")
 
 
-def test_transient_classifies_statuses_and_silence(fakes):
+def test_transient_classifies_statuses_and_silence():
     assert transient(lambda: fakes.Response(429)) == Retry("HTTP 429")
     assert transient(lambda: fakes.Response(504)) == Retry("HTTP 504")
     assert transient(lambda: fakes.Response(400)).status_code == 400

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+import fakes
 from cloudtrail_es.write.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
 from cloudtrail_es.core.errors import ClusterError, ClusterUnreachable, RetryDeadlineExceeded
 from cloudtrail_es.core.retry import Backoff
@@ -35,13 +36,13 @@ def test_chunks_respect_count_and_bytes():
     assert [len(c) for c in chunks(sample[:6], 100, size * 3)] == [3, 3]
 
 
-def test_all_items_indexed_in_one_request(fakes):
+def test_all_items_indexed_in_one_request():
     cluster, sleeps = fakes.ScriptedCluster("ok"), []
     result = writer(cluster, sleeps).write(items(5), deadline=100)
     assert (result.indexed, result.failures, result.retried, sleeps) == (5, [], 0, [])
 
 
-def test_only_throttled_items_are_retried_and_rejected_ones_reported(fakes):
+def test_only_throttled_items_are_retried_and_rejected_ones_reported():
     cluster, sleeps = fakes.ScriptedCluster([201, 429, 400, 503], [201, 429], "ok"), []
     result = writer(cluster, sleeps).write(items(4), deadline=100)
     assert cluster.bulk == [["id0", "id1", "id2", "id3"], ["id1", "id3"], ["id3"]]
@@ -52,7 +53,7 @@ def test_only_throttled_items_are_retried_and_rejected_ones_reported(fakes):
 
 
 @pytest.mark.parametrize("fault", [429, 502, 503, 504, ClusterUnreachable("reset")])
-def test_whole_request_faults_are_retried(fakes, fault):
+def test_whole_request_faults_are_retried(fault):
     cluster, sleeps = fakes.ScriptedCluster(fault, fault, "ok"), []
     result = writer(cluster, sleeps).write(items(3), deadline=100)
     assert result.indexed == 3 and len(cluster.bulk) == 3 and len(sleeps) == 2
@@ -65,7 +66,7 @@ def test_backoff_is_exponential_capped_and_jittered():
     assert [high.delay(a) for a in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
 
 
-def test_retries_stop_loudly_at_the_deadline(fakes):
+def test_retries_stop_loudly_at_the_deadline():
     now = [0.0]
     sleeps = []
 
@@ -81,12 +82,12 @@ def test_retries_stop_loudly_at_the_deadline(fakes):
     assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.bulk) == 5
 
 
-def test_other_request_errors_raise_with_the_status(fakes):
+def test_other_request_errors_raise_with_the_status():
     with pytest.raises(ClusterError, match="HTTP 400"):
         writer(fakes.ScriptedCluster(400), []).write(items(2), deadline=100)
 
 
-def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported(fakes):
+def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported():
     cluster, sleeps = fakes.ScriptedCluster(413, "ok", 413, 413, "ok"), []
     result = writer(cluster, sleeps).write(items(4), deadline=100)
     assert cluster.bulk == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"],
@@ -95,7 +96,7 @@ def test_413_splits_the_chunk_and_a_lone_oversized_document_is_reported(fakes):
     assert [(f.doc_id, f.status) for f in result.failures] == [("id2", 413)]
 
 
-def test_a_short_answer_is_an_error_not_a_success(fakes):
+def test_a_short_answer_is_an_error_not_a_success():
     class Short(fakes.ScriptedCluster):
         def request(self, *a, **k):
             response = super().request(*a, **k)
@@ -106,14 +107,14 @@ def test_a_short_answer_is_an_error_not_a_success(fakes):
         writer(Short(), []).write(items(2), deadline=100)
 
 
-def test_bodies_are_gzipped_when_asked(fakes):
+def test_bodies_are_gzipped_when_asked():
     cluster, sleeps = fakes.ScriptedCluster("ok"), []
     result = writer(cluster, sleeps, compress=True).write(items(3), deadline=100)
     assert result.indexed == 3 and cluster.headers["Content-Encoding"] == "gzip"
     assert cluster.bulk == [["id0", "id1", "id2"]]
 
 
-def test_a_write_block_stops_at_once_with_a_clear_error(fakes):
+def test_a_write_block_stops_at_once_with_a_clear_error():
     cluster = fakes.ScriptedCluster([201, 403])
     with pytest.raises(ClusterBlocked, match="writes to idx are blocked: index read-only"):
         writer(cluster, []).write(items(2), deadline=100)
@@ -133,7 +134,7 @@ def test_fast_and_fallback_serialisers_write_the_same_bytes():
     assert bulk.dumps({"n": 2 ** 70}) == b'{"n":1180591620717411303424}'
 
 
-def test_requests_and_throttled_requests_are_counted(fakes):
+def test_requests_and_throttled_requests_are_counted():
     # 1: items 429/503; 2: whole request 429; 3: one item 503 only; 4: all written.
     cluster, sleeps = fakes.ScriptedCluster([201, 429, 503], 429, [503, 201], "ok"), []
     result = writer(cluster, sleeps).write(items(3), deadline=100)

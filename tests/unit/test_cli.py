@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import fakes
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.commands import redrive
 from cloudtrail_es.commands import retention
@@ -15,7 +16,7 @@ def run(argv, cluster, capsys):
     return code, (json.loads(out.out.splitlines()[-1]) if "--json" in argv and out.out else None), out.err
 
 
-def test_a_directory_loads_and_exits_0(fakes, trail_dir, capsys):
+def test_a_directory_loads_and_exits_0(trail_dir, capsys):
     cluster = fakes.ScriptedCluster()
 
     code, summary, _ = run(["--dir", str(trail_dir), "--json", "--quiet"], cluster, capsys)
@@ -27,7 +28,7 @@ def test_a_directory_loads_and_exits_0(fakes, trail_dir, capsys):
     assert cluster.refreshed == sorted({index for index, _ in cluster.documents})
 
 
-def test_a_corrupt_file_fails_alone_and_exits_1(fakes, trail_dir, capsys):
+def test_a_corrupt_file_fails_alone_and_exits_1(trail_dir, capsys):
     (trail_dir / fakes.log_key("CorruptGzip0001")).write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)
     cluster = fakes.ScriptedCluster()
 
@@ -38,7 +39,7 @@ def test_a_corrupt_file_fails_alone_and_exits_1(fakes, trail_dir, capsys):
     assert "FAILED" in err and "corrupt gzip" in err
 
 
-def test_rejected_events_go_to_the_dead_letter_dir_and_exit_3(fakes, trail_dir, env, capsys):
+def test_rejected_events_go_to_the_dead_letter_dir_and_exit_3(trail_dir, env, capsys):
     cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: 400 if doc_id == "b" else None)
     dead_dir = env / "dead"
 
@@ -51,7 +52,7 @@ def test_rejected_events_go_to_the_dead_letter_dir_and_exit_3(fakes, trail_dir, 
     assert record["doc_id"] == "b" and "DEAD-LETTERED 1 events" in err
 
 
-def test_redrive_sends_dead_letters_again_through_the_protocol(fakes, monkeypatch, capsys):
+def test_redrive_sends_dead_letters_again_through_the_protocol(monkeypatch, capsys):
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(), cluster)
     store = fakes.MemoryDeadLetters()
@@ -70,7 +71,7 @@ def test_redrive_sends_dead_letters_again_through_the_protocol(fakes, monkeypatc
 
 @pytest.mark.parametrize("variable, value", [("LOG_LEVEL", "LOUD"), ("RETRY_LIMIT_SECONDS", "soon"),
                                              ("INDEX_SHARDS", "one")])
-def test_a_bad_setting_exits_2_naming_the_variable(fakes, trail_dir, monkeypatch, capsys, variable, value):
+def test_a_bad_setting_exits_2_naming_the_variable(trail_dir, monkeypatch, capsys, variable, value):
     monkeypatch.setenv(variable, value)
 
     code = cli.main(["--dir", str(trail_dir), "--quiet"] if variable != "LOG_LEVEL" else
@@ -79,7 +80,7 @@ def test_a_bad_setting_exits_2_naming_the_variable(fakes, trail_dir, monkeypatch
     assert code == cli.EXIT_USAGE and variable in capsys.readouterr().err
 
 
-def test_dry_run_lists_and_loads_nothing(fakes, trail_dir, capsys):
+def test_dry_run_lists_and_loads_nothing(trail_dir, capsys):
     cluster = fakes.ScriptedCluster()
 
     code, summary, _ = run(["--dir", str(trail_dir), "--dry-run", "--json"], cluster, capsys)
@@ -88,7 +89,7 @@ def test_dry_run_lists_and_loads_nothing(fakes, trail_dir, capsys):
     assert cluster.requests == []
 
 
-def test_via_queue_sends_one_message_per_file(fakes, env, capsys):
+def test_via_queue_sends_one_message_per_file(env, capsys):
     class Listing:
         def get_paginator(self, name):
             return self

@@ -8,6 +8,8 @@ from concurrent.futures import ALL_COMPLETED
 
 import pytest
 
+import fakes
+from cloudtrail_es.core.results import FileResult
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.commands import common as commands
@@ -24,8 +26,7 @@ def summary_of(out):
 
 # 1. Wrong input never reports success
 
-def test_a_directory_without_cloudtrail_files_is_a_usage_error_naming_what_was_searched(
-        fakes, env, capsys):
+def test_a_directory_without_cloudtrail_files_is_a_usage_error_naming_what_was_searched(env, capsys):
     empty = env / "mirror"
     (empty / "AWSLogs").mkdir(parents=True)
     (empty / "AWSLogs" / "readme.txt").write_text("not a log")
@@ -38,7 +39,7 @@ def test_a_directory_without_cloudtrail_files_is_a_usage_error_naming_what_was_s
     assert f"no CloudTrail log file in directory {empty}" in err and "1 other objects" in err
 
 
-def test_filters_that_select_nothing_are_named(fakes, trail_dir, capsys):
+def test_filters_that_select_nothing_are_named(trail_dir, capsys):
     code = cli.main(["--dir", str(trail_dir), "--dates", "2023-01-01", "2023-01-31",
                      "--regions", "ap-south-1"], cluster=fakes.ScriptedCluster())
 
@@ -47,7 +48,7 @@ def test_filters_that_select_nothing_are_named(fakes, trail_dir, capsys):
     assert "--dates 2023-01-01 2023-01-31" in err and "--regions ap-south-1" in err
 
 
-def test_a_dry_run_that_selects_nothing_is_a_usage_error_too(fakes, env, capsys):
+def test_a_dry_run_that_selects_nothing_is_a_usage_error_too(env, capsys):
     (env / "nothing").mkdir()
     assert cli.main(["--dir", str(env / "nothing"), "--dry-run"]) == cli.EXIT_USAGE
     assert "no CloudTrail log file" in capsys.readouterr().err
@@ -65,7 +66,7 @@ def test_a_wrong_option_is_a_usage_error(argv, message, capsys):
     assert exit.value.code == cli.EXIT_USAGE and message in capsys.readouterr().err
 
 
-def test_everything_already_done_warns_and_loads_nothing(fakes, trail_dir, env, capsys):
+def test_everything_already_done_warns_and_loads_nothing(trail_dir, env, capsys):
     state = env / "state"
     assert cli.main(["--dir", str(trail_dir), "--state", str(state), "--quiet"],
                     cluster=fakes.ScriptedCluster()) == cli.EXIT_OK
@@ -98,8 +99,7 @@ CLUSTER_ONLY = ("ES_AUTH", "ES_VERIFY_CERTS", "ES_SERVICE", "ES_HOSTNAME")
 @pytest.mark.parametrize("variable, value, mode", [
     (variable, value, mode) for mode in ([], ["--dry-run"], ["--output", "OUT"])
     for variable, value in BAD_SETTINGS if not (mode and variable in CLUSTER_ONLY)])
-def test_a_bad_setting_is_one_line_and_exit_2_before_any_work(
-        fakes, trail_dir, env, monkeypatch, capsys, variable, value, mode):
+def test_a_bad_setting_is_one_line_and_exit_2_before_any_work(trail_dir, env, monkeypatch, capsys, variable, value, mode):
     monkeypatch.setenv(variable, value)
     cluster = fakes.ScriptedCluster()
     argv = ["--dir", str(trail_dir)] + [str(env / a) if a == "OUT" else a for a in mode]
@@ -113,7 +113,7 @@ def test_a_bad_setting_is_one_line_and_exit_2_before_any_work(
     assert cluster.requests == [] and out == "" and not (env / "OUT").exists()
 
 
-def test_offline_runs_do_not_need_the_cluster_settings(fakes, trail_dir, env, monkeypatch, capsys):
+def test_offline_runs_do_not_need_the_cluster_settings(trail_dir, env, monkeypatch, capsys):
     for name in ("ES_HOSTNAME", "ES_AUTH"):
         monkeypatch.delenv(name)
     assert cli.main(["--dir", str(trail_dir), "--dry-run", "--json"]) == cli.EXIT_OK
@@ -140,7 +140,7 @@ def test_a_scheme_less_host_and_port_is_refused_with_the_rule(hostname):
 
 
 @pytest.mark.parametrize("level", ["debug", "Info", "WARNING"])
-def test_log_level_is_accepted_in_any_case(fakes, trail_dir, capsys, level):
+def test_log_level_is_accepted_in_any_case(trail_dir, capsys, level):
     assert cli.main(["--dir", str(trail_dir), "--log-level", level, "--quiet"],
                     cluster=fakes.ScriptedCluster()) == cli.EXIT_OK
 
@@ -164,8 +164,7 @@ def test_a_terminal_gets_warnings_only_unless_a_level_is_asked(monkeypatch, tmp_
     assert logging.getLogger().level == logging.DEBUG
 
 
-def test_a_log_file_gets_the_per_file_lines_and_the_terminal_the_warnings(
-        fakes, trail_dir, env, capsys):
+def test_a_log_file_gets_the_per_file_lines_and_the_terminal_the_warnings(trail_dir, env, capsys):
     log_file = env / "run.log"
 
     assert cli.main(["--dir", str(trail_dir), "--log-file", str(log_file), "--quiet"],
@@ -189,16 +188,11 @@ def test_no_eta_until_enough_is_done(elapsed, done, text):
 class GroupProcessor:
     """Each group loads at once; the files' results say which they were."""
 
-    def __init__(self, fakes):
-        self.fakes = fakes
-
     def process_files(self, refs, deadline):
-        from cloudtrail_es.write.pipeline import FileResult
         return [FileResult(ref.bucket, ref.key, "ct-2024-01", events_read=1, indexed=1) for ref in refs]
 
 
-def test_a_second_interrupt_during_the_wind_down_still_writes_the_finished_files(
-        fakes, tmp_path, monkeypatch):
+def test_a_second_interrupt_during_the_wind_down_still_writes_the_finished_files(tmp_path, monkeypatch):
     monkeypatch.setattr(backfill, "GROUP_FILES", 2)
     real_wait = backfill.wait
     interrupts = []
@@ -212,7 +206,7 @@ def test_a_second_interrupt_during_the_wind_down_still_writes_the_finished_files
     refs = [ObjectRef("b", fakes.log_key(f"File{n:011d}"), 10) for n in range(6)]
     state = backfill.StateFile(tmp_path / "state")
 
-    run, interrupted = backfill.run_parallel(GroupProcessor(fakes), refs, 4, lambda: 0.0, state)
+    run, interrupted = backfill.run_parallel(GroupProcessor(), refs, 4, lambda: 0.0, state)
 
     assert interrupted and len(interrupts) == 2
     assert len(run.loaded) == 6
@@ -220,7 +214,7 @@ def test_a_second_interrupt_during_the_wind_down_still_writes_the_finished_files
         == {f"b/{ref.key}" for ref in refs}
 
 
-def test_an_interrupt_in_the_middle_of_a_group_loses_none_of_it(fakes, tmp_path, monkeypatch):
+def test_an_interrupt_in_the_middle_of_a_group_loses_none_of_it(tmp_path, monkeypatch):
     monkeypatch.setattr(backfill, "GROUP_FILES", 3)
 
     class CtrlCOnSecondFile(backfill.Progress):
@@ -232,7 +226,7 @@ def test_an_interrupt_in_the_middle_of_a_group_loses_none_of_it(fakes, tmp_path,
     refs = [ObjectRef("b", fakes.log_key(f"File{n:011d}"), 10) for n in range(3)]
     state = backfill.StateFile(tmp_path / "state")
 
-    run, interrupted = backfill.run_parallel(GroupProcessor(fakes), refs, 1, lambda: 0.0, state,
+    run, interrupted = backfill.run_parallel(GroupProcessor(), refs, 1, lambda: 0.0, state,
                                              CtrlCOnSecondFile(3, 30, enabled=False))
 
     assert interrupted and [r.key for r in run.loaded] == [ref.key for ref in refs]
@@ -241,7 +235,7 @@ def test_an_interrupt_in_the_middle_of_a_group_loses_none_of_it(fakes, tmp_path,
 
 # 5. Truthful summaries
 
-def test_a_file_that_failed_after_retries_says_how_many(fakes, trail_dir, env):
+def test_a_file_that_failed_after_retries_says_how_many(trail_dir, env):
     clock = [0.0]
     backoff = Backoff(base=1.0, cap=4.0, sleep=lambda s: clock.__setitem__(0, clock[0] + s),
                       clock=lambda: clock[0], jitter=lambda: 1.0)
@@ -257,7 +251,7 @@ def test_a_file_that_failed_after_retries_says_how_many(fakes, trail_dir, env):
     assert run.summary()["retried"] == failure.retried and run.summary()["files_failed"] == 1
 
 
-def test_files_with_dead_lettered_events_are_not_counted_as_loaded(fakes, trail_dir, env, capsys):
+def test_files_with_dead_lettered_events_are_not_counted_as_loaded(trail_dir, env, capsys):
     cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: 400 if doc_id == "c" else None)
 
     code = cli.main(["--dir", str(trail_dir), "--json", "--quiet", "--dead-letter-dir",
@@ -268,7 +262,7 @@ def test_files_with_dead_lettered_events_are_not_counted_as_loaded(fakes, trail_
     assert (summary["files_loaded"], summary["files_dead_lettered"], summary["dead_lettered"]) == (1, 1, 1)
 
 
-def test_output_index_bodies_honour_shards_and_replicas(fakes, trail_dir, env, monkeypatch, capsys):
+def test_output_index_bodies_honour_shards_and_replicas(trail_dir, env, monkeypatch, capsys):
     monkeypatch.setenv("INDEX_SHARDS", "3")
     monkeypatch.setenv("INDEX_REPLICAS", "2")
 

@@ -4,6 +4,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
+import fakes
 import lambda_function
 
 from cloudtrail_es.aws import handler as routes
@@ -13,7 +14,7 @@ GOOD = ["GoodFileNumber1", "GoodFileNumber2", "GoodFileNumber3", "GoodFileNumber
 
 
 @pytest.fixture()
-def loader(fakes, monkeypatch):
+def loader(monkeypatch):
     """The handler's processor: every GOOD file holds two events; "Broken" files are corrupt."""
     files = {fakes.log_key(name): fakes.trail_file([fakes.event(f"{name}-a"), fakes.event(f"{name}-b")])
              for name in GOOD}
@@ -58,7 +59,7 @@ POISON = {
 }
 
 
-def test_sqs_batch_of_every_shape_lists_exactly_the_poison_messages(fakes, loader):
+def test_sqs_batch_of_every_shape_lists_exactly_the_poison_messages(loader):
     processor, cluster = loader
     good = {
         "s3": s3_notification(fakes.log_key(GOOD[0])),
@@ -77,7 +78,7 @@ def test_sqs_batch_of_every_shape_lists_exactly_the_poison_messages(fakes, loade
     assert {doc_id for _, doc_id in cluster.documents} == {f"{n}-{x}" for n in GOOD for x in "ab"}
 
 
-def test_an_unexpected_exception_fails_its_message_alone(fakes, loader, monkeypatch):
+def test_an_unexpected_exception_fails_its_message_alone(loader, monkeypatch):
     processor, cluster = loader
     real = processor.process_file
 
@@ -101,7 +102,7 @@ def test_a_batch_whose_every_message_failed_raises(loader):
 
 
 @pytest.mark.parametrize("shape", ["s3", "eventbridge", "cloudtrail", "sns"])
-def test_direct_invocations_load_their_files(fakes, loader, shape):
+def test_direct_invocations_load_their_files(loader, shape):
     processor, cluster = loader
     key = fakes.log_key(GOOD[0])
     event = {"s3": s3_notification(key), "eventbridge": eventbridge(key),
@@ -114,7 +115,7 @@ def test_direct_invocations_load_their_files(fakes, loader, shape):
     assert (summary["files_loaded"], summary["indexed"], summary["files_failed"]) == (1, 2, 0)
 
 
-def test_a_direct_invocation_with_a_failed_file_raises_naming_it(fakes, loader):
+def test_a_direct_invocation_with_a_failed_file_raises_naming_it(loader):
     with pytest.raises(LoadFailed, match="BrokenFile00001"):
         lambda_function.lambda_handler(s3_notification(fakes.log_key("BrokenFile00001")), None)
 

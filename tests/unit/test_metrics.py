@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from cloudtrail_es.aws import metrics
 from cloudtrail_es.core import results
 from cloudtrail_es.core.errors import FileFailed
-from cloudtrail_es.write.processor import FileResult, RunResult
+from cloudtrail_es.core.results import FileResult, RunResult
 
 SPEC_METRICS = {"EventsRead", "EventsIndexed", "EventsDegraded", "EventsDeadLettered",
                 "EventsFiltered", "FilesLoaded", "FilesFailed", "BulkRequests", "BulkRetries",

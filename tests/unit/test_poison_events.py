@@ -11,13 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fakes
 from cloudtrail_es.write import deadletter
 from cloudtrail_es.core import deepjson
 from cloudtrail_es.documents import transform
 from cloudtrail_strategies import deep, events
 from cloudtrail_es.write.bulk import BulkWriter, bulk_item
 from cloudtrail_es.write.deadletter import LocalDeadLetters
-from cloudtrail_es.write.processor import RunResult
+from cloudtrail_es.core.results import RunResult
 from cloudtrail_es.core.refs import ObjectRef
 from cloudtrail_es.core.retry import retryable_item
 
@@ -31,16 +32,6 @@ def nested(depth, leaf="deep"):
     for _ in range(depth):
         value = {"k": value}
     return value
-
-
-def trail_file(events):
-    """A log file of ``events`` at any depth (``json.dumps`` escapes lone surrogates)."""
-    def text(event):
-        try:
-            return json.dumps(event)
-        except RecursionError:
-            return deepjson.dumps(event)
-    return gzip.compress(('{"Records":[' + ",".join(map(text, events)) + "]}").encode())
 
 
 def record_of(event):
@@ -69,9 +60,9 @@ def test_any_event_can_be_dead_lettered_and_read_back(name):
 
 
 @pytest.mark.parametrize("name", ["surrogate", "deep"])
-def test_a_poison_event_the_cluster_rejects_is_dead_lettered_not_a_failed_file(fakes, tmp_path, name):
+def test_a_poison_event_the_cluster_rejects_is_dead_lettered_not_a_failed_file(tmp_path, name):
     poison = POISON_EVENTS[name]
-    files = {fakes.log_key("Poison000000001"): trail_file([fakes.event("good-1"), poison])}
+    files = {fakes.log_key("Poison000000001"): fakes.trail_file([fakes.event("good-1"), poison])}
     cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: 400 if doc_id == poison["eventID"] else None)
     processor = fakes.processor_for(fakes.MemorySource(files), cluster)
     processor.dead_letters = LocalDeadLetters(tmp_path)
@@ -84,7 +75,7 @@ def test_a_poison_event_the_cluster_rejects_is_dead_lettered_not_a_failed_file(f
     assert record["doc_id"] == poison["eventID"] and record["event"]["eventID"] == poison["eventID"]
 
 
-def test_a_repaired_document_is_indexed_and_counted(fakes, caplog):
+def test_a_repaired_document_is_indexed_and_counted(caplog):
     events = [fakes.event("clean-1"), fakes.event("bad-1", userAgent="agent" + SURROGATE)]
     files = {fakes.log_key("Repaired0000001"): fakes.trail_file(events)}
     cluster = fakes.ScriptedCluster()
@@ -102,7 +93,7 @@ def test_a_repaired_document_is_indexed_and_counted(fakes, caplog):
     assert RunResult(loaded=[result]).summary()["repaired"] == 1
 
 
-def test_a_degraded_document_that_was_repaired_is_counted(fakes):
+def test_a_degraded_document_that_was_repaired_is_counted():
     event = fakes.event("bad-2", requestParameters={"x": SURROGATE})
     files = {fakes.log_key("Repaired0000002"): fakes.trail_file([event])}
     cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: None if transform.DEGRADED_REASON in doc else 400)
@@ -118,7 +109,7 @@ def test_a_degraded_document_that_was_repaired_is_counted(fakes):
     {"type": "process_cluster_event_timeout_exception", "reason": "failed to process cluster event"},
     {"type": "es_rejected_execution_exception", "reason": "rejected execution"},
 ])
-def test_an_item_failed_because_the_cluster_was_busy_is_retried_not_degraded(fakes, error):
+def test_an_item_failed_because_the_cluster_was_busy_is_retried_not_degraded(error):
     files = {fakes.log_key("Busy00000000001"): fakes.trail_file([fakes.event("a-1"), fakes.event("b-1")])}
     cluster = fakes.ScriptedCluster({"b-1": (500, error)}, {"b-1": (500, error)})
     processor = fakes.processor_for(fakes.MemorySource(files), cluster)
@@ -130,7 +121,7 @@ def test_an_item_failed_because_the_cluster_was_busy_is_retried_not_degraded(fak
     assert cluster.bulk == [["a-1", "b-1"], ["b-1"], ["b-1"]]
 
 
-def test_busy_items_are_retried_only_until_the_deadline(fakes):
+def test_busy_items_are_retried_only_until_the_deadline():
     clock = iter(range(0, 1000, 10))
     backoff = fakes.quick_backoff()
     backoff.clock = lambda: float(next(clock))
@@ -213,7 +204,7 @@ def body_text(body):
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(bodies=st.lists(BODIES, min_size=1, max_size=4))
-def test_no_sqs_message_body_fails_another_message(fakes, monkeypatch, bodies):
+def test_no_sqs_message_body_fails_another_message(monkeypatch, bodies):
     """Whatever the bodies hold, the good message's file loads and only messages that did not
     load are listed; nothing is raised while the batch has a message that loaded."""
     import lambda_function
@@ -258,8 +249,7 @@ def escaped_file(records):
 @given(records=st.lists(events | st.builds(lambda d, e: {**e, "requestParameters": deep(d)},
                                            st.integers(900, 2500), events), min_size=1, max_size=4),
        rejected=st.sets(st.integers(0, 3)), degraded_too=st.booleans())
-def test_hostile_events_are_indexed_degraded_or_dead_lettered_never_a_failed_file(
-        fakes, records, rejected, degraded_too):
+def test_hostile_events_are_indexed_degraded_or_dead_lettered_never_a_failed_file(records, rejected, degraded_too):
     """Whatever the events hold and whatever the cluster rejects, the file loads and every
     event read is in one place; the dead letters written decode to the events rejected."""
     import tempfile

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fakes
 from cloudtrail_es.write import processor as processor_module
 from cloudtrail_es.documents import transform
 from cloudtrail_es.write.bulk import bulk_item
@@ -17,7 +18,7 @@ from cloudtrail_es.core.refs import ObjectRef
 KEYS = ["FileNumberOne01", "FileNumberTwo02", "FileNumberThree"]
 
 
-def batch(fakes, sizes, **settings_overrides):
+def batch(sizes, **settings_overrides):
     """(processor, cluster, dead letters, refs) for files of ``sizes`` events each."""
     files = {fakes.log_key(KEYS[n]): fakes.trail_file(fakes.event(f"f{n}-e{i}") for i in range(size))
              for n, size in enumerate(sizes)}
@@ -26,8 +27,8 @@ def batch(fakes, sizes, **settings_overrides):
     return processor, cluster, dead, [ObjectRef("b", key) for key in files]
 
 
-def test_files_of_a_batch_share_requests_and_each_is_counted(fakes):
-    processor, cluster, _, refs = batch(fakes, [4, 3], bulk_max_docs=3)
+def test_files_of_a_batch_share_requests_and_each_is_counted():
+    processor, cluster, _, refs = batch([4, 3], bulk_max_docs=3)
 
     first, second = processor.process_files(refs, deadline=100)
 
@@ -36,18 +37,18 @@ def test_files_of_a_batch_share_requests_and_each_is_counted(fakes):
     assert len(cluster.documents) == 7 and first.index == "ct-2024-01"
 
 
-def test_a_chunk_exactly_at_the_byte_limit_is_one_request(fakes):
+def test_a_chunk_exactly_at_the_byte_limit_is_one_request():
     item_bytes = max(len(bulk_item("ct-2024-01", f"f0-e{i}", transform.document_for(fakes.event(f"f0-e{i}"))).lines)
                      for i in range(6))
-    processor, cluster, _, refs = batch(fakes, [6], bulk_max_bytes=3 * item_bytes)
+    processor, cluster, _, refs = batch([6], bulk_max_bytes=3 * item_bytes)
 
     processor.process_files(refs, deadline=100)
 
     assert [len(ids) for ids in cluster.bulk] == [3, 3]
 
 
-def test_rejected_events_are_degraded_and_doubly_rejected_ones_dead_lettered(fakes):
-    processor, cluster, dead, refs = batch(fakes, [4])
+def test_rejected_events_are_degraded_and_doubly_rejected_ones_dead_lettered():
+    processor, cluster, dead, refs = batch([4])
     cluster.reject = lambda doc_id, doc: (400 if doc_id in ("f0-e1", "f0-e2") and
                                           (doc_id == "f0-e2" or "degraded_reason" not in doc) else None)
 
@@ -61,8 +62,8 @@ def test_rejected_events_are_degraded_and_doubly_rejected_ones_dead_lettered(fak
     assert result.dead_letter in dead.stored
 
 
-def test_throttled_items_are_retried_and_counted_on_their_own_file(fakes):
-    processor, cluster, _, refs = batch(fakes, [2, 2])
+def test_throttled_items_are_retried_and_counted_on_their_own_file():
+    processor, cluster, _, refs = batch([2, 2])
     cluster.script = [{"f1-e0": 429, "f1-e1": 503}, 429, ClusterUnreachable("reset")]
 
     first, second = processor.process_files(refs, deadline=100)
@@ -71,8 +72,8 @@ def test_throttled_items_are_retried_and_counted_on_their_own_file(fakes):
     assert first.indexed == second.indexed == 2 and len(cluster.documents) == 4
 
 
-def test_a_lone_document_too_large_for_the_cluster_is_dead_lettered(fakes):
-    processor, cluster, dead, refs = batch(fakes, [2])
+def test_a_lone_document_too_large_for_the_cluster_is_dead_lettered():
+    processor, cluster, dead, refs = batch([2])
     cluster.script = [413, 413, "ok"]
 
     [result] = processor.process_files(refs, deadline=100)
@@ -84,8 +85,8 @@ def test_a_lone_document_too_large_for_the_cluster_is_dead_lettered(fakes):
 @pytest.mark.parametrize("poison", [RecursionError("maximum recursion depth exceeded"),
                                     UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogates not allowed"),
                                     MemoryError(), KeyError("eventTime"), ValueError("odd")])
-def test_a_poison_event_fails_its_file_alone_with_its_reason(fakes, monkeypatch, caplog, poison):
-    processor, cluster, _, refs = batch(fakes, [3, 3, 3], bulk_max_docs=4)
+def test_a_poison_event_fails_its_file_alone_with_its_reason(monkeypatch, caplog, poison):
+    processor, cluster, _, refs = batch([3, 3, 3], bulk_max_docs=4)
     real = transform.document_for
 
     def document_for(event):
@@ -107,8 +108,8 @@ def test_a_poison_event_fails_its_file_alone_with_its_reason(fakes, monkeypatch,
     assert [r.msg for r in caplog.records if r.msg.startswith("file")].count("file failed") == 1
 
 
-def test_an_unreadable_file_fails_alone_whatever_the_source_raises(fakes):
-    processor, cluster, _, refs = batch(fakes, [1, 1])
+def test_an_unreadable_file_fails_alone_whatever_the_source_raises():
+    processor, cluster, _, refs = batch([1, 1])
 
     class Exploding(fakes.MemorySource):
         def read(self, bucket, key):
@@ -126,8 +127,8 @@ def test_an_unreadable_file_fails_alone_whatever_the_source_raises(fakes):
     assert isinstance(gone, FileFailed) and "NoSuchKey" in gone.reason
 
 
-def test_a_cluster_failure_fails_every_file_of_the_batch(fakes):
-    processor, cluster, _, refs = batch(fakes, [2, 2])
+def test_a_cluster_failure_fails_every_file_of_the_batch():
+    processor, cluster, _, refs = batch([2, 2])
     cluster.script = [400]
 
     outcomes = processor.process_files(refs, deadline=100)
@@ -135,8 +136,8 @@ def test_a_cluster_failure_fails_every_file_of_the_batch(fakes):
     assert all(isinstance(o, FileFailed) and "HTTP 400" in o.reason for o in outcomes)
 
 
-def test_an_oversized_event_is_read_and_dead_lettered_with_its_head(fakes, monkeypatch):
-    processor, cluster, dead, refs = batch(fakes, [0])
+def test_an_oversized_event_is_read_and_dead_lettered_with_its_head(monkeypatch):
+    processor, cluster, dead, refs = batch([0])
     processor._pipeline.max_event_bytes = 1000
     oversized = OversizedEvent(size=5000, head='{"eventID": "huge-1", "x": "aaaa', event_id="huge-1")
     monkeypatch.setattr(processor_module, "iter_events", lambda data, **limits: iter(
@@ -151,7 +152,7 @@ def test_an_oversized_event_is_read_and_dead_lettered_with_its_head(fakes, monke
     assert "event" not in record and record["index"] == "ct-2024-01"
 
 
-def test_an_identical_redelivered_event_is_one_document(fakes):
+def test_an_identical_redelivered_event_is_one_document():
     twice = fakes.event("same-1")
     files = {fakes.log_key(KEYS[0]): fakes.trail_file([twice, fakes.event("other"), twice])}
     cluster = fakes.ScriptedCluster()
@@ -163,7 +164,7 @@ def test_an_identical_redelivered_event_is_one_document(fakes):
     assert sorted(doc_id for _, doc_id in cluster.documents) == ["other", "same-1"]
 
 
-def test_different_events_sharing_an_id_both_land_under_a_derived_id(fakes):
+def test_different_events_sharing_an_id_both_land_under_a_derived_id():
     first, second = fakes.event("dup-1"), fakes.event("dup-1", eventName="DeleteObject")
     files = {fakes.log_key(KEYS[0]): fakes.trail_file([first, second, second])}
     landed = []
@@ -186,7 +187,7 @@ def test_a_derived_id_stays_within_the_id_limit():
     assert derived == derived_id(long_id, b"content") != derived_id(long_id, b"other")
 
 
-def test_without_a_dead_letter_a_rejection_fails_the_file(fakes):
+def test_without_a_dead_letter_a_rejection_fails_the_file():
     files = {fakes.log_key(KEYS[0]): fakes.trail_file([fakes.event("a")])}
     cluster = fakes.ScriptedCluster(reject=lambda doc_id, doc: 400)
     processor = fakes.processor_for(fakes.MemorySource(files), cluster)
@@ -196,7 +197,7 @@ def test_without_a_dead_letter_a_rejection_fails_the_file(fakes):
     assert isinstance(outcome, FileFailed) and "no dead letter configured" in outcome.reason
 
 
-def test_load_events_keeps_the_recorded_ids(fakes):
+def test_load_events_keeps_the_recorded_ids():
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(), cluster)
 
@@ -215,8 +216,8 @@ ITEM_ANSWERS = st.sampled_from([201, 201, 201, 400, 429, 503])
        script=st.lists(st.one_of(st.lists(ITEM_ANSWERS, max_size=8), st.sampled_from([429, 413, "ok"])),
                        max_size=6),
        reject_degraded=st.booleans(), max_docs=st.integers(1, 5))
-def test_every_event_read_is_accounted_for_once(fakes, sizes, script, reject_degraded, max_docs):
-    processor, cluster, dead, refs = batch(fakes, sizes, bulk_max_docs=max_docs)
+def test_every_event_read_is_accounted_for_once(sizes, script, reject_degraded, max_docs):
+    processor, cluster, dead, refs = batch(sizes, bulk_max_docs=max_docs)
     cluster.script = list(script)
     if reject_degraded:
         cluster.reject = lambda doc_id, doc: 400 if "degraded_reason" in doc else None
@@ -234,8 +235,8 @@ def test_every_event_read_is_accounted_for_once(fakes, sizes, script, reject_deg
     assert json.dumps([o.summary() for o in outcomes])
 
 
-def test_an_unexpected_failure_of_the_write_path_fails_the_batch_and_is_logged_once(fakes, caplog):
-    processor, cluster, _, refs = batch(fakes, [1, 1, 1])
+def test_an_unexpected_failure_of_the_write_path_fails_the_batch_and_is_logged_once(caplog):
+    processor, cluster, _, refs = batch([1, 1, 1])
     cluster.script = [ZeroDivisionError("a bug")]
 
     outcomes = processor.process_files(refs, deadline=100)

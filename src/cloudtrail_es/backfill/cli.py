@@ -28,7 +28,8 @@ from cloudtrail_es.write.deadletter import LocalDeadLetters
 from cloudtrail_es.core.errors import ClusterError, ConfigurationError, LoaderError
 from cloudtrail_es.core.filters import parse_rules
 from cloudtrail_es.core.names import segment
-from cloudtrail_es.write.processor import Processor, RunResult, Source, create_processor
+from cloudtrail_es.core.results import RunResult
+from cloudtrail_es.write.processor import Processor, Source, create_processor
 from cloudtrail_es.core.refs import ObjectRef
 from cloudtrail_es.core.redact import redact
 from cloudtrail_es.core.retry import Backoff

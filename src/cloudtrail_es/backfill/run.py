@@ -24,7 +24,8 @@ from cloudtrail_es.write.bulk import Position, bulk_item
 from cloudtrail_es.read.decoder import OversizedEvent
 from cloudtrail_es.core.errors import FileFailed, RetryDeadlineExceeded, StateFileError
 from cloudtrail_es.write.indexes import index_body
-from cloudtrail_es.write.processor import Processor, RunResult
+from cloudtrail_es.core.results import RunResult
+from cloudtrail_es.write.processor import Processor
 from cloudtrail_es.core.refs import ObjectRef
 from cloudtrail_es.core.retry import Backoff, Retry, retrying
 from cloudtrail_es.read.decoder import events_in

@@ -19,7 +19,7 @@ from cloudtrail_es.write.bulk import BulkWriter
 from cloudtrail_es.write.cluster import Cluster, create_cluster
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.engine import Engine, detect
-from cloudtrail_es.core.errors import AccountingError, DeadLetterError, FileFailed
+from cloudtrail_es.core.errors import DeadLetterError, FileFailed
 from cloudtrail_es.core.filters import EventFilter, parse_rules
 from cloudtrail_es.write.health import WriteGate
 from cloudtrail_es.write.indexes import IndexCreator
@@ -30,8 +30,7 @@ from cloudtrail_es.core.retry import Backoff
 from cloudtrail_es.read.sources import S3Source
 from cloudtrail_es.read.decoder import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FILE_BYTES, iter_events
 
-__all__ = ["AccountingError", "FileResult", "ObjectRef", "EventsResult", "Processor", "RunResult",
-           "Source", "check_accounting", "create_processor", "process_objects"]
+__all__ = ["Processor", "Source", "create_processor", "process_objects"]
 
 log = logging.getLogger(__name__)
 
