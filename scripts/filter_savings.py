@@ -28,7 +28,7 @@ from cloudtrail_es.write.bulk import bulk_item  # noqa: E402
 from cloudtrail_es.core.filters import parse_rules  # noqa: E402
 from cloudtrail_es.read.sources import iter_events  # noqa: E402
 
-#: One rule each (no ``;``): the noise operators ask to drop (issue 13), read-only calls,
+#: One rule each (no ``;``): the noise operators ask to drop, read-only calls,
 #: KMS calls AWS services make on a user's behalf, data events; and narrower forms of each.
 CANDIDATES = (
     "readOnly=true",

@@ -1,7 +1,7 @@
 """Load AWS CloudTrail log files from S3 into Elasticsearch / OpenSearch, and run Sigma rules over them.
 
-Sub-packages, in layer order (each imports only from those before it; ``tests/unit/test_layers.py``
-holds the order and fails on any upward import or cycle):
+Sub-packages, in layer order (``LAYERS``): each imports only from itself and those before it;
+``tests/unit/test_layers.py`` fails on any upward import or any import cycle.
 
 * ``core``: settings, errors, results, names, retry and the breaker, redaction, logs, codecs;
 * ``documents``: an event -> the document we index (pure);
@@ -14,3 +14,6 @@ holds the order and fails on any upward import or cycle):
 
 The modules left at this level are entry points kept at their documented names.
 """
+
+#: The sub-packages from the bottom up; the modules at this level (entry points) sit above them all.
+LAYERS = ("core", "documents", "read", "write", "commands", "backfill", "detections", "aws")

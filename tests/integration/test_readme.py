@@ -1,4 +1,4 @@
-"""The README's commands, run as a new user would run them (issue 16).
+"""The README's commands, run as a new user would run them.
 
 Every command of the README's fenced ``sh`` blocks (continuation lines joined, comments dropped)
 must be either in RUN, with the exit code and a part of the output it must give, or in EXCLUDED,

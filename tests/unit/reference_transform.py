@@ -1,7 +1,7 @@
-"""The transform as it was at commit a7f323c (before issue 14), kept as the reference the
+"""The transform as it was at commit a7f323c (before the CPU work), kept as the reference the
 property tests compare today's faster transform with: same documents, byte for byte, for
 every event both can handle. Recursive, so only for events of modest depth. Not used by
-the loader. One deliberate change since (issue 15) is applied here too: the ECS fields
+the loader. One deliberate change since is applied here too: the ECS fields
 (``ecs.ecs_fields``) and top-level names kept clear of the ECS roots; ``STRUCTURED_FIELDS``
 (imported) now also holds Insights' ``insightDetails``.
 """

@@ -1,10 +1,11 @@
 """The bulk pipeline alone: chunking, per-item outcomes, retries (the scripted cluster, no sleep)."""
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
 import fakes
-from cloudtrail_es.write.bulk import BulkWriter, ClusterBlocked, bulk_item, chunks
+from cloudtrail_es.write.bulk import BulkWriter, ClusterBlocked, ItemOutcome, Traffic, bulk_item, chunks
 from cloudtrail_es.core.errors import ClusterError, ClusterUnreachable, RetryDeadlineExceeded
 from cloudtrail_es.core.retry import Backoff
 
@@ -13,9 +14,38 @@ def items(n, size=10):
     return [bulk_item("idx", f"id{i}", {"f": "x" * size}) for i in range(n)]
 
 
+@dataclass
+class Written:
+    """A write's outcomes summed up: what the pipeline counts on each file."""
+
+    indexed: int = 0
+    retried: int = 0
+    failures: list[ItemOutcome] = field(default_factory=list)
+    requests: int = 0
+    throttled: int = 0
+
+
+class Writer:
+    """A ``BulkWriter`` whose outcomes are summed up, for assertions on a whole write."""
+
+    def __init__(self, bulk_writer: BulkWriter) -> None:
+        self.bulk_writer = bulk_writer
+
+    def write(self, items, deadline) -> Written:
+        result, traffic = Written(), Traffic()
+        for outcome in self.bulk_writer.outcomes(items, deadline, traffic):
+            result.retried += outcome.retries
+            if outcome.ok:
+                result.indexed += 1
+            else:
+                result.failures.append(outcome)
+        result.requests, result.throttled = traffic.requests, traffic.throttled
+        return result
+
+
 def writer(cluster, sleeps, compress=False):
     backoff = Backoff(sleep=sleeps.append, clock=lambda: 0.0, jitter=lambda: 1.0)
-    return BulkWriter(cluster, compress=compress, backoff=backoff)
+    return Writer(BulkWriter(cluster, compress=compress, backoff=backoff))
 
 
 def test_action_line_and_source_are_ndjson():
@@ -75,8 +105,8 @@ def test_retries_stop_loudly_at_the_deadline():
         now[0] += seconds
 
     cluster = fakes.ScriptedCluster(*[429] * 50)
-    w = BulkWriter(cluster, compress=False,
-                   backoff=Backoff(sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0))
+    w = Writer(BulkWriter(cluster, compress=False,
+                              backoff=Backoff(sleep=sleep, clock=lambda: now[0], jitter=lambda: 1.0)))
     with pytest.raises(RetryDeadlineExceeded, match="gave up retrying 2 documents .HTTP 429"):
         w.write(items(2), deadline=10.0)
     assert sleeps == [0.5, 1.0, 2.0, 4.0] and len(cluster.bulk) == 5

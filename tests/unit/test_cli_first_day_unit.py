@@ -1,4 +1,4 @@
-"""The backfill as a new user meets it (issue 16): wrong input never reports success, bad
+"""The backfill as a new user meets it: wrong input never reports success, bad
 settings are one line and exit 2 before any work, summaries say what happened, Ctrl-C twice
 keeps what was loaded. The scripted cluster is injected; files are on local disk."""
 import argparse

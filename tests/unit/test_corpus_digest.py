@@ -1,5 +1,5 @@
 """Every document of the shared corpus is byte for byte what the transform produced at a7f323c,
-but for the ECS fields added since (issue 15), which are taken out before comparing."""
+but for the ECS fields added since, which are taken out before comparing."""
 import hashlib
 from pathlib import Path
 

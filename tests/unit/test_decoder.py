@@ -1,4 +1,4 @@
-"""The streaming decoder's cases from issue 11: every valid file loads, memory and time bounded."""
+"""The streaming decoder's hard cases: every valid file loads, memory and time bounded."""
 import gzip
 import json
 import zlib

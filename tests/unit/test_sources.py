@@ -23,7 +23,7 @@ def test_reads_gzipped_and_plain_files_by_magic_bytes():
     (b'{"something": "else"}', "no top-level \"Records\" array"),
     (b'[1, 2, 3]', "no top-level \"Records\" array"),
     (b'{"Records": [1, 2]}', "element is not an object"),
-    # Valid JSON however deep (issue 11): parsed, then refused for its shape.
+    # Valid JSON however deep parsed, then refused for its shape.
     (b"[" * 100_000 + b"]" * 100_000, "no top-level \"Records\" array"),
     (b"[" * 100_000 + b"]" * 99_999, "not valid JSON"),
 ])

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from cloudtrail_es.aws import metrics
 from cloudtrail_es.commands import retention
 from cloudtrail_es.core.config import Settings, index_prefix_from_env, retention_months_from_env
-from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError
+from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError, reason_of
 from cloudtrail_es.core.logs import configure_logging
 from cloudtrail_es.aws.notifications import (
     DetectionRequest, NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage,
@@ -92,7 +92,7 @@ def message_failure(message: SqsMessage, deadline_for: Deadline, runs: list[RunR
     try:
         run = process_objects(processor(), message.objects, deadline_for)
     except Exception as exc:  # whatever it is, it fails this message alone
-        reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+        reason = reason_of(exc)
         log.error("message failed", exc_info=not isinstance(exc, LoaderError),
                   extra={"message_id": message.message_id, "error": reason})
         return reason

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Union
 from urllib.parse import unquote_plus
 
-from cloudtrail_es.core.errors import LoaderError, UnknownEvent
+from cloudtrail_es.core.errors import UnknownEvent, reason_of
 from cloudtrail_es.core.refs import ObjectRef
 
 __all__ = ["CloudTrailDelivery", "EventBridgeObjectCreated", "Invocation", "NotUnderstood",
@@ -185,7 +185,7 @@ def _sqs_message(record: Mapping[str, Any]) -> SqsMessage:
     try:
         return Understood(message_id, _inner_source(_json(record.get("body"))).objects())
     except Exception as exc:  # each message is its own error boundary
-        reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+        reason = reason_of(exc)
         return NotUnderstood(message_id, reason)
 
 

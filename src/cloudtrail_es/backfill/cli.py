@@ -25,7 +25,7 @@ from cloudtrail_es.commands.common import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED
                        start_logging)
 from cloudtrail_es.core.config import ES_HOSTNAME, Settings
 from cloudtrail_es.write.deadletter import LocalDeadLetters
-from cloudtrail_es.core.errors import ClusterError, ConfigurationError, LoaderError
+from cloudtrail_es.core.errors import ClusterError, ConfigurationError, NothingSelected, reason_of
 from cloudtrail_es.core.filters import parse_rules
 from cloudtrail_es.core.names import segment
 from cloudtrail_es.core.results import RunResult
@@ -113,14 +113,6 @@ def filters_from(args: argparse.Namespace) -> Filters:
                    frozenset(args.regions) if args.regions else None)
 
 
-def s3_client() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # Room for the workers' concurrent reads (processor.READ_THREADS) and the listing.
-    return boto3.client("s3", config=Config(max_pool_connections=32))
-
-
 def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client: Any = None,
          cluster: Cluster | None = None) -> int:
     """The backfill; the AWS clients and the cluster may be given (tests), else they are made."""
@@ -156,10 +148,6 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
     except (ConfigurationError, ClusterError, NothingSelected) as exc:
         return fail_usage("bulk_upload", exc)
     return load(processor, settings, objects, args, state, breaker)
-
-
-class NothingSelected(LoaderError):
-    """The bucket, prefix, directory and filters select no CloudTrail log file at all."""
 
 
 def offline_settings(args: argparse.Namespace) -> Settings:
@@ -336,7 +324,7 @@ def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace, sett
                                  shards=settings.index_shards, replicas=settings.index_replicas)
             written += 1
         except Exception as exc:  # one file's failure, whatever it is, never stops the others
-            reason = str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
+            reason = reason_of(exc)
             failed.append({"key": ref.key, "reason": reason})
     report({"output": str(out_dir), "files_written": written, "files_skipped": skipped,
             "failed": failed}, args.json)

@@ -249,11 +249,11 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     """Load the files with ``workers`` threads; returns the run and whether it was interrupted.
 
     Ctrl-C stops taking new files, lets the ones in flight finish (their state is written)
-    and returns with interrupted = True. An open ``breaker`` (the cluster down too long)
-    stops taking new files too: the groups not started are dropped (neither loaded nor
-    failed), those in flight end quickly, failing with ClusterDown; ``breaker.is_open`` tells.
     and returns with interrupted = True. A second Ctrl-C stops the wait: the files finished
     by then are still taken into the run and the state (each is appended as it is taken).
+    An open ``breaker`` (the cluster down too long) stops taking new files too: the groups
+    not started are dropped (neither loaded nor failed), those in flight end quickly, failing
+    with ClusterDown; ``breaker.is_open`` tells.
     """
     run = RunResult()
     collector = _Collector(run, state, progress)

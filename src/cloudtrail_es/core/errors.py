@@ -1,4 +1,9 @@
-"""Typed errors, all of them; each carries what a user needs to act on it."""
+"""Typed errors, all of them; each carries what a user needs to act on it.
+
+Two live elsewhere, for a reason: ``detections.sigma.NotConvertible`` extends a pySigma error
+(pySigma is a build-time dependency), and ``aws.rolemapping.CustomResourceError`` belongs to a
+module that is copied alone into the template and imports nothing of ours.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -10,6 +15,14 @@ class LoaderError(Exception):
 
 class ConfigurationError(LoaderError):
     """A setting is missing or has a value we cannot use."""
+
+
+class BadFilterRule(ConfigurationError):
+    """An exclusion rule that cannot be understood; the message names it."""
+
+    def __init__(self, rule: str, problem: str) -> None:
+        self.rule = rule
+        super().__init__(f"bad exclusion rule {rule!r}: {problem}")
 
 
 class StateFileError(ConfigurationError):
@@ -53,6 +66,10 @@ class BadLogFile(LoaderError):
     """The object is not a readable CloudTrail log file."""
 
 
+class FileTooLarge(BadLogFile):
+    """The file inflates to more than ``max_file_bytes`` (MAX_FILE_BYTES)."""
+
+
 class DeadLetterError(LoaderError):
     """Undeliverable events could not be stored either: the file must fail."""
 
@@ -67,6 +84,18 @@ class AccountingError(LoaderError):
 
 class UnknownEvent(LoaderError):
     """The handler was invoked with something it does not recognise."""
+
+
+class NothingSelected(LoaderError):
+    """The bucket, prefix, directory and filters select no CloudTrail log file at all."""
+
+
+class DetectionError(LoaderError):
+    """Rules could not be loaded or the detector could not run."""
+
+
+class EngineUnsupported(DetectionError):
+    """A rule needs a query feature this engine lacks."""
 
 
 class FileFailed(LoaderError):
@@ -98,6 +127,12 @@ class BatchFailed(LoaderError):
         self.reasons = reasons
         listed = "; ".join(f"{message_id}: {why}" for message_id, why in reasons.items())
         super().__init__(f"all {len(reasons)} message(s) failed: {listed}")
+
+
+def reason_of(exc: BaseException) -> str:
+    """What went wrong, for a log line or a summary: our errors say it themselves; any other
+    exception is named by its type too (``KeyError: 'x'`` says more than ``'x'``)."""
+    return str(exc) if isinstance(exc, LoaderError) else f"{type(exc).__name__}: {exc}"
 
 
 def _short_text(response: Any, limit: int = 500) -> str:

@@ -27,20 +27,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from cloudtrail_es.core.errors import ConfigurationError
+from cloudtrail_es.core.errors import BadFilterRule
 from cloudtrail_es.core.deepjson import scalar_text
 
 RULE_SEPARATOR = ";"
 CONDITION_SEPARATOR = ","
 _WILDCARDS = frozenset("*?[")
-
-
-class BadFilterRule(ConfigurationError):
-    """An exclusion rule that cannot be understood; the message names it."""
-
-    def __init__(self, rule: str, problem: str) -> None:
-        self.rule = rule
-        super().__init__(f"bad exclusion rule {rule!r}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from cloudtrail_es.write.cluster import Cluster, create_cluster
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.engine import Engine
-from cloudtrail_es.core.errors import ClusterError, ConfigurationError, LoaderError
+from cloudtrail_es.core.errors import (ClusterError, ConfigurationError, DetectionError, EngineUnsupported)
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,6 @@ FINDINGS_MAPPING = {
     },
 }
 STATE_MAPPING = {"dynamic": False, "properties": {"window_end": {"type": "date"}}}
-
-
-class DetectionError(LoaderError):
-    """Rules could not be loaded or the detector could not run."""
 
 
 def findings_index(prefix: str) -> str:
@@ -123,10 +119,6 @@ def _read_bundle(path: Path) -> dict[str, Any]:
 def supports_case_insensitive(engine: Engine) -> bool:
     """``case_insensitive`` on term/prefix/wildcard/regexp: OpenSearch 1+, Elasticsearch 7.10+."""
     return engine.distribution != "elasticsearch" or engine.version >= (7, 10)
-
-
-class EngineUnsupported(DetectionError):
-    """A rule needs a query feature this engine lacks."""
 
 
 def _letter_classes(text: str) -> str:

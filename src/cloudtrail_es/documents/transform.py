@@ -158,7 +158,7 @@ _TOP_LEVEL_NAMES: dict[str, str] = {}
 _LINEAR_SEARCH_VALUES = 16
 
 
-def _flatten(value: Any, root_key: str) -> tuple[dict[str, list[str]], bool]:  # noqa: C901 - hot loop, inlined (issue 14)
+def _flatten(value: Any, root_key: str) -> tuple[dict[str, list[str]], bool]:  # noqa: C901 - the hot loop, inlined for speed
     """(leaf name -> its distinct values in first-seen order; whether no float was seen).
 
     A leaf's key is the key of the object member holding it, or holding the array that

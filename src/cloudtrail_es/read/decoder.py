@@ -21,7 +21,7 @@ from typing import Any, Iterator, Union
 
 from cloudtrail_es.core import deepjson, gzipped
 from cloudtrail_es.core.deepjson import scanstring
-from cloudtrail_es.core.errors import BadLogFile
+from cloudtrail_es.core.errors import BadLogFile, FileTooLarge
 
 __all__ = ["FileTooLarge", "OversizedEvent", "events_in", "iter_events"]
 
@@ -76,10 +76,6 @@ _NUMBERS_MARKED = bytes.maketrans(b"123456789-,[ \t\n\r", b"0000000000::::::")
 _LONG_NUMBER = b":" + b"0" * 19
 
 Decoded = Union[dict[str, Any], OversizedEvent]
-
-
-class FileTooLarge(BadLogFile):
-    """The file inflates to more than ``max_file_bytes`` (MAX_FILE_BYTES)."""
 
 
 def events_in(data: bytes, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,

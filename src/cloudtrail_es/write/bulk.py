@@ -10,7 +10,7 @@ large on its own comes back as a failed outcome, like a rejected one.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterable, Iterator, NamedTuple, Protocol, Sequence, TypeVar
 
@@ -147,23 +147,10 @@ class ItemOutcome(NamedTuple):
 #: ``ItemOutcome((item, status, error, retries))`` without a Python frame (one per document).
 _new_outcome = partial(tuple.__new__, ItemOutcome)
 
-#: A failed outcome, by its older name.
-ItemFailure = ItemOutcome
-
-
 @dataclass
 class Traffic:
     """``_bulk`` requests sent, and those answered 429 (as a whole or for some items)."""
 
-    requests: int = 0
-    throttled: int = 0
-
-
-@dataclass
-class WriteResult:
-    indexed: int = 0
-    retried: int = 0
-    failures: list[ItemOutcome] = field(default_factory=list)
     requests: int = 0
     throttled: int = 0
 
@@ -223,18 +210,6 @@ class BulkWriter:
         traffic = traffic if traffic is not None else Traffic()
         for chunk in chunks(items, self.max_docs, self.max_bytes):
             yield from self._send(chunk, deadline, 0, traffic)
-
-    def write(self, items: Iterable[BulkItem], deadline: float) -> WriteResult:
-        """Send every item; the outcomes summed up."""
-        result, traffic = WriteResult(), Traffic()
-        for outcome in self.outcomes(items, deadline, traffic):
-            result.retried += outcome.retries
-            if outcome.ok:
-                result.indexed += 1
-            else:
-                result.failures.append(outcome)
-        result.requests, result.throttled = traffic.requests, traffic.throttled
-        return result
 
     def _post(self, pending: Sequence[BulkItem]) -> Any:
         body = b"".join(item.lines for item in pending)
