@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fakes
+from cloudtrail_es.core.errors import RetryDeadlineExceeded
 from cloudtrail_es.write import deadletter
 from cloudtrail_es.core import deepjson
 from cloudtrail_es.documents import transform
@@ -128,8 +129,8 @@ def test_busy_items_are_retried_only_until_the_deadline():
     cluster = fakes.ScriptedCluster(*[{"b-1": (500, MAPPING_TIMEOUT)}] * 50)
     writer = BulkWriter(cluster, backoff=backoff)
 
-    with pytest.raises(Exception, match="gave up retrying"):
-        writer.write([bulk_item("i", "b-1", {"a": "b"})], deadline=35.0)
+    with pytest.raises(RetryDeadlineExceeded, match="gave up retrying"):
+        list(writer.outcomes([bulk_item("i", "b-1", {"a": "b"})], deadline=35.0))
 
 
 @settings(max_examples=60, deadline=None)
