@@ -15,7 +15,7 @@ from cloudtrail_es.backfill import cli
 pytestmark = pytest.mark.integration
 
 #: One with a dotted path and the three filters that save the most on the corpus (README,
-#: scripts/filter_savings.py); an event is counted under the first rule that matches it.
+#: benchmarks/filter_savings.py); an event is counted under the first rule that matches it.
 RULES = ["eventSource=kms.amazonaws.com,userIdentity.type=AWSService", "eventName=Describe*",
          "readOnly=true", "eventName=Get*"]
 

@@ -2,7 +2,7 @@
 
 Same format, same bytes out of ``inflater``; ISA-L inflates CloudTrail's files in about 0.6x
 zlib's time and compresses ``_bulk`` bodies at its level 1 in about 0.2x zlib's level-1 time,
-a little smaller (``scripts/bench_cpu.py``).
+a little smaller (``benchmarks/bench_cpu.py``).
 """
 from __future__ import annotations
 

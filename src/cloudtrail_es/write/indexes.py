@@ -19,7 +19,7 @@ TOTAL_FIELDS_LIMIT = 8192
 KEYWORD_IGNORE_ABOVE = 8191
 
 # Storage choices, field by field. Each one is kept for a search users run or dropped for
-# a cost nobody searches for; ``scripts/storage.py`` measures the whole (bytes per million
+# a cost nobody searches for; ``benchmarks/storage.py`` measures the whole (bytes per million
 # events against the seed project's dynamic mapping) and tests/integration/test_searches.py
 # proves every search below on the real cluster.
 #

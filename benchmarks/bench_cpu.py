@@ -10,7 +10,7 @@ No cluster needed. Two tables, printed and written to build/bench_cpu.md:
    figure is the median of the rounds,
    events / ``time.process_time()`` seconds.
 
-   * original: the seed project's documented path, re-implemented in ``scripts/storage.py``
+   * original: the seed project's documented path, re-implemented in ``benchmarks/storage.py``
      (gunzip, ``json.loads`` of the whole file, its flatten of three objects into dotted
      keys, ``json.dumps`` of action and document);
    * ours: ``decoder.iter_events`` (gunzip + decode), ``transform.document_id`` /
@@ -45,7 +45,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cloudtrail_es.core import gzipped  # noqa: E402
 from cloudtrail_es.read import decoder  # noqa: E402

@@ -4,7 +4,7 @@ Over every event of the shared corpus, measured side by side in one run (alterna
 rounds, best of N): the full transform, ``ecs_fields`` alone, and ``ecs_fields`` without
 its cheap pre-check and cache (every ``sourceIPAddress`` parsed by ``ipaddress``).
 
-    .venv/bin/python scripts/bench_ecs.py [--rounds 7] [--corpus ../shared/corpus]
+    .venv/bin/python benchmarks/bench_ecs.py [--rounds 7] [--corpus ../shared/corpus]
 """
 from __future__ import annotations
 

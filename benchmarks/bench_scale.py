@@ -6,7 +6,7 @@ goes, so that SqsMaximumConcurrency can be sized from a cluster's measured capac
 the services (`make services`: OpenSearch on OPENSEARCH_PORT, moto on MOTO_PORT) and the
 shared corpus at ../shared/corpus/AWSLogs.
 
-Once: the corpus replicated with fresh eventIDs and file names (scripts/bench.py's data set)
+Once: the corpus replicated with fresh eventIDs and file names (benchmarks/bench.py's data set)
 to at least --events events, uploaded to moto's S3. Then for each N:
 
 1. a fresh SQS queue in moto, filled by the backfill's ``--via-queue`` (one S3-notification
@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-import bench  # noqa: E402  (scripts/bench.py: the data set, the cluster calls, the config)
+import bench  # noqa: E402  (benchmarks/bench.py: the data set, the cluster calls, the config)
 from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
 REPORT = ROOT / "build" / "bench_scale.md"

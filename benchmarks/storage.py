@@ -1,7 +1,7 @@
 """Storage per million events: our index against the seed project's layout, on the same events.
 
-    OPENSEARCH_PORT=9210 python scripts/storage.py            # ~207,000 events, a few minutes
-    OPENSEARCH_PORT=9210 python scripts/storage.py --min-events 50000 --keep
+    OPENSEARCH_PORT=9210 python benchmarks/storage.py            # ~207,000 events, a few minutes
+    OPENSEARCH_PORT=9210 python benchmarks/storage.py --min-events 50000 --keep
 
 What it does, for each layout in turn, on the same events in the same order:
 

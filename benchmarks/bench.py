@@ -57,7 +57,7 @@ sys.path.insert(0, str(SRC))
 from cloudtrail_es.core import gzipped  # noqa: E402
 from cloudtrail_es.read import keys  # noqa: E402
 from cloudtrail_es.documents import transform  # noqa: E402
-from cloudtrail_es.write.bulk import bulk_item  # noqa: E402
+from cloudtrail_es.write.bulk import bulk_item, chunks  # noqa: E402
 from cloudtrail_es.core.config import Settings  # noqa: E402
 from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
@@ -276,20 +276,6 @@ class Timing:
     problem: str = ""     # empty when every event was indexed
 
 
-def chunked(items: Iterator[bytes], max_docs: int, max_bytes: int) -> Iterator[list[bytes]]:
-    """Ours' chunking rule: at most max_docs items and max_bytes bytes (a bigger item alone)."""
-    chunk: list[bytes] = []
-    size = 0
-    for lines in items:
-        if chunk and (len(chunk) >= max_docs or size + len(lines) > max_bytes):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(lines)
-        size += len(lines)
-    if chunk:
-        yield chunk
-
-
 def dataset_events(dataset: Dataset, prefix: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(index, position in its file, event) for every event of the data set, in file order."""
     for key in dataset.files:
@@ -302,11 +288,11 @@ def dataset_events(dataset: Dataset, prefix: str) -> Iterator[tuple[str, int, di
 def bulk_bodies(events: Iterable[tuple[str, int, dict[str, Any]]],
                 config: Config) -> list[tuple[int, bytes]]:
     """(documents, body) for every _bulk request: transformed, chunked as ours, gzipped as ours."""
-    items = (bulk_item(index, transform.document_id(event), transform.document_for(event),
-                       position).lines for index, position, event in events)
+    items = (bulk_item(index, transform.document_id(event), transform.document_for(event), position)
+             for index, position, event in events)
     bodies = []
-    for chunk in chunked(items, config.max_docs, config.max_bytes):
-        body = b"".join(chunk)
+    for chunk in chunks(items, config.max_docs, config.max_bytes):
+        body = b"".join(item.lines for item in chunk)
         if config.compress:
             body = gzipped.compress(body)
         bodies.append((len(chunk), body))

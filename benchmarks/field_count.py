@@ -1,7 +1,7 @@
 """How many fields a month's index holds: distinct leaf keys per month on the shared corpus.
 
-    python scripts/field_count.py                       # from the transform's output only
-    python scripts/field_count.py --url http://127.0.0.1:9320   # and from the real mapping
+    python benchmarks/field_count.py                       # from the transform's output only
+    python benchmarks/field_count.py --url http://127.0.0.1:9320   # and from the real mapping
 
 For every month of the corpus (``../shared/corpus/AWSLogs`` or ``--corpus``) it counts the
 distinct leaf paths of the documents ``transform.document_for`` makes (what dynamic

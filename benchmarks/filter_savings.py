@@ -1,7 +1,7 @@
 """What cost filters would save on a set of CloudTrail files: share of events and of bytes.
 
-    python scripts/filter_savings.py                      # the shared corpus, the candidates below
-    python scripts/filter_savings.py --corpus DIR --rule 'eventName=Get*' --rule '...'
+    python benchmarks/filter_savings.py                      # the shared corpus, the candidates below
+    python benchmarks/filter_savings.py --corpus DIR --rule 'eventName=Get*' --rule '...'
 
 Every event of every ``*.json.gz`` / ``*.json`` file under ``DIR/AWSLogs`` (default: the
 shared corpus, ``../shared/corpus``) is read with the loader's decoder and checked against

@@ -5,7 +5,7 @@ Not a test: prints, for the corpus events (one thread, no network), the time of
 a file: a set of ids (no duplicate detection), the pipeline's id -> ``hash(lines)``, and
 id -> blake2b digest of the lines. Median of --runs rounds; ratios to the baseline.
 
-    .venv/bin/python scripts/bench_duplicates.py [--runs 5]
+    .venv/bin/python benchmarks/bench_duplicates.py [--runs 5]
 """
 from __future__ import annotations
 
