@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import requests
 from fakes import MemorySource
 
 __all__ = ["MemorySource", "assert_corpus_indexed", "ids_by_index", "refresh", "search", "services",
-           "upload"]
+           "read_terminal", "upload"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,3 +72,25 @@ def search(opensearch_url, prefix, query):
                              json={"query": query, "size": 100}, timeout=60)
     response.raise_for_status()
     return response.json()["hits"]["hits"]
+
+
+def read_terminal(argv, env, cwd):
+    """What a person would see on a terminal, and the exit code."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "cloudtrail_es", *argv], cwd=cwd, stdin=terminal,
+                               stdout=terminal, stderr=terminal, close_fds=True, env=env)
+    os.close(terminal)
+    screen = b""
+    while True:
+        ready, _, _ = select.select([controller], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(controller)
+    return process.wait(60), screen.decode()

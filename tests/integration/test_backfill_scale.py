@@ -2,8 +2,6 @@
 import gzip
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
@@ -15,7 +13,7 @@ import boto3
 import pytest
 import requests
 from faultproxy import FaultProxy
-from support import assert_corpus_indexed, ids_by_index, refresh, upload
+from support import assert_corpus_indexed, ids_by_index, read_terminal, refresh, upload
 
 import lambda_function
 
@@ -185,26 +183,9 @@ def test_local_directory_with_workers_and_filters(loader_env, corpus_dir, opense
 
 
 def test_progress_is_drawn_on_a_terminal(loader_env, loaded_bucket, corpus_files):
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cloudtrail_es", loaded_bucket, "AWSLogs/", "--workers", "4"],
-        cwd=ROOT, stdin=terminal, stdout=terminal, stderr=terminal, close_fds=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "LOG_LEVEL": "WARNING"})
-    os.close(terminal)
-    screen = b""
-    while True:
-        ready, _, _ = select.select([controller], [], [], 120)
-        if not ready:
-            break
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    assert process.wait(60) == 0
-    text = screen.decode()
+    code, text = read_terminal([loaded_bucket, "AWSLogs/", "--workers", "4"],
+                               {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LOG_LEVEL": "WARNING"}, ROOT)
+    assert code == 0
     frames = [f for f in text.split("\r") if f.startswith("[")]
     assert len(frames) > 10
     assert f"files {len(corpus_files)}/{len(corpus_files)}" in frames[-1]

@@ -4,8 +4,6 @@ run locally from an SQS queue (scripts/local_lambda.py)."""
 import gzip
 import json
 import os
-import pty
-import select
 import subprocess
 import sys
 import uuid
@@ -15,6 +13,7 @@ import boto3
 import pytest
 import requests
 
+from support import read_terminal
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.commands import dashboards
 
@@ -80,28 +79,6 @@ def test_dashboards_says_plainly_that_opensearch_is_not_dashboards(loader_env, o
 
     line = one_line(capsys.readouterr().err)
     assert f"no OpenSearch Dashboards saved objects API answers at {opensearch_url}" in line
-
-
-def read_terminal(argv, env, cwd):
-    """What a person would see on a terminal, and the exit code."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "cloudtrail_es", *argv], cwd=cwd, stdin=terminal,
-                               stdout=terminal, stderr=terminal, close_fds=True, env=env)
-    os.close(terminal)
-    screen = b""
-    while True:
-        ready, _, _ = select.select([controller], [], [], 120)
-        if not ready:
-            break
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(controller)
-    return process.wait(60), screen.decode()
 
 
 @pytest.fixture()
