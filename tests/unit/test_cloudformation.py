@@ -1455,12 +1455,16 @@ def _find_cfn_lint() -> str | None:
     return _find_tool("cfn-lint")
 
 
-def test_cfn_lint_is_clean():
+TEMPLATES = (TEMPLATE, ROOT / "cloudformation-trail-bucket.yml")
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_cfn_lint_is_clean(path):
     exe = _find_cfn_lint()
     if exe is None:
         pytest.fail("cfn-lint is not installed: run `make init`", pytrace=False)
     proc = subprocess.run(
-        [exe, "--", str(TEMPLATE)],
+        [exe, "--", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -1472,8 +1476,9 @@ def test_cfn_lint_is_clean():
     )
 
 
-def test_every_checkov_suppression_gives_a_reason(template):
-    for name, res in template["Resources"].items():
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_every_checkov_suppression_gives_a_reason(path):
+    for name, res in yaml.load(path.read_text(encoding="utf-8"), Loader=CfnLoader)["Resources"].items():
         for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert str(skip.get("id", "")).startswith("CKV"), name
             assert len(str(skip.get("comment", "")).split()) >= 8, (
@@ -1481,13 +1486,14 @@ def test_every_checkov_suppression_gives_a_reason(template):
             )
 
 
-def test_checkov_is_clean():
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_checkov_is_clean(path):
     exe = _find_tool("checkov")
     if exe is None:
         pytest.fail("checkov is not installed: run `make init`", pytrace=False)
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE")  # no guideline download
     proc = subprocess.run(
-        [exe, "--file", str(TEMPLATE), "--framework", "cloudformation",
+        [exe, "--file", str(path), "--framework", "cloudformation",
          "--compact", "--quiet", "--skip-download"],
         cwd=ROOT,
         capture_output=True,
