@@ -93,3 +93,15 @@ def test_the_overlap_error_names_the_other_entry_and_the_way_out():
     message = str(error.value)
     assert "s3://trail" in message and "other-7" in message and "LambdaFunction" in message
     assert "TriggerMode EventBridge" in message
+
+
+def test_a_handmade_notification_to_the_same_queue_is_replaced():
+    handmade = {"Id": "added-by-hand", "QueueArn": QUEUE, "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "Prefix", "Value": "org/AWSLogs/"}]}}}
+    _, other = _entry("TopicConfigurations", 1, ["s3:ObjectCreated:*"], "exports/", "")
+    added = with_entry({"QueueConfigurations": [handmade], "TopicConfigurations": [other]}, "trail", OURS, False)
+    assert added == {"QueueConfigurations": [OURS], "TopicConfigurations": [other]}
+    # Another queue's overlapping entry is still refused.
+    elsewhere = {**handmade, "QueueArn": QUEUE + "-other"}
+    with pytest.raises(NotificationError, match="added-by-hand"):
+        with_entry({"QueueConfigurations": [elsewhere]}, "trail", OURS, False)

@@ -8,7 +8,8 @@ Delete removes only that entry (and leaves EventBridge delivery on: other consum
 
 S3 refuses two entries whose event types, prefixes and suffixes overlap; the resource finds them
 first and fails with an error naming them and the way out (TriggerMode EventBridge, where any
-number of rules can watch one bucket).
+number of rules can watch one bucket). An overlapping entry to the loader's own queue is the
+same notification added by hand (earlier versions of the stack left it to the user): replaced.
 
 Properties: ``Bucket``, ``NotificationId``, ``QueueArn`` (empty: no queue entry), ``Prefix``,
 ``Suffix``, ``EventBridge`` (``"true"``: turn the bucket's EventBridge delivery on). The physical
@@ -85,9 +86,20 @@ def without_entry(config: dict[str, Any], notification_id: str) -> dict[str, Any
 
 def with_entry(config: dict[str, Any], bucket: str, entry: dict[str, Any] | None,
                event_bridge: bool) -> dict[str, Any]:
-    """``config`` with ``entry`` in place of any earlier one of its Id; NotificationError on overlap."""
+    """``config`` with ``entry`` in place of any earlier one of its Id; NotificationError on overlap.
+
+    An overlapping entry to the same queue is this stack's notification made by hand (as an
+    earlier version of the stack asked): it is replaced, not refused.
+    """
     out = without_entry(config, entry["Id"]) if entry else dict(config)
     if entry:
+        handmade = [other for other in out.get("QueueConfigurations", [])
+                    if other.get("QueueArn") == entry["QueueArn"] and overlaps(entry, other)]
+        if handmade:
+            log.info("s3://%s: replacing %s, a notification to the same queue", bucket,
+                     ", ".join(str(other.get("Id", "(no id)")) for other in handmade))
+            out["QueueConfigurations"] = [other for other in out["QueueConfigurations"]
+                                          if other not in handmade]
         clashes = [f"{kind[:-len('Configurations')]} {other.get('Id', '(no id)')}"
                    for kind in DESTINATION_KINDS for other in out.get(kind, [])
                    if overlaps(entry, other)]
