@@ -188,9 +188,12 @@ def test_a_bucket_of_another_account_may_send_to_the_queue(template):
     ({"TrailBucketAccountId": "444455556666"}, "BucketInAnotherAccount"),  # still managing it
     ({"TrailBucketAccountId": "444455556666", "ManageBucketNotification": "false",
       "TriggerMode": "EventBridge"}, "BucketInAnotherAccount"),
-    ({"TrailBucketAccountId": "444455556666", "ManageBucketNotification": "false"}, None),
+    ({"TrailBucketAccountId": "444455556666", "ManageBucketNotification": "false"},
+     "BucketInAnotherAccount"),  # dead letters would go to the other account's bucket
     ({"TrailBucketAccountId": "444455556666", "ManageBucketNotification": "false",
-      "TriggerMode": "None"}, None),
+      "DeadLetterBucket": "my-dead-letters"}, None),
+    ({"TrailBucketAccountId": "444455556666", "ManageBucketNotification": "false",
+      "TriggerMode": "None", "DeadLetterBucket": "my-dead-letters"}, None),
 ])
 def test_cross_account_rules(template, overrides, refused_by):
     refusals = _refusals(template, **overrides)
