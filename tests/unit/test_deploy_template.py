@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from test_cloudformation import (  # the same loader and evaluator
     BUCKET,
@@ -392,3 +394,35 @@ def referenced(node: Any) -> set[str]:
 
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def whole(values: dict[str, str]) -> bool:
+    """The reference: which cluster descriptions make sense (new domain, or one existing kind)."""
+    if not values["ClusterEndpoint"]:
+        return bool(values["ElasticsearchDomainName"]) and not (
+            values["ClusterArn"] or values["CollectionName"] or values["ClusterSecretArn"])
+    auth = values["ClusterAuth"]
+    return (not values["ElasticsearchDomainName"]
+            and bool(values["ClusterArn"]) == (auth in ("sigv4", "aoss"))
+            and bool(values["ClusterSecretArn"]) == (auth in ("basic", "apikey"))
+            and bool(values["CollectionName"]) == (auth == "aoss"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(endpoint=st.sampled_from(["", ENDPOINT]), auth=st.sampled_from(["sigv4", "aoss", "basic", "apikey"]),
+       domain=st.sampled_from(["", "trail"]), arn=st.sampled_from(["", DOMAIN_ARN, COLLECTION_ARN]),
+       collection=st.sampled_from(["", "trail-logs"]), secret=st.sampled_from(["", SECRET_ARN]))
+def test_the_rules_accept_exactly_the_whole_descriptions(template, endpoint, auth, domain, arn, collection,
+                                                         secret):
+    values = {"ClusterEndpoint": endpoint, "ClusterAuth": auth, "ElasticsearchDomainName": domain,
+              "ClusterArn": arn, "CollectionName": collection, "ClusterSecretArn": secret}
+    refusals = _refusals(template, **values)
+    assert (refusals == []) == whole(values), (values, refusals)
+    if refusals:
+        return
+    # Accepted: the role reaches exactly one cluster, by exactly one means.
+    params = _params(template, CloudTrailBucket=BUCKET, **values)
+    actions = {a for st_ in _role_statements(template, params) for a in _as_list(st_["Action"])}
+    means = {prefix for prefix in ("es:", "aoss:", "secretsmanager:") if any(a.startswith(prefix) for a in actions)}
+    expected = {"sigv4": "es:", "aoss": "aoss:", "basic": "secretsmanager:", "apikey": "secretsmanager:"}
+    assert means == ({"es:"} if not endpoint else {expected[auth]})
