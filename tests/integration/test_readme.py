@@ -42,6 +42,8 @@ FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\S*)\s*$")
 #: Where the README's own commands leave files in the repository (removed after the run).
 LEFT_IN_REPO = ("backfill.state",)
 REAL_AWS = "needs a real AWS account (a CloudFormation stack, its Lambda or domain)"
+DEPLOY_TEST = ("the deploy path: tests/integration/test_deploy.py runs it against moto server, "
+               "in existing-cluster mode")
 
 
 def readme_commands(text: str) -> list[str]:
@@ -131,16 +133,21 @@ RUN: dict[str, Expect] = {
 #: README command -> why it is not run here.
 EXCLUDED: dict[str, str] = {
     "make -f Makefile.pip test": "the whole suite, this test included",
-    "aws cloudformation deploy --template-file cloudformation.yml --stack-name cloudtrail-es "
-    "--capabilities CAPABILITY_IAM --parameter-overrides CloudTrailBucket=my-trail-bucket "
-    "CloudTrailPrefix=org-trail ElasticsearchDomainName=cloudtrail": REAL_AWS,
-    "aws cloudformation deploy --template-file cloudformation.yml --stack-name cloudtrail-es "
-    "--capabilities CAPABILITY_IAM --parameter-overrides CloudTrailBucket=my-trail-bucket "
-    "CloudTrailPrefix=org-trail ElasticsearchDomainName=cloudtrail AllowedIPs=203.0.113.10/32 "
-    "RetentionMonths=13": REAL_AWS,
-    "make -f Makefile.pip deploy": REAL_AWS + "; tests/integration/test_deploy.py runs it against moto",
-    "QUEUE_URL=$(aws cloudformation describe-stacks --stack-name cloudtrail-es --query "
-    "\"Stacks[0].Outputs[?OutputKey=='EventQueueUrl'].OutputValue\" --output text)": REAL_AWS,
+    "ARTIFACTS=cloudtrail-es-artifacts-$(aws sts get-caller-identity --query Account --output text)":
+        DEPLOY_TEST,
+    'aws s3api head-bucket --bucket "$ARTIFACTS" >/dev/null 2>&1 || aws s3 mb "s3://$ARTIFACTS"': DEPLOY_TEST,
+    'aws cloudformation deploy --template-file cloudformation.yml --s3-bucket "$ARTIFACTS" '
+    "--stack-name cloudtrail-es --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset "
+    "--parameter-overrides CloudTrailBucket=my-trail-bucket CloudTrailPrefix=org-trail "
+    "ElasticsearchDomainName=cloudtrail": DEPLOY_TEST,
+    'aws cloudformation deploy --template-file cloudformation.yml --s3-bucket "$ARTIFACTS" '
+    "--stack-name cloudtrail-es --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset "
+    "--parameter-overrides CloudTrailBucket=my-trail-bucket CloudTrailPrefix=org-trail "
+    "ElasticsearchDomainName=cloudtrail AllowedIPs=203.0.113.10/32 RetentionMonths=13": REAL_AWS,
+    "make -f Makefile.pip deploy": DEPLOY_TEST,
+    "QUEUE_URL=$(aws cloudformation describe-stack-resources --stack-name cloudtrail-es --query "
+    "\"StackResources[?LogicalResourceId=='EventQueue'].PhysicalResourceId\" --output text)":
+        DEPLOY_TEST,
     "python -m cloudtrail_es.commands.retention --months 13 --install-policy":
         "the local OpenSearch (integ-test-zip build) has no ISM plugin; tests/unit/test_retention.py "
         "checks the policy",

@@ -45,13 +45,13 @@ ORIGINAL_PARAMETERS = {
     "IndexShards",
     "IndexReplicas",
 }
-LOG_ACTIONS = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"}
+# The stack creates the Lambda's log group (LambdaLogGroup, with its retention).
+LOG_ACTIONS = {"logs:CreateLogStream", "logs:PutLogEvents"}
 ES_ACTIONS = {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"}
 SQS_CONSUMER_ACTIONS = {
     "sqs:ReceiveMessage",
     "sqs:DeleteMessage",
     "sqs:GetQueueAttributes",
-    "sqs:ChangeMessageVisibility",
 }
 TLS_1_2_POLICIES = {"Policy-Min-TLS-1-2-2019-07", "Policy-Min-TLS-1-2-PFS-2023-10"}
 TRIGGER_MODES = ("SQS", "EventBridge", "Both", "None")
@@ -330,11 +330,15 @@ def test_parameter_constraints(template):
     import re
 
     params = template["Parameters"]
-    engine = re.compile(params["EngineVersion"]["AllowedPattern"])
-    for ok in ("OpenSearch_2.19", "OpenSearch_1.3", "Elasticsearch_7.10"):
-        assert engine.fullmatch(ok), ok
-    for bad in ("OpenSearch-2.19", "opensearch_2.19", "OpenSearch_2", "Solr_9.1"):
-        assert not engine.fullmatch(bad), bad
+    # Only versions the stack supports: fine-grained access control (Elasticsearch 7.x from
+    # 7.10 here, any OpenSearch), and among them those the README's engine table tests.
+    engines = params["EngineVersion"]["AllowedValues"]
+    assert {"OpenSearch_2.19", "OpenSearch_1.3", "OpenSearch_3.1", "Elasticsearch_7.10"} <= set(engines)
+    for engine in engines:
+        kind, version = engine.split("_")
+        major, minor = (int(part) for part in version.split("."))
+        assert kind == "OpenSearch" or (kind == "Elasticsearch" and (major, minor) >= (7, 10)), engine
+    assert params["EngineVersion"]["Default"] in engines
     assert set(params["StorageType"]["AllowedValues"]) == {"gp3", "gp2", "io1"}
     assert set(params["TriggerMode"]["AllowedValues"]) == set(TRIGGER_MODES)
     assert int(params["SqsMaximumConcurrency"]["MinValue"]) == 2
@@ -400,8 +404,10 @@ def test_lambda_environment(template):
     _, function = _named(template, LOADER_FUNCTION)
     env = function["Properties"]["Environment"]["Variables"]
     domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
-    assert env["ES_HOSTNAME"] == {"Fn::GetAtt": [domain_name, "DomainEndpoint"]}
-    assert env["ES_AUTH"] == "sigv4"
+    deployed = _resolve(env, template, _params(template, CloudTrailBucket=BUCKET))
+    assert deployed["ES_HOSTNAME"] == {"Fn::GetAtt": [domain_name, "DomainEndpoint"]}
+    assert deployed["ES_AUTH"] == "sigv4"
+    assert "ES_SECRET_ARN" not in deployed and "ES_SERVICE" not in deployed
     assert env["INDEX_PREFIX"] == {"Ref": "IndexPrefix"}
     assert env["INDEX_SHARDS"] == {"Ref": "IndexShards"}
     assert env["INDEX_REPLICAS"] == {"Ref": "IndexReplicas"}
@@ -620,7 +626,7 @@ def test_domain_logs_published(template):
     policy = template["Resources"]["SharedLogsResourcePolicy"]
     assert policy["Type"] == "Custom::LogsResourcePolicy"
     assert policy["Properties"]["ServiceToken"] == _get_att("SetupFunction")
-    assert "Condition" not in policy and "DeletionPolicy" not in policy
+    assert policy.get("Condition") == "CreatesDomain" and "DeletionPolicy" not in policy
     assert template["Resources"]["Domain"]["DependsOn"] == "SharedLogsResourcePolicy"
     # A fixed name: every stack of the template upserts the same single policy.
     assert policy["Properties"]["PolicyName"] == "cloudtrail-es-opensearch-logs"
@@ -791,7 +797,8 @@ def test_only_the_domain_and_what_operates_it_are_retained(template):
     secret_name, _ = _one(template, "AWS::SecretsManager::Secret")
     log_groups = {"DomainApplicationLogGroup", "DomainAuditLogGroup"}
     assert retained == {domain_name, secret_name} | log_groups
-    assert set(_resources_of_type(template, "AWS::Logs::LogGroup")) == log_groups | {"SetupLogGroup"}
+    assert set(_resources_of_type(template, "AWS::Logs::LogGroup")) == log_groups | {
+        "SetupLogGroup", "LambdaLogGroup", "NotificationLogGroup"}
     # The secret gets a generated name; the log groups one with the stack id in it (see
     # test_domain_logs_published), so that creating the stack again does not collide with them.
     assert "Name" not in template["Resources"][secret_name]["Properties"]
@@ -805,9 +812,9 @@ def test_only_the_domain_and_what_operates_it_are_retained(template):
 TRIGGER_RESOURCES = {
     "SQS": {"EventQueue", "EventDeadLetterQueue", "EventQueuePolicy", "EventQueueMapping"},
     "EventBridge": {"EventQueue", "EventDeadLetterQueue", "EventQueuePolicy",
-                    "EventQueueMapping", "ObjectCreatedRule"},
+                    "EventQueueMapping", "ObjectCreatedRule", "EventDeadLetterQueuePolicy"},
     "Both": {"EventQueue", "EventDeadLetterQueue", "EventQueuePolicy", "EventQueueMapping",
-             "ObjectCreatedRule"},
+             "ObjectCreatedRule", "EventDeadLetterQueuePolicy"},
     "None": set(),
 }
 
@@ -925,12 +932,25 @@ def test_eventbridge_rule_feeds_the_same_queue(template, prefix, key_prefix):
     params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix=prefix,
                      TriggerMode="EventBridge")
     rule = _resolve(template["Resources"]["ObjectCreatedRule"]["Properties"], template, params)
+    # Log files only: under the trail prefix and ending in .json.gz.
     assert rule["EventPattern"] == {
         "source": ["aws.s3"],
         "detail-type": ["Object Created"],
-        "detail": {"bucket": {"name": [BUCKET]}, "object": {"key": [{"prefix": key_prefix}]}},
+        "detail": {"bucket": {"name": [BUCKET]},
+                   "object": {"key": [{"wildcard": key_prefix + "*.json.gz"}]}},
     }
     assert [t["Arn"] for t in rule["Targets"]] == [_get_att("EventQueue")]
+    # What EventBridge cannot deliver lands in the dead-letter queue, which admits the rule only.
+    (target,) = rule["Targets"]
+    assert target["DeadLetterConfig"] == {"Arn": _get_att("EventDeadLetterQueue")}
+    assert int(target["RetryPolicy"]["MaximumRetryAttempts"]) > 0
+    dlq_policy = _resolve(template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"],
+                          template, params)
+    assert dlq_policy["Queues"] == [{"Ref": "EventDeadLetterQueue"}]
+    (statement,) = dlq_policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": _get_att("ObjectCreatedRule")}}
     assert rule.get("State", "ENABLED") == "ENABLED"
 
 
@@ -1022,7 +1042,7 @@ def test_role_mapping_step(template, mapped):
 )
 def test_bucket_notification_step(template, mode, expected):
     params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix="org/trail",
-                     TriggerMode=mode)
+                     TriggerMode=mode, ManageBucketNotification="false")
     assert _resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template,
                     params) == expected
 
@@ -1310,7 +1330,18 @@ ALARMS = {
         "AWS/SQS", "ApproximateNumberOfMessagesVisible",
         [{"Name": "QueueName", "Value": _get_att("AsyncFailureQueue", "QueueName")}], "Maximum", "0", 1),
     "DeadLetteredEventsAlarm": (EMF_NAMESPACE, "EventsDeadLettered", FUNCTION_DIMENSION, "Sum", "0", 1),
-    "IngestionLagAlarm": (EMF_NAMESPACE, "IngestionLagSeconds", FUNCTION_DIMENSION, "Maximum", "<lag>", 3),
+    # Minimum: the freshest file of each period, so a backfill's old files do not fire it.
+    "IngestionLagAlarm": (EMF_NAMESPACE, "IngestionLagSeconds", FUNCTION_DIMENSION, "Minimum", "<lag>", 3),
+}
+DOMAIN_DIMENSIONS = [{"Name": "DomainName", "Value": {"Ref": "Domain"}},
+                     {"Name": "ClientId", "Value": {"Ref": "AWS::AccountId"}}]
+DOMAIN_ALARMS = {
+    # name: (metric, statistic, comparison, threshold, period, periods), AWS/ES's recommended ones
+    "DomainFreeStorageAlarm": ("FreeStorageSpace", "Minimum", "LessThanThreshold", "2048", 60, 1),
+    "DomainRedAlarm": ("ClusterStatus.red", "Maximum", "GreaterThanOrEqualToThreshold", "1", 60, 1),
+    "DomainWritesBlockedAlarm": ("ClusterIndexWritesBlocked", "Maximum",
+                                 "GreaterThanOrEqualToThreshold", "1", 300, 1),
+    "DomainJvmPressureAlarm": ("JVMMemoryPressure", "Maximum", "GreaterThanOrEqualToThreshold", "95", 300, 3),
 }
 
 
@@ -1325,8 +1356,10 @@ def test_alarms_on_by_default(template, mode, lag):
     params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode, IngestionLagAlarmSeconds=lag)
     alarms = _alarms(template, params)
     expected = set(ALARMS) - ({"EventDeadLetterQueueAlarm"} if mode == "None" else set())
-    assert set(alarms) == expected
+    assert set(alarms) == expected | set(DOMAIN_ALARMS)
     for name, props in alarms.items():
+        if name in DOMAIN_ALARMS:
+            continue
         namespace, metric, dimensions, statistic, threshold, periods = ALARMS[name]
         assert (props["Namespace"], props["MetricName"]) == (namespace, metric), name
         if namespace == EMF_NAMESPACE:
@@ -1343,9 +1376,26 @@ def test_alarms_on_by_default(template, mode, lag):
 def test_alarms_notify_the_topic_when_given(template):
     topic = "arn:aws:sns:eu-west-1:111122223333:ops"
     alarms = _alarms(template, _params(template, CloudTrailBucket=BUCKET, AlarmTopicArn=topic))
-    assert set(alarms) == set(ALARMS)
+    assert set(alarms) == set(ALARMS) | set(DOMAIN_ALARMS)
     for props in alarms.values():
         assert props["AlarmActions"] == [topic] and props["OKActions"] == [topic]
+
+
+@pytest.mark.parametrize("free_mb", ["2048", "10000"])
+def test_domain_alarms(template, free_mb):
+    params = _params(template, CloudTrailBucket=BUCKET, FreeStorageAlarmMegabytes=free_mb)
+    alarms = {name: props for name, props in _alarms(template, params).items()
+              if props["Namespace"] == "AWS/ES"}
+    assert set(alarms) == set(DOMAIN_ALARMS)
+    for name, props in alarms.items():
+        metric, statistic, comparison, threshold, period, periods = DOMAIN_ALARMS[name]
+        assert (props["MetricName"], props["Statistic"], props["ComparisonOperator"]) == \
+            (metric, statistic, comparison), name
+        assert str(props["Threshold"]) == (free_mb if metric == "FreeStorageSpace" else threshold)
+        assert (int(props["Period"]), int(props["EvaluationPeriods"])) == (period, periods), name
+        assert props["Dimensions"] == DOMAIN_DIMENSIONS, name
+        # A domain that stops reporting is broken too.
+        assert props["TreatMissingData"] == "breaching", name
 
 
 def test_alarms_can_be_turned_off(template):
@@ -1370,6 +1420,8 @@ def test_readme_matches_the_stack(template):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     deploy = readme[readme.index("## Deploying to AWS"):]
     deploy = deploy[:deploy.index("\n## ", 1)]
+    # The full reference (every parameter) is docs/deploy.md.
+    deploy += (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
     prefix = template["Parameters"]["DeadLetterPrefix"]["Default"]
     for line in readme.splitlines():
         if "cloudtrail_es.commands.redrive s3://" in line:
@@ -1403,12 +1455,16 @@ def _find_cfn_lint() -> str | None:
     return _find_tool("cfn-lint")
 
 
-def test_cfn_lint_is_clean():
+TEMPLATES = (TEMPLATE, ROOT / "cloudformation-trail-bucket.yml")
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_cfn_lint_is_clean(path):
     exe = _find_cfn_lint()
     if exe is None:
         pytest.fail("cfn-lint is not installed: run `make init`", pytrace=False)
     proc = subprocess.run(
-        [exe, "--", str(TEMPLATE)],
+        [exe, "--", str(path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -1420,8 +1476,9 @@ def test_cfn_lint_is_clean():
     )
 
 
-def test_every_checkov_suppression_gives_a_reason(template):
-    for name, res in template["Resources"].items():
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_every_checkov_suppression_gives_a_reason(path):
+    for name, res in yaml.load(path.read_text(encoding="utf-8"), Loader=CfnLoader)["Resources"].items():
         for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert str(skip.get("id", "")).startswith("CKV"), name
             assert len(str(skip.get("comment", "")).split()) >= 8, (
@@ -1429,13 +1486,14 @@ def test_every_checkov_suppression_gives_a_reason(template):
             )
 
 
-def test_checkov_is_clean():
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_checkov_is_clean(path):
     exe = _find_tool("checkov")
     if exe is None:
         pytest.fail("checkov is not installed: run `make init`", pytrace=False)
     env = dict(os.environ, BC_SKIP_MAPPING="TRUE")  # no guideline download
     proc = subprocess.run(
-        [exe, "--file", str(TEMPLATE), "--framework", "cloudformation",
+        [exe, "--file", str(path), "--framework", "cloudformation",
          "--compact", "--quiet", "--skip-download"],
         cwd=ROOT,
         capture_output=True,

@@ -5,11 +5,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from functools import lru_cache
 from typing import Any, Callable
 
 from cloudtrail_es.aws import metrics
+from cloudtrail_es.aws.clustersecret import environment_with_secret
 from cloudtrail_es.commands import retention
 from cloudtrail_es.core.config import Settings, index_prefix_from_env, retention_months_from_env
 from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError, reason_of
@@ -32,9 +34,16 @@ Deadline = Callable[[], float]
 @lru_cache(maxsize=1)
 def processor() -> Processor:
     """Built once per execution environment (cold start), reused by later invocations."""
-    settings = Settings.from_env()
+    settings = settings_from_env()
     configure_logging(settings.log_level)
     return create_processor(settings)
+
+
+def settings_from_env() -> Settings:
+    """The environment's settings, with the credentials of the secret ES_SECRET_ARN names."""
+    import boto3
+
+    return Settings.from_env(environment_with_secret(os.environ, lambda: boto3.client("secretsmanager")))
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -136,7 +145,7 @@ def run_detection() -> dict[str, Any]:
     from cloudtrail_es.detections import detect
 
     loader = processor()
-    return detect.run_scheduled(Settings.from_env(), loader.cluster, loader.engine)
+    return detect.run_scheduled(settings_from_env(), loader.cluster, loader.engine)
 
 
 def deadline(context: Any) -> float:
