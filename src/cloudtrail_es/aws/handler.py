@@ -76,7 +76,7 @@ def handle_sqs(batch: SqsBatch, deadline_for: Deadline, function_name: str | Non
     failures = {}
     runs: list[RunResult] = []
     for number, message in enumerate(batch.messages):
-        if number and time.monotonic() >= deadline_for():
+        if number and deadline_for() <= time.monotonic():
             log.warning("message not started: the invocation's time is running out",
                         extra={"message_id": message.message_id})
             failures[message.message_id] = NOT_STARTED
