@@ -450,3 +450,39 @@ def test_logs_resource_policy_is_upserted_and_kept(cloudformation, aws_env):
         assert "PolicyDocument" in _answer(cloudformation, missing)["Reason"]
     finally:
         logs.delete_resource_policy(policyName=name)
+
+
+def test_a_404_from_the_puts_is_a_failure(plugin, cloudformation, secret_arn):
+    """No security API at that path (a 404 to the PUT): FAILED, never a SUCCESS that mapped nothing."""
+    plugin.faults = [404, 404]  # the role's GET (no role yet), then its PUT
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url)
+    handle(create, REMAINING, Services())
+    answer = _answer(cloudformation, create)
+    assert answer["Status"] == "FAILED" and "answered HTTP 404" in answer["Reason"], answer["Reason"]
+    assert [r["method"] for r in plugin.requests] == ["GET", "PUT"]
+    assert plugin.roles == {} and plugin.mappings == {}
+
+
+def test_a_delete_that_cannot_log_in_reports_and_succeeds(plugin, cloudformation, secret_arn, aws_env):
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url)
+    handle(create, REMAINING, Services())
+    client = boto3.client("secretsmanager")
+    client.put_secret_value(SecretId=secret_arn, SecretString=json.dumps(
+        {"username": "admin", "password": "changed-since"}))
+    delete = _event("Delete", plugin.url, secret_arn, cloudformation.url,
+                    physical_id=_answer(cloudformation, create)["PhysicalResourceId"])
+    handle(delete, REMAINING, Services())
+    answer = _answer(cloudformation, delete)
+    assert answer["Status"] == "SUCCESS"
+    assert "not removed" in answer["Reason"] and "HTTP 401" in answer["Reason"], answer["Reason"]
+    assert plugin.mappings == {"cloudtrail_loader": {"backend_roles": [LAMBDA_ROLE]}}  # left, and said so
+    assert len([r for r in plugin.requests if r["method"] == "GET"]) == 3  # no grace on Delete: one try
+
+
+def test_a_delete_that_gets_no_answer_reports_and_succeeds(plugin, cloudformation, secret_arn):
+    plugin.hang.set()
+    delete = _event("Delete", plugin.url, secret_arn, cloudformation.url, physical_id=_mapping_id(plugin))
+    outcome = handle(delete, REMAINING, Services())
+    answer = _answer(cloudformation, delete)
+    assert outcome.status == answer["Status"] == "SUCCESS"
+    assert answer["Reason"].startswith("not removed ("), answer["Reason"]
