@@ -296,6 +296,7 @@ def test_the_loader_writes_through_the_role_it_maps(node, names, loader, s3, buc
     assert loader(batch, Context()) == {"batchItemFailures": [{"itemIdentifier": "poison"}]}
     assert loader(trails.s3_notification(bucket, files["s3"][0]), Context())["indexed"] == 20
     assert loader(trails.eventbridge_notification(bucket, files["eventbridge"][0]), Context())["indexed"] == 10
+    admin.post(f"{node.url}/{prefix}-*/_refresh", timeout=60).raise_for_status()  # searchable now
     findings = loader(trails.scheduled("detect"), Context())
     assert findings["findings"] == 1, findings
 
