@@ -43,6 +43,16 @@
 #   ES_SECURITY      false               Elasticsearch 7.17+/8.x/9.x only: true = HTTPS (self-signed
 #                                        CA, path shown by `status`) and basic auth as `elastic`
 #   ES_PASSWORD      changeme            the password of `elastic` when ES_SECURITY=true
+#   OS_SECURITY      false               OpenSearch 2.x/3.x only: true = the opensearch-security
+#                                        plugin of the same version (<version>.0, from Maven
+#                                        Central) with its demo configuration: HTTPS (CA
+#                                        config/root-ca.pem of the home, shown by `status`) and
+#                                        basic auth as `admin`. Use a port of its own: the plugin
+#                                        and its security index stay in that port's home.
+#   OS_ADMIN_PASSWORD Cloud-Trail-Logs-71 the password of `admin` at the first start of a home with
+#                                        OS_SECURITY=true (later ones keep what the security
+#                                        index has); the demo tool wants upper and lower case
+#                                        letters, a digit and a special character
 set -euo pipefail
 shopt -s inherit_errexit   # keep -e inside $(...) too
 
@@ -59,6 +69,8 @@ SERVICE_USER=${SERVICE_USER:-ctes}
 JAVA21_HOME=${JAVA21_HOME:-/usr/lib/jvm/temurin-25-jdk-amd64}   # OpenSearch 3.x, ES 9.x need 21+
 ES_SECURITY=${ES_SECURITY:-false}
 ES_PASSWORD=${ES_PASSWORD:-changeme}
+OS_SECURITY=${OS_SECURITY:-false}
+OS_ADMIN_PASSWORD=${OS_ADMIN_PASSWORD:-Cloud-Trail-Logs-71}
 if [[ -z ${MOTO_SERVER:-} ]]; then
   MOTO_SERVER=moto_server
   [[ -x $REPO/.venv/bin/moto_server ]] && MOTO_SERVER=$REPO/.venv/bin/moto_server
@@ -148,15 +160,18 @@ wait_up() {
 # --- checks ------------------------------------------------------------------------------------
 
 # How to reach the engine of service id $1: sets CLIENT_URL and CLIENT_OPTS (curl options: the CA
-# and the credentials when that home was started with ES_SECURITY=true; see prepare_home).
+# and the credentials when that home was started with ES_SECURITY=true or OS_SECURITY=true; see
+# prepare_home: the password in `secure`, the user and the CA beside it).
 client() {
   local home=$RUN_DIR/$1
   CLIENT_URL=http://127.0.0.1:${1##*-} CLIENT_OPTS=()
   if [[ -s $home/secure ]]; then
     CLIENT_URL=https://127.0.0.1:${1##*-}
-    CLIENT_OPTS=(--cacert "$home/config/certs/ca/ca.crt" -u "elastic:$(cat "$home/secure")")
+    CLIENT_OPTS=(--cacert "$(client_ca "$home")" -u "$(client_user "$home"):$(cat "$home/secure")")
   fi
 }
+client_user() { cat "$1/secure.user" 2>/dev/null || echo elastic; }
+client_ca() { cat "$1/secure.ca" 2>/dev/null || echo "$1/config/certs/ca/ca.crt"; }
 os_up() {
   client "$OS_ID"
   curl -sf -m 10 "${CLIENT_OPTS[@]}" \
@@ -167,13 +182,31 @@ os_up() {
 os_version() {
   local path='_nodes/_local?filter_path=nodes.*.version'
   { curl -s -m 5 "http://127.0.0.1:$NODE_PORT/$path" ||
-    curl -sk -m 5 -u "elastic:$ES_PASSWORD" "https://127.0.0.1:$NODE_PORT/$path" || true; } |
+    curl -sfk -m 5 -u "elastic:$ES_PASSWORD" "https://127.0.0.1:$NODE_PORT/$path" ||
+    curl -sk -m 5 -u "admin:$OS_ADMIN_PASSWORD" "https://127.0.0.1:$NODE_PORT/$path" || true; } |
     sed -n 's/.*"version" *: *"\([^"]*\)".*/\1/p'
 }
 http_code() { curl -s -o /dev/null -m 5 -w '%{http_code}' "$1" || true; }
 moto_up() { [[ $(http_code "http://127.0.0.1:$MOTO_PORT/moto-api/") != 000 ]]; }
 
 # --- search engine (OpenSearch or Elasticsearch) -----------------------------------------------
+
+# Download (once) Maven artifact $1 (group:artifact:version:zip) as the file $2.
+fetch_artifact() {
+  local artifact=$1 zip=$2 tmp
+  [[ -s $zip ]] && return
+  mkdir -p "$CACHE_DIR/downloads"
+  log "fetching $artifact with mvn"
+  tmp=$(mktemp -d "$CACHE_DIR/downloads/.mvn.XXXXXX")
+  if ! (cd "$tmp" && mvn -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
+    -Dartifact="$artifact" -DoutputDirectory="$tmp" >mvn.log 2>&1); then
+    tail -n 30 "$tmp/mvn.log" >&2
+    rm -rf "$tmp"
+    die "mvn could not fetch $artifact"
+  fi
+  mv "$tmp"/*.zip "$zip"
+  rm -rf "$tmp"
+}
 
 # Download (once) and unpack (once) the distribution into CACHE_DIR; print its directory.
 fetch_dist() {
@@ -183,19 +216,7 @@ fetch_dist() {
     opensearch) artifact=org.opensearch.distribution.integ-test-zip:opensearch:$ENGINE_VERSION:zip ;;
     elasticsearch) artifact=org.elasticsearch.distribution.integ-test-zip:elasticsearch:$ENGINE_VERSION:zip ;;
   esac
-  mkdir -p "$CACHE_DIR/downloads"
-  if [[ ! -s $zip ]]; then
-    log "fetching $artifact with mvn"
-    tmp=$(mktemp -d "$CACHE_DIR/downloads/.mvn.XXXXXX")
-    if ! (cd "$tmp" && mvn -B org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy \
-      -Dartifact="$artifact" -DoutputDirectory="$tmp" >mvn.log 2>&1); then
-      tail -n 30 "$tmp/mvn.log" >&2
-      rm -rf "$tmp"
-      die "mvn could not fetch $artifact"
-    fi
-    mv "$tmp"/*.zip "$zip"
-    rm -rf "$tmp"
-  fi
+  fetch_artifact "$artifact" "$zip"
   log "unpacking $zip"
   tmp=$(mktemp -d "$CACHE_DIR/.unpack.XXXXXX")
   unzip -q "$zip" -d "$tmp" || { rm -rf "$tmp"; die "cannot unzip $zip (delete it to re-download)"; }
@@ -303,6 +324,43 @@ EOF
   (umask 077 && printf '%s' "$ES_PASSWORD" >"$OS_HOME/secure")   # for this script's curl only
 }
 
+# OS_SECURITY=true: the opensearch-security plugin (installed once per home) and its demo
+# configuration (TLS certificates, admin user, REST API for all_access), appended to the config
+# written on this start. false: a plugin left in the home by an earlier start is removed.
+os_security_config() {
+  local plugin=$OS_HOME/plugins/opensearch-security version=$ENGINE_VERSION.0 zip
+  rm -f "$OS_HOME/secure" "$OS_HOME/secure.user" "$OS_HOME/secure.ca"
+  if [[ $OS_SECURITY != true ]]; then
+    [[ ! -d $plugin ]] || { log "$OS_ID: removing the security plugin (OS_SECURITY=false)"; rm -rf "$plugin"; }
+    return 0
+  fi
+  [[ $ENGINE == opensearch-[2-9].* ]] || die "OS_SECURITY=true needs OpenSearch 2.x or later, not $ENGINE"
+  zip=$CACHE_DIR/downloads/opensearch-security-$version.zip
+  fetch_artifact "org.opensearch.plugin:opensearch-security:$version:zip" "$zip"
+  rm -f "$RUN_DIR/$OS_ID.tools.log"
+  if [[ ! -d $plugin ]]; then
+    log "$OS_ID: installing opensearch-security $version"
+    env "${engine_env[@]}" "$OS_HOME/bin/opensearch-plugin" install --batch "file://$zip" \
+      >>"$RUN_DIR/$OS_ID.tools.log" 2>&1 || {
+      tail -n 20 "$RUN_DIR/$OS_ID.tools.log" >&2
+      rm -rf "$plugin"
+      die "cannot install $zip (log: $RUN_DIR/$OS_ID.tools.log)"
+    }
+    chmod -R a+rX "$plugin" "$OS_HOME/config"
+  fi
+  # -y: no questions, -i: initialise the security index from the demo files, -s: no cluster check
+  env "${engine_env[@]}" OPENSEARCH_INITIAL_ADMIN_PASSWORD="$OS_ADMIN_PASSWORD" \
+    bash "$plugin/tools/install_demo_configuration.sh" -y -i -s >>"$RUN_DIR/$OS_ID.tools.log" 2>&1 || {
+    tail -n 20 "$RUN_DIR/$OS_ID.tools.log" >&2
+    die "the security plugin's demo configuration failed (log: $RUN_DIR/$OS_ID.tools.log)"
+  }
+  grep -q '^plugins.security.ssl.http.enabled: *true' "$OS_HOME/config/opensearch.yml" ||
+    die "the demo configuration did not enable HTTPS (see $OS_HOME/config/opensearch.yml)"
+  (umask 077 && printf '%s' "$OS_ADMIN_PASSWORD" >"$OS_HOME/secure")   # for this script's curl only
+  echo admin >"$OS_HOME/secure.user"
+  echo "$OS_HOME/config/root-ca.pem" >"$OS_HOME/secure.ca"
+}
+
 # The password of `elastic`: bootstrap.password in the keystore, set on every start (and used as
 # long as nobody changes that password through the API). Run after the config is the user's.
 es_keystore() {
@@ -342,6 +400,7 @@ cluster.routing.allocation.disk.threshold_enabled: false
 EOF
   discovery_config >>"$OS_HOME/config/$ENGINE_NAME.yml"
   [[ $ENGINE_NAME != elasticsearch ]] || es_config
+  [[ $ENGINE_NAME != opensearch ]] || os_security_config
   if ((EUID == 0)); then
     chown -R "$SERVICE_USER:" "$OS_HOME/config" "$OS_HOME/data" "$OS_HOME/logs" "$OS_HOME/tmp"
     "${as_user[@]}" test -x "$OS_HOME/bin/$ENGINE_NAME" ||
@@ -391,6 +450,7 @@ start_opensearch() {
   if ((NODES > 1)); then
     [[ $ENGINE != elasticsearch-6.* ]] || die "NODES=$NODES: $ENGINE has no discovery.seed_hosts; use one node"
     [[ $ES_SECURITY != true ]] || die "NODES=$NODES with ES_SECURITY=true is not supported (one CA per node)"
+    [[ $OS_SECURITY != true ]] || die "NODES=$NODES with OS_SECURITY=true is not supported (demo certificates of one node)"
   fi
   if pid=$(live_pid "$OS_ID"); then log "$OS_ID already running (pid $pid)"; echo "$pid"; return; fi
   version=$(os_version)
@@ -457,7 +517,7 @@ cmd_start() {
   client "$OS_ID"
   log "up: $WHICH (search engine: $ENGINE on $CLIENT_URL$where, moto: http://127.0.0.1:$MOTO_PORT)"
   [[ $WHICH == moto || ! -s $RUN_DIR/$OS_ID/secure ]] ||
-    log "TLS and basic auth: user elastic, CA $RUN_DIR/$OS_ID/config/certs/ca/ca.crt"
+    log "TLS and basic auth: user $(client_user "$RUN_DIR/$OS_ID"), CA $(client_ca "$RUN_DIR/$OS_ID")"
 }
 
 cmd_stop() {
@@ -489,7 +549,7 @@ cmd_status() {
         health=$(curl -s -m 5 "${CLIENT_OPTS[@]}" "$CLIENT_URL/_cluster/health" || true)
         health=$(grep -o '"status":"[a-z]*"\|"number_of_nodes":[0-9]*' <<<"$health" | paste -sd, -) || true
         state+=", $CLIENT_URL, ${health:-not answering}"
-        [[ ! -s $RUN_DIR/$id/secure ]] || state+=", user elastic, CA $RUN_DIR/$id/config/certs/ca/ca.crt"
+        [[ ! -s $RUN_DIR/$id/secure ]] || state+=", user $(client_user "$RUN_DIR/$id"), CA $(client_ca "$RUN_DIR/$id")"
         ;;
     esac
     echo "$id: $state"

@@ -38,6 +38,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -252,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
             if body is False:
                 return
             bulk = is_bulk_path(self.path)
+            if bulk and proxy.bulk_delay_seconds > 0:
+                time.sleep(proxy.bulk_delay_seconds)
             outcome = proxy._next_bulk_outcome() if bulk else "pass"
             if outcome == "reset":
                 outcome = proxy._choose(("reset_partial", "reset_full"))
@@ -415,11 +418,14 @@ class FaultProxy:
         if compressed) is answered 413 without forwarding. Default ``None``.
     ``script``  outcomes consumed in order by the next ``_bulk`` requests, before any
         random rule: ``"pass"``, ``"item_429"`` or any request-fault kind.
+    ``bulk_delay_seconds``  each ``_bulk`` request waits this long before its outcome (a
+        slow cluster, on demand). Default ``0.0``.
     """
 
     def __init__(self, upstream_url: str, seed: int | None = 0, *, timeout: float = 120.0) -> None:
         self.upstream_url = upstream_url.rstrip("/")
         self.timeout = timeout
+        self.bulk_delay_seconds = 0.0
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self._request_faults: tuple[float, tuple[str, ...]] = (0.0, ())

@@ -3,10 +3,10 @@
 - CloudFormation's side is a local HTTP server standing in for the pre-signed ResponseURL: it
   records every PUT, so each test asserts what CloudFormation would have been told.
 - The master user's secret and the logs resource policy live in the real moto server.
-- The security plugin cannot run here (the integ-test OpenSearch has none), so the role and
-  mapping calls go to a small recording server that keeps roles and mappings the way the
+- Faults the real security plugin cannot produce on demand (429, 503, a hang, a count of the
+  requests) come from a small recording server that keeps roles and mappings the way the
   plugin's REST API does; a refusal is also taken from the real OpenSearch 2.19 (which answers
-  400 to the security API paths it does not have).
+  400 to the security API paths it does not have). The real plugin is in test_security_plugin.py.
 """
 from __future__ import annotations
 
@@ -99,6 +99,11 @@ class SecurityPlugin(BaseHTTPRequestHandler):
         store = {"roles": self.server.roles, "rolesmapping": self.server.mappings}.get(kind)
         if not prefix or store is None or not name:
             return self._answer(400, {"error": f"no handler found for uri [{self.path}]"})
+        if self.command == "GET":
+            if name not in store:
+                return self._answer(404, {"status": "NOT_FOUND", "message": f"'{name}' not found."})
+            return self._answer(200, {name: {**store[name], "reserved": False, "hidden": False,
+                                             "static": False}})
         if self.command == "PUT":
             created = name not in store
             store[name] = body
@@ -109,7 +114,7 @@ class SecurityPlugin(BaseHTTPRequestHandler):
         del store[name]
         return self._answer(200, {"status": "OK", "message": f"'{name}' deleted."})
 
-    do_PUT = do_DELETE = _handle  # noqa: N815
+    do_GET = do_PUT = do_DELETE = _handle  # noqa: N815
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -186,14 +191,16 @@ def test_create_update_delete(plugin, cloudformation, secret_arn):
     assert answer["Data"] == {"Role": "cloudtrail_loader"}
     expected_auth = "Basic " + base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
     assert [(r["method"], r["path"], r["authorization"]) for r in plugin.requests] == [
+        ("GET", f"{SECURITY_API}/roles/cloudtrail_loader", expected_auth),
         ("PUT", f"{SECURITY_API}/roles/cloudtrail_loader", expected_auth),
+        ("GET", f"{SECURITY_API}/rolesmapping/cloudtrail_loader", expected_auth),
         ("PUT", f"{SECURITY_API}/rolesmapping/cloudtrail_loader", expected_auth),
     ]
     assert plugin.roles == {"cloudtrail_loader": loader_role("cloudtrail", False)}
     assert plugin.mappings == {"cloudtrail_loader": {"backend_roles": [LAMBDA_ROLE]}}
     assert "indices:admin/delete" not in json.dumps(plugin.roles)
 
-    # Retention turned on, the Lambda role replaced: both are rewritten, same physical id.
+    # Retention turned on, the Lambda role replaced (the old one taken out): same physical id.
     update = _event("Update", plugin.url, secret_arn, cloudformation.url, physical_id=answer[
         "PhysicalResourceId"], BackendRoles=[NEW_LAMBDA_ROLE], DeleteIndices="true")
     update["OldResourceProperties"] = create["ResourceProperties"]
@@ -209,8 +216,10 @@ def test_create_update_delete(plugin, cloudformation, secret_arn):
     assert handle(delete, REMAINING, Services()).status == "SUCCESS"
     assert _answer(cloudformation, delete)["PhysicalResourceId"] == _mapping_id(plugin)
     assert plugin.roles == {} and plugin.mappings == {}
-    assert [(r["method"], r["path"]) for r in plugin.requests[-2:]] == [
+    assert [(r["method"], r["path"]) for r in plugin.requests[-4:]] == [
+        ("GET", f"{SECURITY_API}/rolesmapping/cloudtrail_loader"),
         ("DELETE", f"{SECURITY_API}/rolesmapping/cloudtrail_loader"),
+        ("GET", f"{SECURITY_API}/roles/cloudtrail_loader"),
         ("DELETE", f"{SECURITY_API}/roles/cloudtrail_loader"),
     ]
     # A second Delete (CloudFormation retries) finds nothing and still succeeds.
@@ -235,8 +244,8 @@ def test_elasticsearch_engines_use_the_open_distro_path(plugin, cloudformation, 
     assert handle(create, REMAINING, Services()).status == "SUCCESS"
     assert _answer(cloudformation, create)["PhysicalResourceId"] == (
         f"{plugin.url}{legacy}/rolesmapping/cloudtrail_loader")
-    assert [r["path"] for r in plugin.requests] == [f"{legacy}/roles/cloudtrail_loader",
-                                                   f"{legacy}/rolesmapping/cloudtrail_loader"]
+    assert [r["path"] for r in plugin.requests] == [f"{legacy}/roles/cloudtrail_loader"] * 2 + [
+        f"{legacy}/rolesmapping/cloudtrail_loader"] * 2
 
 
 def test_a_refusal_of_the_real_cluster_is_reported(opensearch_url, cloudformation, secret_arn):
@@ -286,7 +295,7 @@ def test_transient_errors_are_retried(plugin, cloudformation, secret_arn):
     create = _event("Create", plugin.url, secret_arn, cloudformation.url)
     assert handle(create, REMAINING + 5, Services()).status == "SUCCESS"
     assert _answer(cloudformation, create)["Status"] == "SUCCESS"
-    assert len(plugin.requests) == 4  # two refused, then the role and the mapping
+    assert len(plugin.requests) == 6  # two refused, then the role and the mapping, each read first
     assert plugin.mappings == {"cloudtrail_loader": {"backend_roles": [LAMBDA_ROLE]}}
 
 
@@ -441,3 +450,39 @@ def test_logs_resource_policy_is_upserted_and_kept(cloudformation, aws_env):
         assert "PolicyDocument" in _answer(cloudformation, missing)["Reason"]
     finally:
         logs.delete_resource_policy(policyName=name)
+
+
+def test_a_404_from_the_puts_is_a_failure(plugin, cloudformation, secret_arn):
+    """No security API at that path (a 404 to the PUT): FAILED, never a SUCCESS that mapped nothing."""
+    plugin.faults = [404, 404]  # the role's GET (no role yet), then its PUT
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url)
+    handle(create, REMAINING, Services())
+    answer = _answer(cloudformation, create)
+    assert answer["Status"] == "FAILED" and "answered HTTP 404" in answer["Reason"], answer["Reason"]
+    assert [r["method"] for r in plugin.requests] == ["GET", "PUT"]
+    assert plugin.roles == {} and plugin.mappings == {}
+
+
+def test_a_delete_that_cannot_log_in_reports_and_succeeds(plugin, cloudformation, secret_arn, aws_env):
+    create = _event("Create", plugin.url, secret_arn, cloudformation.url)
+    handle(create, REMAINING, Services())
+    client = boto3.client("secretsmanager")
+    client.put_secret_value(SecretId=secret_arn, SecretString=json.dumps(
+        {"username": "admin", "password": "changed-since"}))
+    delete = _event("Delete", plugin.url, secret_arn, cloudformation.url,
+                    physical_id=_answer(cloudformation, create)["PhysicalResourceId"])
+    handle(delete, REMAINING, Services())
+    answer = _answer(cloudformation, delete)
+    assert answer["Status"] == "SUCCESS"
+    assert "not removed" in answer["Reason"] and "HTTP 401" in answer["Reason"], answer["Reason"]
+    assert plugin.mappings == {"cloudtrail_loader": {"backend_roles": [LAMBDA_ROLE]}}  # left, and said so
+    assert len([r for r in plugin.requests if r["method"] == "GET"]) == 3  # no grace on Delete: one try
+
+
+def test_a_delete_that_gets_no_answer_reports_and_succeeds(plugin, cloudformation, secret_arn):
+    plugin.hang.set()
+    delete = _event("Delete", plugin.url, secret_arn, cloudformation.url, physical_id=_mapping_id(plugin))
+    outcome = handle(delete, REMAINING, Services())
+    answer = _answer(cloudformation, delete)
+    assert outcome.status == answer["Status"] == "SUCCESS"
+    assert answer["Reason"].startswith("not removed ("), answer["Reason"]

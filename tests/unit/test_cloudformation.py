@@ -1261,7 +1261,8 @@ def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
     assert "LambdaRoleMapping" in deployed
     (statement,) = mapping
     assert statement["Principal"] == {"AWS": "*"} and "Condition" not in statement
-    assert set(statement["Action"]) == {"es:ESHttpPut", "es:ESHttpDelete"}
+    # GET: the role and mapping are read first and merged into (what an operator added stays).
+    assert set(statement["Action"]) == {"es:ESHttpGet", "es:ESHttpPut", "es:ESHttpDelete"}
     domain_arn = (f"arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/"
                   f"{params['ElasticsearchDomainName']}")
     properties = _symbolic(_resolve(template["Resources"]["LambdaRoleMapping"]["Properties"], template,

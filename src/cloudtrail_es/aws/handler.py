@@ -30,6 +30,9 @@ SAFETY_MARGIN_SECONDS = 15.0
 
 Deadline = Callable[[], float]
 
+NOT_STARTED = (f"not started: less than {SAFETY_MARGIN_SECONDS:.0f} s of the invocation were left "
+               f"(SQS delivers it again)")
+
 
 @lru_cache(maxsize=1)
 def processor() -> Processor:
@@ -75,11 +78,18 @@ def handle_sqs(batch: SqsBatch, deadline_for: Deadline, function_name: str | Non
     """Each message in its own error boundary; the failed ones listed for SQS to redeliver.
 
     Raises only when every message failed, so that the batch as a whole is retried.
-    The metrics of all the messages go out once, before.
+    The metrics of all the messages go out once, before. Once the invocation's time is within
+    ``SAFETY_MARGIN_SECONDS`` of its end, the messages not started yet are not started: they are
+    listed as failed (and redelivered) rather than cut off by Lambda's timeout mid-file.
     """
     failures = {}
     runs: list[RunResult] = []
-    for message in batch.messages:
+    for number, message in enumerate(batch.messages):
+        if number and deadline_for() <= time.monotonic():
+            log.warning("message not started: the invocation's time is running out",
+                        extra={"message_id": message.message_id})
+            failures[message.message_id] = NOT_STARTED
+            continue
         reason = message_failure(message, deadline_for, runs)
         if reason is not None:
             failures[message.message_id] = reason

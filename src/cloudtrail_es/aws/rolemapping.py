@@ -1,8 +1,12 @@
 """The stack's two CloudFormation custom resources, handled by one function.
 
 - ``Custom::RoleMapping``: as the domain's master user (name and password read from the
-  stack's Secrets Manager secret), create the OpenSearch role the loader needs and map the
-  loader's IAM role to it, through the security plugin's REST API; Delete removes both.
+  stack's Secrets Manager secret), add what the loader needs to an OpenSearch role and map the
+  loader's IAM role to it, through the security plugin's REST API. The role and the mapping are
+  read first and merged into: what an operator added (actions, index patterns, users, backend
+  roles) stays, on Update as on Delete, which takes out only what the stack put in (and removes
+  the role or mapping when nothing else is left). Delete never fails the stack: when the domain
+  is gone or refuses, it reports SUCCESS with the reason and what to remove by hand.
 - ``Custom::LogsResourcePolicy``: put the one CloudWatch Logs resource policy (fixed name,
   prefix-scoped) that lets OpenSearch Service publish to the stack's log groups. Put is an
   upsert, so every stack of the account can declare it; Delete keeps it (other stacks and
@@ -46,6 +50,9 @@ CLUSTER_PERMISSIONS = ["cluster_monitor", "cluster_composite_ops"]
 # Create and write the monthly indexes, read their settings, mappings and health.
 INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get"]
 RETENTION_ACTION = "indices:admin/delete"
+
+ROLE_FIELDS = ("description", "cluster_permissions", "index_permissions", "tenant_permissions")
+MAPPING_FIELDS = ("description", "backend_roles", "and_backend_roles", "hosts", "users")
 
 Opener = Callable[..., Any]
 
@@ -121,16 +128,43 @@ class SecurityApi:
     retried until a deadline."""
 
     def __init__(self, base_url: str, username: str, password: str, opener: Opener,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 auth_grace: float | None = None) -> None:
         self._base_url = base_url
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
         self._opener = opener
         self._clock = clock
-        self._auth_grace_until = clock() + AUTH_GRACE_SECONDS
+        self._auth_grace_until = clock() + (AUTH_GRACE_SECONDS if auth_grace is None else auth_grace)
 
     def call(self, method: str, path: str, body: dict | None, deadline: float) -> int:
         """Status of ``method path``; 2xx and 404 are answers, anything else raises in the end."""
+        return self.exchange(method, path, body, deadline)[0]
+
+    def read(self, path: str, deadline: float) -> dict | None:
+        """The object named by the last segment of ``path`` (GET), or None if there is none."""
+        status, answer = self.exchange("GET", path, None, deadline)
+        if status == 404:
+            return None
+        name = path.rsplit("/", 1)[-1]
+        try:
+            found = json.loads(answer).get(name)
+        except (ValueError, AttributeError) as exc:
+            raise CustomResourceError(f"GET {self._base_url}/{path}: not a security API answer: "
+                                      f"{answer[:200]!r}") from exc
+        if not isinstance(found, dict):
+            raise CustomResourceError(f"GET {self._base_url}/{path}: no {name!r} in {answer[:200]!r}")
+        return found
+
+    def write(self, path: str, body: dict, deadline: float) -> None:
+        """PUT ``body``; a 404 means there is no security API at this path, so the PUT failed."""
+        if self.call("PUT", path, body, deadline) == 404:
+            raise CustomResourceError(
+                f"PUT {self._base_url}/{path} answered HTTP 404: no security REST API there (is "
+                f"fine-grained access control enabled, is SecurityApiPath right for this engine?)")
+
+    def exchange(self, method: str, path: str, body: dict | None, deadline: float) -> tuple[int, str]:
+        """Status and body of ``method path``; 2xx and 404 are answers, anything else raises in the end."""
         url = f"{self._base_url}/{path}"
         data = json.dumps(body).encode() if body is not None else None
         delay, problem = 1.0, ""
@@ -141,11 +175,11 @@ class SecurityApi:
             request = urllib.request.Request(url, data=data, method=method, headers=self._headers)
             try:
                 with self._opener(request, timeout=timeout) as response:
-                    return int(response.status)
+                    return int(response.status), response.read().decode("utf-8", "replace")
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode("utf-8", "replace")[:300]
                 if exc.code == 404:
-                    return 404
+                    return 404, detail
                 transient_auth = exc.code in (401, 403) and self._clock() < self._auth_grace_until
                 if exc.code != 429 and exc.code < 500 and not transient_auth:
                     raise CustomResourceError(f"{method} {url} refused: HTTP {exc.code} {detail}") from exc
@@ -157,17 +191,83 @@ class SecurityApi:
             delay = min(delay * 2, 15.0)
 
 
+def _patterns(index_permission: dict) -> tuple[str, ...]:
+    return tuple(sorted(index_permission.get("index_patterns", [])))
+
+
+def _unique(items: list) -> list:
+    return [item for number, item in enumerate(items) if item not in items[:number]]
+
+
+def merged_role(existing: dict | None, add: dict | None, remove: dict | None) -> dict | None:
+    """``existing`` with the permissions of ``add`` put in and those of ``remove`` (that ``add``
+    has not) taken out; everything else kept. None when no permission is left."""
+    role = {name: existing[name] for name in ROLE_FIELDS if existing and name in existing}
+    add, remove = add or {}, remove or {}
+    keep_cluster = set(add.get("cluster_permissions", []))
+    cluster = [p for p in role.get("cluster_permissions", [])
+               if p not in remove.get("cluster_permissions", []) or p in keep_cluster]
+    role["cluster_permissions"] = _unique(cluster + add.get("cluster_permissions", []))
+    # An index permission is the stack's when its patterns are the stack's (as a set).
+    stacks = {_patterns(entry): entry["allowed_actions"] for entry in remove.get("index_permissions", [])}
+    ours = {_patterns(entry): entry for entry in add.get("index_permissions", [])}
+    entries = []
+    for entry in role.get("index_permissions", []):
+        patterns = _patterns(entry)
+        actions = [a for a in entry.get("allowed_actions", []) if a not in stacks.get(patterns, [])]
+        if patterns in ours:
+            actions = _unique(actions + ours.pop(patterns)["allowed_actions"])
+        if actions or patterns not in stacks:
+            entries.append({**entry, "allowed_actions": actions})
+    role["index_permissions"] = entries + [dict(entry) for entry in ours.values()]
+    if not (role["cluster_permissions"] or role["index_permissions"] or role.get("tenant_permissions")):
+        return None
+    if "description" not in role and "description" in add:
+        role["description"] = add["description"]
+    return role
+
+
+def merged_mapping(existing: dict | None, add: list[str], remove: list[str]) -> dict | None:
+    """``existing`` with the backend roles ``add`` put in and ``remove`` taken out, the rest kept
+    (users, hosts, other backend roles). None when it maps nothing any more."""
+    mapping = {name: existing[name] for name in MAPPING_FIELDS if existing and name in existing}
+    kept = [r for r in mapping.get("backend_roles", []) if r not in remove or r in add]
+    mapping["backend_roles"] = _unique(kept + add)
+    if not any(mapping.get(name) for name in ("backend_roles", "and_backend_roles", "hosts", "users")):
+        return None
+    return mapping
+
+
+def _put_or_delete(api: SecurityApi, path: str, body: dict | None, deadline: float) -> None:
+    if body is not None:
+        api.write(path, body, deadline)
+    else:
+        api.call("DELETE", path, None, deadline)
+
+
 def apply_mapping(request_type: str, request: MappingRequest, physical_id: str, api: SecurityApi,
-                  deadline: float) -> str:
-    """Create/Update: put the role, then its mapping. Delete: remove both. Returns the physical id."""
+                  deadline: float, previous: MappingRequest | None = None) -> str:
+    """Create/Update: merge the loader's permissions into the role, then its IAM role into the
+    mapping (taking out what ``previous``, the properties before an Update, put in and the new ones
+    do not). Delete: take out what the stack put in. Returns the physical id."""
     role_path, mapping_path = f"roles/{request.role}", f"rolesmapping/{request.role}"
+    ours = loader_role(request.index_prefix, request.delete_indices)
     if request_type == "Delete":
         if physical_id == request.physical_id:  # anything else: a Create that failed, nothing to remove
-            api.call("DELETE", mapping_path, None, deadline)
-            api.call("DELETE", role_path, None, deadline)
+            mapping = merged_mapping(api.read(mapping_path, deadline), [], request.backend_roles)
+            _put_or_delete(api, mapping_path, mapping, deadline)
+            role = api.read(role_path, deadline)
+            if role is not None:
+                _put_or_delete(api, role_path, merged_role(role, None, ours), deadline)
         return physical_id
-    api.call("PUT", role_path, loader_role(request.index_prefix, request.delete_indices), deadline)
-    api.call("PUT", mapping_path, {"backend_roles": request.backend_roles}, deadline)
+    if previous is not None and previous.role != request.role:
+        previous = None  # the old role is another resource now: CloudFormation deletes it
+    old_role = loader_role(previous.index_prefix, previous.delete_indices) if previous else None
+    role = merged_role(api.read(role_path, deadline), ours, old_role)
+    api.write(role_path, role or ours, deadline)
+    mapping = merged_mapping(api.read(mapping_path, deadline), request.backend_roles,
+                             previous.backend_roles if previous else [])
+    api.write(mapping_path, mapping or {"backend_roles": request.backend_roles}, deadline)
     return request.physical_id
 
 
@@ -188,6 +288,8 @@ class Services:
     secrets: Any = None
     logs: Any = None
     opener: Opener = urllib.request.urlopen
+    #: How long a new domain's 401/403 is retried on Create and Update (see AUTH_GRACE_SECONDS).
+    auth_grace_seconds: float | None = None
 
     def secrets_client(self) -> Any:
         if self.secrets is None:
@@ -227,15 +329,40 @@ def carry_out(event: dict, services: Services, deadline: float) -> Outcome:
             raise
         if request_type == "Delete" and physical_id != request.physical_id:
             return Outcome("SUCCESS", physical_id)
-        secret = json.loads(services.secrets_client().get_secret_value(
-            SecretId=request.secret_arn)["SecretString"])
-        api = SecurityApi(request.base_url + request.api_path, secret["username"], secret["password"],
-                          services.opener)
-        new_id = apply_mapping(request_type, request, physical_id, api, deadline)
-        return Outcome("SUCCESS", new_id, data={"Role": request.role})
+        return Outcome("SUCCESS", _map_role(request_type, request, event, services, deadline),
+                       data={"Role": request.role})
     except Exception as exc:  # noqa: BLE001 - CloudFormation must hear about every failure
         log.exception("%s %s failed", request_type, event.get("LogicalResourceId"))
+        if request_type == "Delete":
+            return Outcome("SUCCESS", event.get("PhysicalResourceId") or failed_id, not_removed(event, exc))
         return Outcome("FAILED", failed_id, f"{type(exc).__name__}: {exc}")
+
+
+def _map_role(request_type: str, request: MappingRequest, event: dict, services: Services,
+              deadline: float) -> str:
+    secret = json.loads(services.secrets_client().get_secret_value(
+        SecretId=request.secret_arn)["SecretString"])
+    # A refused login is retried only for a domain that may have just become active.
+    grace = 0.0 if request_type == "Delete" else services.auth_grace_seconds
+    api = SecurityApi(request.base_url + request.api_path, secret["username"], secret["password"],
+                      services.opener, auth_grace=grace)
+    previous = None
+    if request_type == "Update":
+        try:
+            previous = mapping_request(event.get("OldResourceProperties") or {})
+        except CustomResourceError:
+            previous = None  # nothing the stack put in can be told apart: only add
+    return apply_mapping(request_type, request, event.get("PhysicalResourceId", ""), api, deadline,
+                         previous)
+
+
+def not_removed(event: dict, problem: object) -> str:
+    """The reason of a Delete that succeeds without having removed the role and its mapping."""
+    if isinstance(problem, Exception):
+        problem = f"{type(problem).__name__}: {problem}"
+    role = (event.get("ResourceProperties") or {}).get("OpenSearchRole", "the role")
+    return (f"not removed ({problem}); the stack is deleted anyway: if the domain still exists, "
+            f"remove the loader's backend role from the mapping {role} and the role by hand")
 
 
 def within(seconds: float, work: Callable[[], Outcome], late: Outcome) -> Outcome:
@@ -288,9 +415,12 @@ def handle(event: dict, remaining_seconds: float, services: Services) -> Outcome
     """Carry out ``event`` and report its outcome, with ``remaining_seconds`` of Lambda time left."""
     start = time.monotonic()
     work_deadline = start + remaining_seconds - REPORT_RESERVE_SECONDS
-    late = Outcome("FAILED", event.get("PhysicalResourceId") or f"failed-{event.get('RequestId')}",
-                   f"no result after {max(0.0, remaining_seconds - REPORT_RESERVE_SECONDS):.0f} s "
+    late_reason = (f"no result after {max(0.0, remaining_seconds - REPORT_RESERVE_SECONDS):.0f} s "
                    f"(is the domain endpoint reachable?)")
+    late_id = event.get("PhysicalResourceId") or f"failed-{event.get('RequestId')}"
+    # A Delete never fails the stack: a domain that does not answer is reported, not waited for.
+    late = (Outcome("SUCCESS", late_id, not_removed(event, late_reason))
+            if event.get("RequestType") == "Delete" else Outcome("FAILED", late_id, late_reason))
     # The work's own deadline comes a second earlier, so that it can still give its own reason.
     outcome = within(work_deadline - time.monotonic(),
                      lambda: carry_out(event, services, work_deadline - 1.0), late)
