@@ -32,8 +32,10 @@ def test_field_for(rule_field, expected):
 
 
 def test_whole_unindexed_section_is_not_convertible():
-    with pytest.raises(sigma.NotConvertible, match="additionalEventData as a whole"):
-        sigma.string_query("additionalEventData_raw", sigma.SigmaString("x*"))
+    with pytest.raises(sigma.NotConvertible, match="someNewSection as a whole"):
+        sigma.string_query("someNewSection_raw", sigma.SigmaString("x*"))
+    assert sigma.string_query("additionalEventData_raw", sigma.SigmaString("x*")) == {
+        "prefix": {"additionalEventData_raw.keyword": {"value": "x", "case_insensitive": True}}}
 
 
 OLD = Engine("elasticsearch", (7, 9, 3))

@@ -88,16 +88,8 @@ def add_ecs_fields(document: dict[str, Any], event: Mapping[str, Any], ingested:
     ``withheld``: paths of ``FIELDS`` left out (those the target index cannot take).
     """
     get = event.get
-    ecs_event: dict[str, Any] = {}
     call = get("eventType") != INSIGHT_EVENT_TYPE
-    if call:
-        failed = get("errorCode") or _sign_in_failed(event)
-        ecs_event["outcome"] = "failure" if failed else "success"
-        source, name = get("eventSource"), get("eventName")
-        if type(source) is str and type(name) is str:
-            kinds = categorize(source, name)
-            if kinds is not None:
-                ecs_event["category"], ecs_event["type"] = kinds
+    ecs_event = _event_fields(event) if call else {}
     if ingested is not None:
         ecs_event["ingested"] = ingested
     if ecs_event:
@@ -119,9 +111,20 @@ def add_ecs_fields(document: dict[str, Any], event: Mapping[str, Any], ingested:
         document["cloud"] = {"account": {"id": account}}
     if call:
         _add_users(document, event, identity)
-    if withheld:
-        for path in withheld:
-            _remove(document, path.split("."))
+    for path in withheld:
+        _remove(document, path.split("."))
+
+
+def _event_fields(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``event.outcome``, ``event.category`` and ``event.type`` of a call."""
+    failed = event.get("errorCode") or _sign_in_failed(event)
+    fields: dict[str, Any] = {"outcome": "failure" if failed else "success"}
+    source, name = event.get("eventSource"), event.get("eventName")
+    if type(source) is str and type(name) is str:
+        kinds = categorize(source, name)
+        if kinds is not None:
+            fields["category"], fields["type"] = kinds
+    return fields
 
 
 _NO_IDENTITY: Mapping[str, Any] = {}
@@ -151,34 +154,32 @@ def arn_names(arn: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
+def identity_names(identity: Mapping[str, Any]) -> list[str | None]:
+    """``user.name`` of a caller, then the other names it carries (None where absent)."""
+    context = identity.get("sessionContext")
+    if type(context) is not dict:
+        context = _NO_IDENTITY
+    issuer = context.get("sessionIssuer")
+    issuer_name = _name(issuer.get("userName")) if type(issuer) is dict else None
+    own = _name(identity.get("userName"))
+    arn_name, session = arn_names(identity.get("arn"))
+    behalf = identity.get("onBehalfOf")
+    behalf_id = _name(behalf.get("userId")) if type(behalf) is dict else None
+    name = issuer_name or own or arn_name or behalf_id
+    return [name, issuer_name, own, arn_name, session, _name(context.get("sourceIdentity"))]
+
+
 def _add_users(document: dict[str, Any], event: Mapping[str, Any],
                identity: Mapping[str, Any]) -> None:
     """``user.name``, ``related.user``, ``user.target.name`` and ``group.name``."""
     user: dict[str, Any] = {}
-    names: list[str] = []
-    if identity:
-        context = identity.get("sessionContext")
-        if type(context) is not dict:
-            context = _NO_IDENTITY
-        issuer = context.get("sessionIssuer")
-        issuer_name = _name(issuer.get("userName")) if type(issuer) is dict else None
-        own = _name(identity.get("userName"))
-        arn_name, session = arn_names(identity.get("arn"))
-        behalf = identity.get("onBehalfOf")
-        behalf_id = _name(behalf.get("userId")) if type(behalf) is dict else None
-        name = issuer_name or own or arn_name or behalf_id
-        if name is not None:
-            user["name"] = name
-        for candidate in (name, issuer_name, own, arn_name, session,
-                          _name(context.get("sourceIdentity"))):
-            if candidate is not None and candidate not in names:
-                names.append(candidate)
+    found: list[str | None] = identity_names(identity) if identity else [None]
+    if found[0] is not None:
+        user["name"] = found[0]
     request = event.get("requestParameters")
     if type(request) is dict:
         target = _name(request.get("userName"))
-        for candidate in (target, _name(request.get("newUserName"))):
-            if candidate is not None and candidate not in names:
-                names.append(candidate)
+        found += (target, _name(request.get("newUserName")))
         if event.get("eventSource") == IAM_SOURCE:
             if target is not None:
                 user["target"] = {"name": target}
@@ -187,6 +188,7 @@ def _add_users(document: dict[str, Any], event: Mapping[str, Any],
                 document["group"] = {"name": group}
     if user:
         document["user"] = user
+    names = list(dict.fromkeys(name for name in found if name is not None))
     if names:
         document["related"] = {"user": names}
 
