@@ -49,17 +49,54 @@ class Translation(NamedTuple):
 def translate(pattern: str, ignorecase: bool = False, multiline: bool = False,
               dotall: bool = False) -> Translation:
     """``pattern`` searched anywhere in a value, as a Lucene regular expression of the whole value."""
+    leading = _GLOBAL_FLAGS.match(pattern)
+    prefix = leading.group(0) if leading else ""
+    # Each top-level alternative is parsed alone: Python's parser moves a prefix common to
+    # all alternatives out of them, which would hide where each one's anchors stand.
+    alternatives = [prefix + part for part in top_level_alternatives(pattern[len(prefix):])]
     try:
-        parsed = sre_parse.parse(pattern, re.ASCII)
+        parsed = [sre_parse.parse(part, re.ASCII) for part in alternatives]
     except re.error as exc:
         raise Untranslatable(f"not a valid regular expression: {exc}") from None
-    flags = parsed.state.flags
-    writer = _Writer(dotall or bool(flags & re.DOTALL), multiline or bool(flags & re.MULTILINE))
-    regexp = writer.search(list(parsed))
+    flags = parsed[0].state.flags
+    ignorecase = ignorecase or bool(flags & re.IGNORECASE)
+    writer = _Writer(dotall or bool(flags & re.DOTALL), multiline or bool(flags & re.MULTILINE),
+                     ignorecase)
+    regexp = "|".join(writer.search(list(part)) for part in parsed)
     if len(regexp) > MAX_LENGTH:
         raise Untranslatable(f"the regular expression is {len(regexp)} characters long in Lucene's "
                              f"syntax, over the engines' index.max_regex_length ({MAX_LENGTH})")
-    return Translation(regexp, ignorecase or bool(flags & re.IGNORECASE))
+    return Translation(regexp, ignorecase)
+
+
+_GLOBAL_FLAGS = re.compile(r"(\(\?[aiLmsux]+\))+")
+
+
+def top_level_alternatives(pattern: str) -> list[str]:
+    """``pattern`` split at each ``|`` outside groups, classes and escapes."""
+    parts, start, depth, index, in_class = [], 0, 0, 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[index + 1:index + 2] == "^":
+                index += 1
+            if pattern[index + 1:index + 2] == "]":  # a ] first in a class is a literal
+                index += 1
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            parts.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    return parts + [pattern[start:]]
 
 
 def _escaped(char: str) -> str:
@@ -67,17 +104,18 @@ def _escaped(char: str) -> str:
 
 
 class _Writer:
-    def __init__(self, dotall: bool, multiline: bool) -> None:
+    def __init__(self, dotall: bool, multiline: bool, fold_classes: bool) -> None:
         self.dotall = dotall
         self.multiline = multiline
         self.ignorecase = False  # only inside a scoped (?i:...) group
+        #: Lucene's ``case_insensitive`` folds single characters, not classes: those are
+        #: folded here when the whole pattern is case-insensitive.
+        self.fold_classes = fold_classes
 
     # -- anchors: where Lucene's implicit whole-value match needs no .* ------------------------
 
     def search(self, items: list[Any]) -> str:
         """A sequence searched anywhere: ``.*`` at each end it is not anchored to."""
-        if len(items) == 1 and items[0][0] is sre.BRANCH:
-            return "|".join(self.search(list(alternative)) for alternative in items[0][1][1])
         if len(items) == 1 and items[0][0] is sre.SUBPATTERN and not any(items[0][1][1:3]):
             return self.search(list(items[0][1][3]))
         head, tail = ".*", ".*"
@@ -147,7 +185,7 @@ class _Writer:
         return _escaped(char)
 
     def class_literal(self, char: str) -> str:
-        if self.ignorecase and char.isascii() and char.isalpha():
+        if (self.ignorecase or self.fold_classes) and char.isascii() and char.isalpha():
             return char.lower() + char.upper()
         return _escaped(char)
 
@@ -160,7 +198,7 @@ class _Writer:
             elif op is sre.RANGE:
                 low, high = value
                 parts.append(f"{_escaped(chr(low))}-{_escaped(chr(high))}")
-                if self.ignorecase:
+                if self.ignorecase or self.fold_classes:
                     parts.extend(_other_case_ranges(low, high))
             elif op is sre.CATEGORY:
                 chars, category_negated = _CATEGORIES[value]
