@@ -376,12 +376,12 @@ def _is_cloudtrail(rule: SigmaRule) -> bool:
 
 def convert_rule(rule: SigmaRule | SigmaCorrelationRule, source: Path) -> dict[str, Any]:
     """One rule as ``{id, title, level, query, ...}``; raises SigmaError when it cannot be."""
+    if rule.errors:
+        raise rule.errors[0]
     if isinstance(rule, SigmaCorrelationRule):
         raise NotConvertible("correlation rules are not supported")
     if not _is_cloudtrail(rule):
         raise NotConvertible(f"logsource is not product aws / service cloudtrail: {rule.logsource}")
-    if rule.errors:
-        raise rule.errors[0]
     rule_id = _rule_id(rule)  # before conversion, which adds to the rule
     backend = QueryDslBackend(pipeline())
     backend.convert_rule(rule)
@@ -427,7 +427,10 @@ def convert_paths(paths: Iterable[str | Path]) -> Conversion:
             conversion.skipped.append({"id": _digest_id(text), "title": "", "source": path.name,
                                        "reason": f"{path}: {_reason(exc)}"})
             continue
+        of_rules = {id(error) for rule in rules for error in rule.errors}
         for error in collection.errors:
+            if id(error) in of_rules:  # reported with its rule
+                continue
             conversion.skipped.append({"id": _digest_id(f"{text}\n{error}"), "title": "",
                                        "source": path.name, "reason": f"{path}: {_reason(error)}"})
         for rule in rules:
