@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
