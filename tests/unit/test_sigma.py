@@ -199,3 +199,25 @@ def test_cidr_on_the_source_address_is_a_typed_query(tmp_path):
     assert rule["query"] == {"bool": {"should": [{"term": {"source.ip": "10.0.0.0/25"}},
                                                  {"term": {"source.ip": "2001:db8::/32"}}],
                                       "minimum_should_match": 1}}
+
+
+def test_package_bundles_the_good_rules_and_names_the_broken_file(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "package.py"
+    spec = importlib.util.spec_from_file_location("package_script", script)
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "good.yml").write_text(RULE)
+    (tmp_path / "rules" / "broken.yml").write_text("title: [unclosed\n")
+    monkeypatch.setattr(package, "RULES", tmp_path / "rules")
+
+    package.write_rule_bundle(tmp_path / "rules.json")
+
+    bundle = json.loads((tmp_path / "rules.json").read_text())
+    assert [rule["title"] for rule in bundle["rules"]] == ["no id here"]
+    assert "broken.yml" in bundle["skipped"][0]["reason"]
+    assert "broken.yml" in capsys.readouterr().err
