@@ -187,8 +187,59 @@ def check_typed_fields(cluster, events) -> None:
     assert terms(cluster, "event.outcome") == outcomes
 
 
+def expected_user(event: dict[str, Any]) -> str | None:
+    """user.name as the docs state it, read off the raw event."""
+    identity = event.get("userIdentity") or {}
+    issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
+    arn = identity.get("arn") or ""
+    from_arn = None
+    for marker in (":assumed-role/", ":user/", ":federated-user/"):
+        if marker in arn:
+            rest = arn.split(marker, 1)[1]
+            from_arn = rest.split("/")[0] if marker == ":assumed-role/" else rest.split("/")[-1]
+    return (issuer.get("userName") or identity.get("userName") or from_arn
+            or (identity.get("onBehalfOf") or {}).get("userId") or None)
+
+
+def check_real_fields(cluster, events, loaded_from: str, loaded_to: str) -> None:
+    """user.name, cloud.account.id, the IAM targets, event.category and event.ingested."""
+    calls = [e for e in events if e.get("eventType") != ecs.INSIGHT_EVENT_TYPE]
+    users = Counter(u for u in map(expected_user, calls) if u)
+    assert terms(cluster, "user.name", size=5000) == users
+    assert sum(users.values()) > sum(1 for e in calls if (e.get("userIdentity") or {}).get(
+        "userName"))  # assumed roles and the rest now have one
+    accounts = Counter(e.get("recipientAccountId") or (e.get("userIdentity") or {}).get("accountId")
+                       for e in events)
+    del accounts[None]
+    assert terms(cluster, "cloud.account.id") == accounts
+    iam = [e for e in calls if e.get("eventSource") == "iam.amazonaws.com"]
+    targets = Counter(e["requestParameters"]["userName"] for e in iam
+                      if isinstance(e.get("requestParameters"), dict)
+                      and e["requestParameters"].get("userName"))
+    assert targets and terms(cluster, "user.target.name") == targets
+    assert count(cluster, {"term": {"event.category": "iam"}}) == len(iam)
+    sign_ins = sum(e.get("eventName") in ("ConsoleLogin", "AssumeRole", "GetSessionToken",
+                                          "AssumeRoleWithWebIdentity", "AssumeRoleWithSAML",
+                                          "GetFederationToken", "SwitchRole") for e in calls)
+    assert sign_ins and count(cluster, {"bool": {"filter": [
+        {"term": {"event.category": "authentication"}}, {"term": {"event.type": "start"}}]}}) == sign_ins
+    window = {"gte": loaded_from, "lte": loaded_to}
+    assert count(cluster, {"range": {"event.ingested": window}}) == len(events)
+
+
 def test_aliases_answer_exactly_as_their_cloudtrail_fields(cluster, events):
     check_aliases(cluster, events)
+
+
+def test_the_names_analysts_and_rules_use_match_the_corpus(cluster, events):
+    url, pattern = cluster
+    stamps = requests.post(f"{url}/{pattern}/_search", timeout=60, json={"size": 0, "aggs": {
+        "first": {"min": {"field": "event.ingested"}},
+        "last": {"max": {"field": "event.ingested"}}}}).json()["aggregations"]
+    check_real_fields(cluster, events, stamps["first"]["value_as_string"],
+                      stamps["last"]["value_as_string"])
+    # Every document of the corpus was stamped while the module loaded it, within minutes.
+    assert stamps["last"]["value"] - stamps["first"]["value"] < 3600_000
 
 
 def test_source_ip_and_event_outcome_match_the_corpus(cluster, events):
@@ -269,10 +320,56 @@ def test_events_with_top_level_ecs_names_are_indexed_whole(opensearch_url, index
 
 
 def old_index_body() -> dict[str, Any]:
+    """The body of an index made before the ECS fields (and the exact copies) existed."""
     body = indexes.index_body(1, 0)
+    properties = body["mappings"]["properties"]
     for name in indexes.added_properties():
-        del body["mappings"]["properties"][name]
+        del properties[name]
+    properties["errorMessage"] = indexes.TEXT
+    properties["requestID"] = {"type": "keyword", "index": False, "doc_values": False}
     return body
+
+
+def previous_index_body() -> dict[str, Any]:
+    """The body of an index made by the version before this one: user.name and
+    cloud.account.id were aliases, event.outcome and source.ip the only real ECS fields."""
+    body = old_index_body()
+    body["mappings"]["properties"].update({
+        "user": {"properties": {"name": {"type": "alias", "path": "userIdentity.userName"},
+                                "id": {"type": "alias", "path": "userIdentity.principalId"}}},
+        "cloud": {"properties": {"account": {"properties": {
+            "id": {"type": "alias", "path": "recipientAccountId"}}},
+            "region": {"type": "alias", "path": "awsRegion"}}},
+        "event": {"properties": {"outcome": indexes.KEYWORD,
+                                 "action": {"type": "alias", "path": "eventName"}}},
+        "source": {"properties": {"ip": {"type": "ip"}}}})
+    return body
+
+
+def test_an_index_of_the_previous_version_gets_all_but_the_two_former_aliases(
+        opensearch_url, index_prefix, caplog):
+    index = f"{index_prefix}-2024-02"
+    assert requests.put(f"{opensearch_url}/{index}", json=previous_index_body(),
+                        timeout=60).status_code == 200
+    processor = create_processor(Settings(es_url=opensearch_url, auth="none",
+                                          index_prefix=index_prefix, index_replicas=0),
+                                 s3_client=object())
+    with caplog.at_level(logging.WARNING, logger="cloudtrail_es.write.indexes"):
+        result = load(processor, KEY, collision_events())
+    assert (result.indexed, result.degraded, result.dead_lettered) == (4, 0, 0)
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING and warning.fields == ["cloud.account.id", "user.name"]
+    refresh(opensearch_url, index_prefix)
+    cluster = (opensearch_url, index)
+    # The aliases still answer; every other new field is there for the new documents.
+    assert count(cluster, {"term": {"user.name": "bob"}}) == 4
+    assert count(cluster, {"term": {"cloud.account.id": "111122223333"}}) == 4
+    assert count(cluster, {"exists": {"field": "event.ingested"}}) == 4
+    assert count(cluster, {"exists": {"field": "related.user"}}) == 4
+    assert count(cluster, {"term": {"event.category": "configuration"}}) == 4
+    assert count(cluster, {"term": {"errorMessage.keyword": "Access Denied"}}) == 4
+    source = requests.get(f"{opensearch_url}/{index}/_doc/ecs-v6", timeout=60).json()["_source"]
+    assert "cloud" not in source and "name" not in source.get("user", {})
 
 
 def old_document(event: dict[str, Any]) -> dict[str, Any]:
@@ -379,10 +476,12 @@ def test_ecs_names_on_another_engine(engine_url, corpus_dir, events):
     assert requests.put(f"{url}/{old}", json=detected.index_body(old_index_body()),
                         timeout=60).status_code == 200
     try:
+        started = datetime.now(timezone.utc).isoformat()
         load_corpus(url, prefix, corpus_dir, events)
         cluster = (url, f"{prefix}-*")
         check_aliases(cluster, events)
         check_typed_fields(cluster, events)
+        check_real_fields(cluster, events, started, datetime.now(timezone.utc).isoformat())
         mapping = requests.get(f"{url}/{old}/_mapping", timeout=60).json()[old]["mappings"]
         properties = mapping.get(detected.doc_type, mapping)["properties"]
         assert properties["event"]["properties"]["action"] == {"type": "alias", "path": "eventName"}

@@ -1,5 +1,6 @@
-"""ECS names: the two typed fields the transform makes, and the names it keeps clear."""
+"""ECS names: the typed fields the transform makes, and the names it keeps clear."""
 import ipaddress
+from datetime import datetime, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -117,5 +118,150 @@ def test_every_alias_points_at_a_mapped_field_and_the_typed_fields_are_mapped():
 def test_the_mapping_update_for_old_indexes_only_adds_what_the_full_mapping_has():
     properties = indexes.mapping()["properties"]
     added = indexes.added_properties()
-    assert set(added) == ecs.ROOTS | {"insightDetails"}
+    assert set(added) == ecs.ROOTS | {"insightDetails", "errorMessage"} | {
+        section + transform.RAW_SUFFIX for section in indexes.RAW_EXACT_SECTIONS
+        if section not in indexes.FREE_TEXT_RAW}
     assert all(properties[name] == added[name] for name in added)
+
+
+# -- user.name, related.user, the target of IAM calls, the account --------------------------
+
+ACCOUNT = "111122223333"
+ROLE_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/AWSReservedSSO_Admin_0a1b/alice@example.com"
+ISSUER = {"type": "Role", "userName": "AWSReservedSSO_Admin_0a1b",
+          "arn": f"arn:aws:iam::{ACCOUNT}:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0a1b"}
+
+
+@pytest.mark.parametrize(("identity", "name", "related"), [
+    ({"type": "IAMUser", "userName": "bob", "arn": f"arn:aws:iam::{ACCOUNT}:user/ops/bob"},
+     "bob", ["bob"]),
+    ({"type": "Root", "arn": f"arn:aws:iam::{ACCOUNT}:root"}, None, None),
+    ({"type": "Root", "userName": "my-account", "arn": f"arn:aws:iam::{ACCOUNT}:root"},
+     "my-account", ["my-account"]),
+    # Identity Center: the role is the session issuer, the person is the session name.
+    ({"type": "AssumedRole", "arn": ROLE_ARN, "sessionContext": {"sessionIssuer": ISSUER}},
+     "AWSReservedSSO_Admin_0a1b", ["AWSReservedSSO_Admin_0a1b", "alice@example.com"]),
+    ({"type": "AssumedRole", "arn": ROLE_ARN, "sessionContext": {
+        "sessionIssuer": ISSUER, "sourceIdentity": "alice"}},
+     "AWSReservedSSO_Admin_0a1b", ["AWSReservedSSO_Admin_0a1b", "alice@example.com", "alice"]),
+    # A cross-account role session often carries no session issuer: the role from the ARN.
+    ({"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/Deployer/ci-42"},
+     "Deployer", ["Deployer", "ci-42"]),
+    ({"type": "FederatedUser", "arn": f"arn:aws:sts::{ACCOUNT}:federated-user/carol",
+      "sessionContext": {"sessionIssuer": {"type": "IAMUser", "userName": "broker"}}},
+     "broker", ["broker", "carol"]),
+    ({"type": "IdentityCenterUser", "onBehalfOf": {
+        "userId": "94482488-3041-7026-18f3-be45837cd0e4",
+        "identityStoreArn": "arn:aws:identitystore::111122223333:identitystore/d-9067230a85"}},
+     "94482488-3041-7026-18f3-be45837cd0e4", ["94482488-3041-7026-18f3-be45837cd0e4"]),
+    ({"type": "SAMLUser", "principalId": "x:dave", "userName": "dave"}, "dave", ["dave"]),
+    ({"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}, None, None),
+])
+def test_user_name_is_the_session_issuer_or_the_identity_behind_it(identity, name, related):
+    fields = ecs.ecs_fields({"eventSource": "ec2.amazonaws.com", "eventName": "RunInstances",
+                             "userIdentity": identity})
+    assert fields.get("user", {}).get("name") == name
+    assert fields.get("related", {}).get("user") == related
+
+
+def test_iam_user_and_group_calls_name_their_target():
+    event = {"eventSource": "iam.amazonaws.com", "eventName": "AddUserToGroup",
+             "userIdentity": {"type": "IAMUser", "userName": "admin"},
+             "requestParameters": {"userName": "eve", "groupName": "Admins"}}
+    fields = ecs.ecs_fields(event)
+    assert fields["user"] == {"name": "admin", "target": {"name": "eve"}}
+    assert fields["group"] == {"name": "Admins"}
+    assert fields["related"] == {"user": ["admin", "eve"]}
+    renamed = ecs.ecs_fields({**event, "eventName": "UpdateUser", "requestParameters": {
+        "userName": "eve", "newUserName": "eve2"}})
+    assert renamed["related"] == {"user": ["admin", "eve", "eve2"]}
+    # Not IAM: an EC2 security group's groupName is no group of users.
+    ec2 = ecs.ecs_fields({**event, "eventSource": "ec2.amazonaws.com",
+                          "eventName": "CreateSecurityGroup"})
+    assert "group" not in ec2 and "target" not in ec2["user"]
+
+
+@pytest.mark.parametrize(("event", "account"), [
+    ({"recipientAccountId": "111122223333", "userIdentity": {"accountId": "444455556666"}},
+     "111122223333"),
+    ({"userIdentity": {"accountId": "444455556666"}}, "444455556666"),
+    ({"recipientAccountId": "", "userIdentity": {"accountId": "444455556666"}}, "444455556666"),
+    ({"userIdentity": {"type": "AWSService"}}, None),
+    ({}, None),
+])
+def test_cloud_account_is_the_recipient_else_the_caller_s_account(event, account):
+    assert ecs.ecs_fields(event).get("cloud", {}).get("account", {}).get("id") == account
+
+
+@pytest.mark.parametrize(("source", "name", "category", "types"), [
+    ("signin.amazonaws.com", "ConsoleLogin", ["authentication"], ["start"]),
+    ("sts.amazonaws.com", "AssumeRoleWithSAML", ["authentication"], ["start"]),
+    ("signin.amazonaws.com", "CheckMfa", ["authentication"], ["info"]),
+    ("iam.amazonaws.com", "CreateUser", ["iam"], ["user", "creation"]),
+    ("iam.amazonaws.com", "AddUserToGroup", ["iam"], ["group", "user", "change"]),
+    ("iam.amazonaws.com", "DeleteGroup", ["iam"], ["group", "deletion"]),
+    ("iam.amazonaws.com", "AttachRolePolicy", ["iam"], ["admin", "change"]),
+    ("iam.amazonaws.com", "ListUsers", ["iam"], ["user", "info"]),
+    ("iam.amazonaws.com", "CreateAccessKey", ["iam"], ["user", "creation"]),
+    ("cloudtrail.amazonaws.com", "StopLogging", ["configuration"], ["change"]),
+    ("cloudtrail.amazonaws.com", "DeleteTrail", ["configuration"], ["deletion"]),
+    ("ec2.amazonaws.com", "AuthorizeSecurityGroupIngress", ["configuration"], ["change"]),
+    ("s3.amazonaws.com", "PutBucketPolicy", ["configuration"], ["change"]),
+    ("s3.amazonaws.com", "GetObject", ["file"], ["access"]),
+    ("s3.amazonaws.com", "DeleteBucket", ["file"], ["deletion"]),
+])
+def test_event_category_and_type_from_the_table(source, name, category, types):
+    fields = ecs.ecs_fields({"eventSource": source, "eventName": name})
+    assert (fields["event"]["category"], fields["event"]["type"]) == (category, types)
+
+
+@pytest.mark.parametrize(("source", "name"), [
+    ("ec2.amazonaws.com", "RunInstances"), ("ec2.amazonaws.com", "DescribeSecurityGroups"),
+    ("cloudtrail.amazonaws.com", "LookupEvents"), ("rds.amazonaws.com", "CreateDBInstance")])
+def test_calls_outside_the_table_have_no_category(source, name):
+    assert set(ecs.ecs_fields({"eventSource": source, "eventName": name})["event"]) == {"outcome"}
+
+
+def test_insights_events_have_no_category_or_user():
+    fields = ecs.ecs_fields({"eventType": ecs.INSIGHT_EVENT_TYPE, "eventName": "ConsoleLogin",
+                             "userIdentity": {"userName": "x"}, "recipientAccountId": "1"})
+    assert fields == {"cloud": {"account": {"id": "1"}}}
+
+
+@given(st.floats(0, 4102444800, allow_nan=False))
+def test_ingested_is_iso_utc_to_the_millisecond(seconds):
+    text = ecs.ingested_text(seconds)
+    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert len(text) == 24 and 0 <= seconds - moment.timestamp() < 0.0011
+
+
+def test_ingested_is_in_the_document_only_when_given_and_withheld_fields_are_left_out():
+    event = {"eventSource": "iam.amazonaws.com", "eventName": "CreateUser",
+             "recipientAccountId": ACCOUNT, "userIdentity": {"type": "IAMUser", "userName": "a"},
+             "requestParameters": {"userName": "b"}}
+    assert "ingested" not in document_for(event)["event"]
+    document = document_for(event, "2024-01-01T00:00:00.000Z", frozenset(ecs.FORMER_ALIASES))
+    assert document["event"]["ingested"] == "2024-01-01T00:00:00.000Z"
+    assert "cloud" not in document and document["user"] == {"target": {"name": "b"}}
+    assert degraded_document_for(event, "r", "2024-01-01T00:00:00.000Z")["event"]["ingested"]
+
+
+def test_an_index_of_the_previous_version_cannot_take_the_two_former_aliases():
+    old = {"user": {"properties": {"name": {"type": "alias", "path": "userIdentity.userName"},
+                                   "id": {"type": "alias", "path": "userIdentity.principalId"}}},
+           "cloud": {"properties": {"account": {"properties": {
+               "id": {"type": "alias", "path": "recipientAccountId"}}},
+               "region": {"type": "alias", "path": "awsRegion"}}},
+           "event": {"properties": {"outcome": indexes.KEYWORD}}}
+    added = indexes.added_properties()
+    assert indexes.conflicts(added, old) == ecs.FORMER_ALIASES
+    assert indexes.conflicts(added, {"user": indexes.KEYWORD}) == {
+        "user.name", "user.id", "user.target.name"}
+    assert indexes.conflicts(added, _leaves_mapped(added)) == set()
+    rest = indexes.without(added, set(ecs.FORMER_ALIASES))
+    assert "name" not in rest["user"]["properties"] and "cloud" in rest
+
+
+def _leaves_mapped(properties):
+    return {name: ({**field, "properties": _leaves_mapped(field["properties"])}
+                   if "properties" in field else field) for name, field in properties.items()}

@@ -1,6 +1,8 @@
 """The processor over the in-memory source and the scripted cluster: pipeline, boundary, accounting."""
+import itertools
 import json
 import logging
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 
 import fakes
 from cloudtrail_es.write import processor as processor_module
-from cloudtrail_es.documents import transform
+from cloudtrail_es.documents import ecs, transform
 from cloudtrail_es.write.bulk import bulk_item
 from cloudtrail_es.read.decoder import OversizedEvent
 from cloudtrail_es.core.errors import ClusterUnreachable, FileFailed
@@ -38,7 +40,9 @@ def test_files_of_a_batch_share_requests_and_each_is_counted():
 
 
 def test_a_chunk_exactly_at_the_byte_limit_is_one_request():
-    item_bytes = max(len(bulk_item("ct-2024-01", f"f0-e{i}", transform.document_for(fakes.event(f"f0-e{i}"))).lines)
+    ingested = ecs.ingested_text(time.time())  # the same length at any time
+    item_bytes = max(len(bulk_item("ct-2024-01", f"f0-e{i}",
+                                   transform.document_for(fakes.event(f"f0-e{i}"), ingested)).lines)
                      for i in range(6))
     processor, cluster, _, refs = batch([6], bulk_max_bytes=3 * item_bytes)
 
@@ -89,10 +93,10 @@ def test_a_poison_event_fails_its_file_alone_with_its_reason(monkeypatch, caplog
     processor, cluster, _, refs = batch([3, 3, 3], bulk_max_docs=4)
     real = transform.document_for
 
-    def document_for(event):
+    def document_for(event, *args):
         if event["eventID"] == "f1-e1":
             raise poison
-        return real(event)
+        return real(event, *args)
 
     monkeypatch.setattr(transform, "document_for", document_for)
     caplog.set_level(logging.INFO)
@@ -243,3 +247,37 @@ def test_an_unexpected_failure_of_the_write_path_fails_the_batch_and_is_logged_o
 
     assert all(isinstance(o, FileFailed) and "ZeroDivisionError: a bug" in o.reason for o in outcomes)
     assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+def test_each_file_s_documents_carry_when_they_were_built_for_writing():
+    """``event.ingested``: from the pipeline's (injectable) clock, one value per file, degraded
+    documents too; an identical event repeated in a file is still one document."""
+    processor, cluster, _, refs = batch([2, 2])
+    clock = itertools.chain([1700000000.1234, 1700000060.5], itertools.repeat(1700000099.0))
+    processor._pipeline._wall_clock = lambda: next(clock)
+    cluster.reject = lambda doc_id, doc: 400 if doc_id == "f1-e0" and "degraded_reason" not in doc else None
+
+    first, second = processor.process_files(refs, deadline=100)
+
+    assert (first.indexed, second.indexed, second.degraded) == (2, 1, 1)
+    stamps = {doc_id: doc["event"]["ingested"] for (_, doc_id), doc in cluster.documents.items()}
+    assert stamps == {"f0-e0": "2023-11-14T22:13:20.123Z", "f0-e1": "2023-11-14T22:13:20.123Z",
+                      "f1-e0": "2023-11-14T22:14:20.500Z", "f1-e1": "2023-11-14T22:14:20.500Z"}
+    assert "degraded_reason" in cluster.documents[("ct-2024-01", "f1-e0")]
+
+
+def test_the_fields_an_index_cannot_take_are_left_out_of_its_documents():
+    identity = {"type": "IAMUser", "userName": "alice", "accountId": "111122223333"}
+    files = {fakes.log_key(KEYS[0]): fakes.trail_file(
+        fakes.event(f"f0-e{i}", userIdentity=identity, recipientAccountId="111122223333")
+        for i in range(2))}
+    cluster = fakes.ScriptedCluster()
+    processor = fakes.processor_for(fakes.MemorySource(files), cluster, fakes.MemoryDeadLetters())
+    processor._indexes._withheld["ct-2024-01"] = frozenset({"user.name", "cloud.account.id"})
+
+    [result] = processor.process_files([ObjectRef("b", key) for key in files], deadline=100)
+
+    assert result.indexed == 2
+    for document in cluster.documents.values():
+        assert "cloud" not in document and "user" not in document
+        assert document["related"] == {"user": ["alice"]} and document["event"]["ingested"]

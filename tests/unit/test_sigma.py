@@ -32,8 +32,10 @@ def test_field_for(rule_field, expected):
 
 
 def test_whole_unindexed_section_is_not_convertible():
-    with pytest.raises(sigma.NotConvertible, match="additionalEventData as a whole"):
-        sigma.string_query("additionalEventData_raw", sigma.SigmaString("x*"))
+    with pytest.raises(sigma.NotConvertible, match="someNewSection as a whole"):
+        sigma.string_query("someNewSection_raw", sigma.SigmaString("x*"))
+    assert sigma.string_query("additionalEventData_raw", sigma.SigmaString("x*")) == {
+        "prefix": {"additionalEventData_raw.keyword": {"value": "x", "case_insensitive": True}}}
 
 
 OLD = Engine("elasticsearch", (7, 9, 3))
@@ -88,3 +90,134 @@ def test_starter_rules_all_convert():
     conversion = sigma.convert_paths([sigma.Path(__file__).resolve().parents[2] / "rules"])
     assert conversion.skipped == [] and len(conversion.rules) >= 15
     assert len({rule["id"] for rule in conversion.rules}) == len(conversion.rules)
+
+
+# -- Regular expressions in Lucene's dialect ---------------------------------------------------
+
+from cloudtrail_es.detections import fieldref, lucene_regex  # noqa: E402
+
+#: What we emit (escapes, classes, groups, quantifiers, |) reads the same in Python's syntax,
+#: so Python can stand in for Lucene's whole-value match here; the integration suite runs
+#: the same translations on the real cluster.
+SUBJECT = st.text(st.sampled_from(list("abAB01 _-.\n\"é")), max_size=8)
+
+
+@st.composite
+def patterns(draw):
+    atoms = st.sampled_from(["a", "B", "0", "\\.", ".", ".*", "[a-b]", "[^a]", "\\d", "\\w+",
+                             "\\s", "(a|b)", "é", '"', "x?", "a{1,2}", "(?i:ab)", "-"])
+    def alternative():
+        body = "".join(draw(st.lists(atoms, min_size=1, max_size=3)))
+        return ("^" if draw(st.booleans()) else "") + body + ("$" if draw(st.booleans()) else "")
+    flags = draw(st.sampled_from(["", "(?i)", "(?s)", "(?m)"]))
+    return flags + "|".join(alternative() for _ in range(draw(st.integers(1, 3))))
+
+
+@settings(max_examples=400)
+@given(patterns(), SUBJECT)
+def test_translated_regex_matches_the_whole_value_where_the_original_searches_it(pattern, subject):
+    translated = lucene_regex.translate(pattern)
+    flags = re.DOTALL | re.ASCII | (re.IGNORECASE if translated.case_insensitive else 0)
+    assert bool(re.fullmatch(translated.regexp, subject, flags)) == bool(
+        re.search(pattern, subject, re.ASCII)), translated
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [
+    ("a(?=b)", "lookahead"), ("(?<=a)b", "lookahead or lookbehind"), ("\\bword", "word boundary"),
+    ("(a)\\1", "backreference"), ("a^b", "anchor"), ("(?>ab)", "no equivalent"),
+    ("a++", "no equivalent"), ("[\\W]", "negated class escape"), ("(", "not a valid"),
+    ("a" * 1001, "max_regex_length"),
+])
+def test_what_lucene_cannot_say_is_refused_with_the_reason(pattern, reason):
+    with pytest.raises(lucene_regex.Untranslatable, match=reason):
+        lucene_regex.translate(pattern)
+
+
+def test_quotes_and_lucene_operators_are_escaped():
+    regexp = lucene_regex.translate('"a"#@&<>~').regexp
+    assert regexp == '.*\\"a\\"\\#\\@\\&\\<\\>\\~.*'
+
+
+def test_anchors_apply_to_their_own_alternative():
+    assert lucene_regex.translate("^Delete|Policy$").regexp == "Delete.*|.*Policy(\n)?"
+
+
+# -- fieldref, checked on a hit -----------------------------------------------------------------
+
+def test_fieldref_compares_every_value_of_both_fields_exactly():
+    rule = {"fieldref": [{"field": "userIdentity.userName",
+                          "equals": "requestParameters_flattened.userName"}]}
+    assert fieldref.source_fields(rule) == ["requestParameters_flattened.userName",
+                                            "userIdentity.userName"]
+    hit = {"userIdentity": {"userName": "bob"},
+           "requestParameters_flattened": {"userName": ["alice", "bob"]}}
+    assert fieldref.matches(rule, hit)
+    assert not fieldref.matches(rule, {**hit, "userIdentity": {"userName": "Bob"}})
+    assert not fieldref.matches(rule, {"userIdentity": {"userName": "bob"}})
+    assert fieldref.matches({"id": "no references"}, {})
+
+
+# -- Rule files: ids and what cannot be read ------------------------------------------------------
+
+RULE = """title: no id here
+logsource: {product: aws, service: cloudtrail}
+detection:
+  sel:
+    eventName: StopLogging
+  condition: sel
+"""
+
+
+def test_a_rule_without_id_has_the_same_id_whatever_path_reaches_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "rule.yml").write_text(RULE)
+    (tmp_path / "b.yml").write_text(RULE)
+    (tmp_path / "c.yml").write_text(RULE.replace("StopLogging", "DeleteTrail"))
+    first = sigma.convert_paths([tmp_path / "a" / "rule.yml"]).rules[0]["id"]
+    again = sigma.convert_paths([str(tmp_path / "a" / ".." / "a" / "rule.yml")]).rules[0]["id"]
+    ids = [rule["id"] for rule in sigma.convert_paths([tmp_path]).rules]
+    assert first == again and first.startswith("noid-")
+    assert ids.count(first) == 2 and len(set(ids)) == 2
+
+
+@pytest.mark.parametrize("text", ["title: [unclosed\n", "- just\n- a list\n", "\x00binary",
+                                  "title: x\ndetection: {condition: sel}\n",
+                                  RULE.replace("eventName", "eventName|nosuchmodifier")])
+def test_a_file_that_is_no_rule_is_skipped_with_its_reason_and_the_others_run(tmp_path, text):
+    (tmp_path / "bad.yml").write_text(text)
+    (tmp_path / "good.yml").write_text(RULE)
+    conversion = sigma.convert_paths([tmp_path])
+    assert [rule["title"] for rule in conversion.rules] == ["no id here"]
+    [skipped] = conversion.skipped
+    assert skipped["reason"] and "\n" not in skipped["reason"] and skipped["id"]
+
+
+def test_cidr_on_the_source_address_is_a_typed_query(tmp_path):
+    (tmp_path / "r.yml").write_text(RULE.replace(
+        "eventName: StopLogging", "sourceIPAddress|cidr: ['10.0.0.0/25', '2001:db8::/32']"))
+    [rule] = sigma.convert_paths([tmp_path]).rules
+    assert rule["query"] == {"bool": {"should": [{"term": {"source.ip": "10.0.0.0/25"}},
+                                                 {"term": {"source.ip": "2001:db8::/32"}}],
+                                      "minimum_should_match": 1}}
+
+
+def test_package_bundles_the_good_rules_and_names_the_broken_file(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "package.py"
+    spec = importlib.util.spec_from_file_location("package_script", script)
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "good.yml").write_text(RULE)
+    (tmp_path / "rules" / "broken.yml").write_text("title: [unclosed\n")
+    monkeypatch.setattr(package, "RULES", tmp_path / "rules")
+
+    package.write_rule_bundle(tmp_path / "rules.json")
+
+    bundle = json.loads((tmp_path / "rules.json").read_text())
+    assert [rule["title"] for rule in bundle["rules"]] == ["no id here"]
+    assert "broken.yml" in bundle["skipped"][0]["reason"]
+    assert "broken.yml" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
+import fakes
 import lambda_function
 
 from cloudtrail_es.aws import handler as routes
@@ -22,7 +23,7 @@ class Context:
 
 
 @pytest.fixture()
-def loader(fakes, monkeypatch):
+def loader(monkeypatch):
     files = {fakes.log_key(name): fakes.trail_file([fakes.event(f"{name}-a")]) for name in NAMES}
     cluster = fakes.ScriptedCluster()
     processor = fakes.processor_for(fakes.MemorySource(files), cluster, fakes.MemoryDeadLetters())
@@ -30,7 +31,7 @@ def loader(fakes, monkeypatch):
     return processor, cluster
 
 
-def batch(fakes):
+def batch():
     return {"Records": [
         {"messageId": name, "eventSource": "aws:sqs", "body": json.dumps({"Records": [{
             "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
@@ -38,7 +39,7 @@ def batch(fakes):
         for name in NAMES]}
 
 
-def test_messages_after_the_margin_are_failed_without_being_started(fakes, loader, monkeypatch):
+def test_messages_after_the_margin_are_failed_without_being_started(loader, monkeypatch):
     processor, cluster = loader
     context = Context(routes.SAFETY_MARGIN_SECONDS * 1000 + 60_000)
     real = processor.process_file
@@ -50,26 +51,26 @@ def test_messages_after_the_margin_are_failed_without_being_started(fakes, loade
 
     monkeypatch.setattr(processor, "process_file", process_file)
 
-    answer = lambda_function.lambda_handler(batch(fakes), context)
+    answer = lambda_function.lambda_handler(batch(), context)
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": name} for name in NAMES[1:]]}
     assert {doc_id for _, doc_id in cluster.documents} == {f"{NAMES[0]}-a"}
 
 
-def test_the_first_message_is_started_even_when_the_margin_is_the_whole_timeout(fakes, loader):
+def test_the_first_message_is_started_even_when_the_margin_is_the_whole_timeout(loader):
     """A function configured with less time than the margin still makes progress."""
     processor, cluster = loader
 
-    answer = lambda_function.lambda_handler(batch(fakes), Context(1000))
+    answer = lambda_function.lambda_handler(batch(), Context(1000))
 
     assert answer == {"batchItemFailures": [{"itemIdentifier": name} for name in NAMES[1:]]}
     assert {doc_id for _, doc_id in cluster.documents} == {f"{NAMES[0]}-a"}
 
 
-def test_with_time_left_every_message_is_loaded(fakes, loader):
+def test_with_time_left_every_message_is_loaded(loader):
     processor, cluster = loader
 
-    answer = lambda_function.lambda_handler(batch(fakes), Context(300_000))
+    answer = lambda_function.lambda_handler(batch(), Context(300_000))
 
     assert answer == {"batchItemFailures": []}
     assert {doc_id for _, doc_id in cluster.documents} == {f"{name}-a" for name in NAMES}

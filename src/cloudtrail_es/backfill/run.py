@@ -19,6 +19,7 @@ from urllib.parse import quote_plus
 
 from cloudtrail_es.read import keys
 from cloudtrail_es.documents import transform
+from cloudtrail_es.documents.ecs import ingested_text
 from cloudtrail_es.core.breaker import CircuitBreaker
 from cloudtrail_es.write.bulk import Position, bulk_item
 from cloudtrail_es.read.decoder import OversizedEvent
@@ -287,8 +288,12 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
 
 def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
                 shards: int = 1, replicas: int = 1) -> tuple[str, int]:
-    """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it."""
+    """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it.
+
+    Its documents' ``event.ingested`` is the time of the export (when they were built).
+    """
     index = keys.index_name_for(ref.key, index_prefix)
+    ingested = ingested_text(time.time())
     events = events_in(source.read(ref.bucket, ref.key))
     out_dir.mkdir(parents=True, exist_ok=True)
     body_path = out_dir / f"{index}.index.json"
@@ -304,7 +309,7 @@ def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
                     "key": ref.key, "size": event.size, "event_id": event.event_id})
                 continue
             out.write(bulk_item(index, transform.document_id(event),
-                                transform.document_for(event), Position(0, n)).lines)
+                                transform.document_for(event, ingested), Position(0, n)).lines)
     return str(target), len(events)
 
 

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from cloudtrail_es.detections import fieldref
 from cloudtrail_es.write.cluster import Cluster, create_cluster
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.engine import Engine
@@ -236,10 +237,12 @@ class Store:
         if response.status_code not in (200, 201):
             raise ClusterError(f"cannot save the detector state {self.state}", response)
 
-    def search(self, query: dict[str, Any], window: Window) -> Iterator[dict[str, Any]]:
-        """Every event the query matches in the window (a scroll over ``PREFIX-*``)."""
+    def search(self, query: dict[str, Any], window: Window,
+               fields: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+        """Every event the query matches in the window (a scroll over ``PREFIX-*``); ``fields``
+        are brought in ``_source`` besides the finding's own."""
         body = {"size": PAGE_SIZE, "sort": ["_doc"],
-                "_source": list(EVENT_FIELDS) + ["userIdentity.arn", "userIdentity.type"],
+                "_source": [*EVENT_FIELDS, "userIdentity.arn", "userIdentity.type", *fields],
                 "query": {"bool": {"filter": [window.query(), query]}}}
         response = self.cluster.request(
             "POST", f"/{self.prefix}-*/_search?scroll=2m&ignore_unavailable=true", body)
@@ -379,7 +382,8 @@ def run_detection(store: Store, ruleset: RuleSet, window: Window, sns: Any = Non
     for rule in ruleset.rules:
         try:
             query = for_engine(rule["query"], store.engine)
-            hits = list(store.search(query, window))
+            hits = [hit for hit in store.search(query, window, fieldref.source_fields(rule))
+                    if fieldref.matches(rule, hit.get("_source", {}))]
         except EngineUnsupported as exc:
             run.skipped.append({"id": rule["id"], "title": rule.get("title", ""), "reason": str(exc)})
             continue

@@ -374,8 +374,13 @@ _TOP_LEVEL_KIND = {**{key: _SCALAR for key in _SCALAR_FIELDS}, DATE_FIELD: _DATE
                    **{key: _STRUCTURED for key in STRUCTURED_FIELDS}}
 
 
-def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The document indexed for one CloudTrail event."""
+def document_for(event: Mapping[str, Any], ingested: str | None = None,
+                 withheld: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The document indexed for one CloudTrail event.
+
+    ``ingested``: its ``event.ingested`` (``ecs.ingested_text``), none when not given;
+    ``withheld``: ECS fields left out (those the target index cannot take).
+    """
     document: dict[str, Any] = {}
     verbatim = _VERBATIM
     for key, value in event.items():
@@ -383,7 +388,7 @@ def document_for(event: Mapping[str, Any]) -> dict[str, Any]:
             document[key] = value
         elif value is not None:
             _add_field(document, key, value)
-    add_ecs_fields(document, event)
+    add_ecs_fields(document, event, ingested, withheld)
     return document
 
 
@@ -439,7 +444,8 @@ def utf8_json(value: Mapping[str, Any]) -> tuple[bytes, bool]:
         return LONE_SURROGATE.sub("\ufffd", text).encode("utf-8"), True
 
 
-def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, Any]:
+def degraded_document_for(event: Mapping[str, Any], reason: str, ingested: str | None = None,
+                          withheld: frozenset[str] = frozenset()) -> dict[str, Any]:
     """A form of the event the cluster accepts whatever broke the full one.
 
     The event stays findable by id, name, source, region, user and time; all of
@@ -462,5 +468,5 @@ def degraded_document_for(event: Mapping[str, Any], reason: str) -> dict[str, An
             document["userIdentity"] = kept
     document[EVENT_RAW] = json_text(event)
     document[DEGRADED_REASON] = reason
-    add_ecs_fields(document, event)
+    add_ecs_fields(document, event, ingested, withheld)
     return document

@@ -37,8 +37,8 @@ KEYWORD_IGNORE_ABOVE = 8191
 #   time sorted by _doc, not by eventID), and every flattened leaf (thousands of
 #   sparse fields). Those stay exact-searchable; ``exists`` still works (through
 #   ``_field_names``) and the values stay in _source for Discover.
-# * requestID is kept in _source only (neither indexed nor doc values): one unique value
-#   per event was the largest single cost after eventID; no listed search filters on it.
+# * requestID is searched exactly but never aggregated (no doc values), as eventID: a Sigma
+#   rule may name it. Indexes made before this kept it in _source only (reindex to search it).
 # * ``requestParameters_raw`` and ``responseElements_raw`` are full-text with positions, so
 #   match and phrase queries work (a quoted value in Dashboards becomes a phrase query, which
 #   fails on a field without positions); norms are off (the length of the JSON text says
@@ -63,9 +63,9 @@ TEXT = {"type": "text", "norms": False}
 TEXT_SOURCE_ONLY = {"type": "text", "index": False}
 
 #: Top-level fields searched but never aggregated: identifiers unique to a call.
-FILTER_ONLY_FIELDS = ("eventID", "sharedEventID")
+FILTER_ONLY_FIELDS = ("eventID", "sharedEventID", "requestID")
 #: Top-level fields kept in _source only.
-SOURCE_ONLY_FIELDS = ("requestID",)
+SOURCE_ONLY_FIELDS: tuple[str, ...] = ()
 #: Paths under the structured objects searched but never aggregated: values unique to a
 #: session or repeating another field (userIdentity.arn names the same principal).
 FILTER_ONLY_PATHS = frozenset({
@@ -94,9 +94,16 @@ NUMERIC_PATHS = {
 #: the JSON text exactly as a substring, which analysed text cannot: those sections' raw text
 #: is also indexed whole as a keyword (``<name>_raw.keyword``; terms only, no doc values; a
 #: text over ``KEYWORD_IGNORE_ABOVE`` characters is not in it). See ``sigma.py``.
-RAW_EXACT_SECTIONS = FREE_TEXT_RAW
+#: The other sections' raw text is not free text (kept in _source) but has the same exact copy.
+#: ``errorMessage`` (free text) has one too: a Sigma value is matched whole, not by words.
+RAW_EXACT_SECTIONS = FREE_TEXT_RAW + (
+    "additionalEventData", "resources", "serviceEventDetails", "edgeDeviceDetails")
 RAW_EXACT_SUBFIELD = "keyword"
 TEXT_WITH_EXACT = {**TEXT, "fields": {RAW_EXACT_SUBFIELD: KEYWORD_FILTER_ONLY}}
+SOURCE_ONLY_WITH_EXACT = {**TEXT_SOURCE_ONLY, "fields": {RAW_EXACT_SUBFIELD: KEYWORD_FILTER_ONLY}}
+#: Text fields and the exact (keyword) copy of each, for searches that match a whole value.
+EXACT_SUBFIELDS = {name: f"{name}.{RAW_EXACT_SUBFIELD}" for name in (
+    *transform.TEXT_FIELDS, *(section + transform.RAW_SUFFIX for section in RAW_EXACT_SECTIONS))}
 
 
 def _object(schema: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -121,7 +128,7 @@ def mapping() -> dict[str, Any]:
     """The mapping that fits every document ``transform.document_for`` makes."""
     properties: dict[str, Any] = {
         name: _top_level_keyword(name) for name in transform.KEYWORD_FIELDS}
-    properties.update({name: TEXT for name in transform.TEXT_FIELDS})
+    properties.update({name: TEXT_WITH_EXACT for name in transform.TEXT_FIELDS})
     # A degraded event's only searchable copy of everything but its core fields.
     properties[transform.EVENT_RAW] = TEXT
     properties[transform.DEGRADED_REASON] = KEYWORD
@@ -158,12 +165,64 @@ def mapping() -> dict[str, Any]:
 def added_properties() -> dict[str, Any]:
     """What an index created by an earlier version lacks: added to it when first touched.
 
-    Only new fields (a mapping update may add fields, never change one): the ECS aliases
-    and typed fields, and the Insights object.
+    Only new fields (a mapping update may add fields and sub-fields, never change one): the
+    ECS aliases and typed fields, the Insights object, and the exact copies of ``errorMessage``
+    and of the raw sections (which fill for documents written from then on).
     """
     return {**ecs.mapping_properties(KEYWORD),
             "insightDetails": _object(dict(transform.STRUCTURED_FIELDS["insightDetails"]),
-                                      "insightDetails.")}
+                                      "insightDetails."),
+            **{name: TEXT_WITH_EXACT for name in transform.TEXT_FIELDS},
+            **{section + transform.RAW_SUFFIX: SOURCE_ONLY_WITH_EXACT
+               for section in RAW_EXACT_SECTIONS if section not in FREE_TEXT_RAW}}
+
+
+def _leaves(properties: Mapping[str, Any], prefix: str = "") -> dict[str, Mapping[str, Any]]:
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, field in properties.items():
+        if "properties" in field:
+            found.update(_leaves(field["properties"], f"{prefix}{name}."))
+        else:
+            found[prefix + name] = field
+    return found
+
+
+def conflicts(added: Mapping[str, Any], existing: Mapping[str, Any]) -> set[str]:
+    """The leaf paths of ``added`` an index whose ``existing`` properties these are cannot take:
+    a leaf of another type (an alias where a field is wanted), or a leaf where an object is."""
+    found = set()
+    for path, field in _leaves(added).items():
+        level: Mapping[str, Any] | None = existing
+        *parents, leaf = path.split(".")
+        for parent in parents:
+            node = level.get(parent) if level is not None else None
+            if node is None:
+                level = None
+                break
+            if "properties" not in node and node.get("type", "object") not in ("object", "nested"):
+                found.add(path)
+                break
+            level = node.get("properties", {})
+        else:
+            node = level.get(leaf) if level is not None else None
+            if node is not None and (node.get("type", "object") != field.get("type", "object")
+                                     or node.get("path") != field.get("path")):
+                found.add(path)
+    return found
+
+
+def without(properties: Mapping[str, Any], paths: set[str], prefix: str = "") -> dict[str, Any]:
+    """``properties`` less the leaves at ``paths`` (and the objects left empty)."""
+    kept: dict[str, Any] = {}
+    for name, field in properties.items():
+        path = prefix + name
+        if "properties" in field:
+            inner = without(field["properties"], paths, path + ".")
+            if inner:
+                kept[name] = {**field, "properties": inner}
+        elif path not in paths:
+            kept[name] = field
+    return kept
 
 
 def index_body(shards: int, replicas: int) -> dict[str, Any]:
@@ -198,6 +257,11 @@ class IndexCreator:
         self._mapping_suffix = f"/_mapping/{doc_type}" if doc_type else "/_mapping"
         self._backoff = backoff or Backoff()
         self._known: set[str] = set()
+        self._withheld: dict[str, frozenset[str]] = {}
+
+    def withheld(self, index: str) -> frozenset[str]:
+        """The ECS fields ``index`` cannot take (it holds them otherwise): left out of its documents."""
+        return self._withheld.get(index, frozenset())
 
     def ensure(self, index: str, deadline: float) -> None:
         if index in self._known:
@@ -213,17 +277,49 @@ class IndexCreator:
         self._known.add(index)
 
     def _add_fields(self, index: str, deadline: float) -> None:
-        """Give an existing index the fields this version adds (a no-op when it has them)."""
-        response = request_retrying(self._cluster, self._backoff, deadline, "PUT",
-                                    f"/{segment(index)}{self._mapping_suffix}",
-                                    {"properties": added_properties()})
-        if response.status_code != 200:
-            # Only an index whose mapping already holds one of these names otherwise (an
-            # event with a top-level scalar "event", "user"... loaded by an earlier version)
-            # refuses; its events still load, those rejected for it are dead-lettered.
-            log.error("cannot add the ECS and Insights fields to an existing index",
-                      extra={"index": index, "status": response.status_code,
-                             "error": response.text[:1000]})
+        """Give an existing index the fields this version adds (a no-op when it has them).
+
+        An index that holds some of these names otherwise (``user.name`` as an alias, made by
+        an earlier version; a top-level scalar ``user`` written before the ECS fields) gets
+        the others; its documents go without those (``withheld``) until it is reindexed.
+        """
+        added = added_properties()
+        response = self._put_mapping(index, added, deadline)
+        if response.status_code == 200:
+            return
+        existing = self._properties(index, deadline)
+        clashing = conflicts(added, existing) if existing is not None else set()
+        self._withheld[index] = frozenset(path for path in clashing if path in ecs.FIELDS) if (
+            existing is not None) else frozenset(ecs.FIELDS)
+        second = self._put_mapping(index, without(added, clashing), deadline) if clashing else None
+        if second is not None and second.status_code == 200 and clashing <= ecs.FORMER_ALIASES:
+            log.warning("index made by an earlier version: new documents go without these ECS "
+                        "fields until it is reindexed (docs/indexing.md)",
+                        extra={"index": index, "fields": sorted(clashing)})
+            return
+        # An index whose mapping holds one of these names otherwise (an event with a top-level
+        # scalar "event", "user"... loaded by an earlier version): its events still load.
+        log.error("cannot add the ECS and Insights fields to an existing index",
+                  extra={"index": index, "status": response.status_code,
+                         "error": response.text[:1000], "fields": sorted(clashing),
+                         "withheld": sorted(self._withheld[index])})
+
+    def _put_mapping(self, index: str, properties: dict[str, Any], deadline: float) -> Any:
+        return request_retrying(self._cluster, self._backoff, deadline, "PUT",
+                                f"/{segment(index)}{self._mapping_suffix}",
+                                {"properties": properties})
+
+    def _properties(self, index: str, deadline: float) -> dict[str, Any] | None:
+        """The index's mapped properties (typed or not), or None when they cannot be read."""
+        response = request_retrying(self._cluster, self._backoff, deadline, "GET",
+                                    f"/{segment(index)}/_mapping")
+        try:
+            mappings = next(iter(response.json().values()))["mappings"]
+            if "properties" not in mappings and len(mappings) == 1:  # typed (Elasticsearch 6)
+                mappings = next(iter(mappings.values()))
+            return dict(mappings.get("properties", {}))
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            return None
 
 
 def _already_exists(response: Any) -> bool:

@@ -21,6 +21,7 @@ from cloudtrail_es.core import results
 from cloudtrail_es.core.results import FileResult
 from cloudtrail_es.write import deadletter, fieldlimit
 from cloudtrail_es.documents import transform
+from cloudtrail_es.documents.ecs import ingested_text
 from cloudtrail_es.write.bulk import (TOO_LARGE, BulkItem, BulkWriter, ItemOutcome, Position, Traffic,
                                       bulk_item, chunks)
 from cloudtrail_es.read.decoder import OversizedEvent
@@ -63,6 +64,11 @@ class FileLoad:
     seen: dict[str, int] = field(default_factory=dict)
     #: Ids to use instead of ``transform.document_id`` (a redrive keeps the recorded ones).
     ids: list[str] | None = None
+    #: ``event.ingested`` of the file's documents: one time per file, so that its documents
+    #: (and a redelivered event's) stay alike; set when its first document is built.
+    ingested: str | None = None
+    #: ECS fields its index cannot take (``IndexCreator.withheld``), left out of its documents.
+    withheld: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, ref: ObjectRef, index: str = "") -> "FileLoad":
@@ -119,6 +125,13 @@ def derived_id(doc_id: str, lines: bytes) -> str:
     suffix = "~" + hashlib.sha256(lines).hexdigest()[:32]
     head = doc_id.encode("utf-8")[:MAX_ID_BYTES - len(suffix)].decode("utf-8", "ignore")
     return head + suffix
+
+
+def _without_ingested(document: dict[str, Any]) -> dict[str, Any]:
+    ecs_event = document.get("event")
+    if type(ecs_event) is not dict or "ingested" not in ecs_event:
+        return document
+    return {**document, "event": {k: v for k, v in ecs_event.items() if k != "ingested"}}
 
 
 #: ``Position((file, event))`` without a Python frame (one per event).
@@ -178,6 +191,8 @@ class Pipeline:
         """Each file's documents in turn; a file whose events cannot all be had fails alone."""
         for number, file in enumerate(files):
             try:
+                if file.ingested is None:
+                    file.ingested = ingested_text(self._wall_clock())
                 for n, event in enumerate(events_of(number, file)):
                     file.result.events_read += 1
                     if exclude and type(event) is dict and self._excluded(file.result, event, exclude):
@@ -206,7 +221,7 @@ class Pipeline:
             return None
         results.note_event_time(file.result, event)
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
-        document = transform.document_for(event)
+        document = transform.document_for(event, file.ingested, file.withheld)
         item = bulk_item(file.result.index, doc_id, document, position,
                          self._doc_type, self.engine.accepts_ids)
         if not self.engine.accepts_ids:
@@ -219,7 +234,9 @@ class Pipeline:
         fingerprint = hash(item.lines)
         if file.seen.setdefault(item.doc_id, fingerprint) == fingerprint:
             return item
-        doc_id = derived_id(item.doc_id, item.lines)
+        # Derived from the content without its ``event.ingested``: the same id on every run.
+        doc_id = derived_id(item.doc_id, bulk_item(item.index, item.doc_id,
+                                                   _without_ingested(document)).lines)
         if doc_id not in file.seen:  # else: a redelivery of the same different event
             file.seen[doc_id] = fingerprint
             file.result.duplicate_ids += 1
@@ -239,7 +256,8 @@ class Pipeline:
         for outcome in first:
             if not outcome.ok and outcome.status != TOO_LARGE:
                 try:
-                    degraded.append(self._degraded(outcome, events[outcome.item.position]))
+                    degraded.append(self._degraded(outcome, events[outcome.item.position],
+                                                   files[outcome.item.position.file]))
                 except Exception as exc:  # that event's file fails, alone
                     unbuildable[outcome.item.position] = exc
         second = {o.item.position: o for o in self.writer.outcomes(degraded, deadline, traffic)}
@@ -263,8 +281,9 @@ class Pipeline:
                 yield Settled(position, DEAD, outcome.retries + again.retries, again,
                               f"{outcome.reason}; degraded form: {again.reason}", events[position])
 
-    def _degraded(self, rejected: ItemOutcome, event: dict[str, Any]) -> BulkItem:
+    def _degraded(self, rejected: ItemOutcome, event: dict[str, Any], file: FileLoad) -> BulkItem:
         item = rejected.item
-        return bulk_item(item.index, item.doc_id,
-                         transform.degraded_document_for(event, rejected.reason), item.position,
+        document = transform.degraded_document_for(event, rejected.reason, file.ingested,
+                                                   file.withheld)
+        return bulk_item(item.index, item.doc_id, document, item.position,
                          self._doc_type, self.engine.accepts_ids)

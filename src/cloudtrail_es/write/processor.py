@@ -85,7 +85,7 @@ class Processor:
                 raise content
             file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
             file.result.object_modified = getattr(content, "last_modified", None)
-            self._prepare(file.result.index, deadline)
+            file.withheld = self._prepare(file.result.index, deadline)
             return iter_events(content, **self._limits)
 
         self._pipeline.load(files, events_of, deadline, self.exclude)
@@ -94,18 +94,20 @@ class Processor:
     def load_events(self, index: str, events: list[dict[str, Any]], deadline: float,
                     bucket: str = "", key: str = "", doc_ids: list[str] | None = None) -> EventsResult:
         """Write events to ``index`` (under ``doc_ids`` when given); raises if the cluster fails."""
-        self._prepare(index, deadline)
+        withheld = self._prepare(index, deadline)
         file = FileLoad.of(ObjectRef(bucket, key), index)
-        file.ids = doc_ids
+        file.ids, file.withheld = doc_ids, withheld
         self._pipeline.load([file], lambda number, file: events, deadline)
         if file.failure is not None:
             raise file.failure
         return EventsResult(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
 
-    def _prepare(self, index: str, deadline: float) -> None:
+    def _prepare(self, index: str, deadline: float) -> frozenset[str]:
+        """The index ensured and open for writing; returns the ECS fields it cannot take."""
         self._indexes.ensure(index, deadline)
         if self._gate:
             self._gate.check(index, deadline)
+        return self._indexes.withheld(index)
 
     def _read_all(self, refs: list[ObjectRef]) -> list[bytes | BaseException]:
         """Every file's bytes (or why not), fetched concurrently: a GET costs more than a parse."""
