@@ -161,7 +161,10 @@ def added_properties() -> dict[str, Any]:
     Only new fields (a mapping update may add fields, never change one): the ECS aliases
     and typed fields, and the Insights object.
     """
-    return {**ecs.mapping_properties(KEYWORD),
+    properties = ecs.mapping_properties(KEYWORD)
+    # When the document was written (the write path stamps it; the detector windows on it).
+    properties.setdefault("event", {"properties": {}})["properties"]["ingested"] = {"type": "date"}
+    return {**properties,
             "insightDetails": _object(dict(transform.STRUCTURED_FIELDS["insightDetails"]),
                                       "insightDetails.")}
 

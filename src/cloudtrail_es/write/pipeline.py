@@ -36,6 +36,30 @@ MAX_ID_BYTES = 512
 
 DEGRADED, DEAD, FAILED = "degraded", "dead_lettered", "failed"
 
+#: ECS ``event.ingested``: when the document was made for writing (ISO 8601 UTC, milliseconds).
+#: The detector's scheduled windows run on it, so an event that arrives late is still checked.
+INGESTED = "ingested"
+_ingested_cache: list[Any] = [0, ""]
+
+
+def ingested_now(clock: Callable[[], float] = time.time) -> str:
+    """The current time as ``event.ingested`` holds it; formatted once a millisecond."""
+    millis = int(clock() * 1000)
+    if millis != _ingested_cache[0]:
+        seconds, rest = divmod(millis, 1000)
+        _ingested_cache[:] = [millis, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+                              + f".{rest:03d}Z"]
+    return _ingested_cache[1]
+
+
+def stamp_ingested(document: dict[str, Any]) -> dict[str, Any]:
+    event = document.get("event")
+    if type(event) is dict:
+        event[INGESTED] = ingested_now()
+    else:
+        document["event"] = {INGESTED: ingested_now()}
+    return document
+
 
 class Settled(NamedTuple):
     """Where one event ended: its fate, retries, and for a dead one the cluster's answer."""
@@ -206,7 +230,7 @@ class Pipeline:
             return None
         results.note_event_time(file.result, event)
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
-        document = transform.document_for(event)
+        document = stamp_ingested(transform.document_for(event))
         item = bulk_item(file.result.index, doc_id, document, position,
                          self._doc_type, self.engine.accepts_ids)
         if not self.engine.accepts_ids:
@@ -266,5 +290,6 @@ class Pipeline:
     def _degraded(self, rejected: ItemOutcome, event: dict[str, Any]) -> BulkItem:
         item = rejected.item
         return bulk_item(item.index, item.doc_id,
-                         transform.degraded_document_for(event, rejected.reason), item.position,
+                         stamp_ingested(transform.degraded_document_for(event, rejected.reason)),
+                         item.position,
                          self._doc_type, self.engine.accepts_ids)
