@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudtrail_es.write.pipeline import stamp_ingested
 from cloudtrail_es.write import processor as processor_module
 from cloudtrail_es.documents import transform
 from cloudtrail_es.write.bulk import bulk_item
@@ -37,8 +38,9 @@ def test_files_of_a_batch_share_requests_and_each_is_counted(fakes):
 
 
 def test_a_chunk_exactly_at_the_byte_limit_is_one_request(fakes):
-    item_bytes = max(len(bulk_item("ct-2024-01", f"f0-e{i}", transform.document_for(fakes.event(f"f0-e{i}"))).lines)
-                     for i in range(6))
+    item_bytes = max(len(stamp_ingested(bulk_item(
+        "ct-2024-01", f"f0-e{i}", transform.document_for(fakes.event(f"f0-e{i}")))).lines)
+        for i in range(6))
     processor, cluster, _, refs = batch(fakes, [6], bulk_max_bytes=3 * item_bytes)
 
     processor.process_files(refs, deadline=100)

@@ -52,13 +52,14 @@ def ingested_now(clock: Callable[[], float] = time.time) -> str:
     return _ingested_cache[1]
 
 
-def stamp_ingested(document: dict[str, Any]) -> dict[str, Any]:
-    event = document.get("event")
-    if type(event) is dict:
-        event[INGESTED] = ingested_now()
-    else:
-        document["event"] = {INGESTED: ingested_now()}
-    return document
+def stamp_ingested(item: BulkItem) -> BulkItem:
+    """The item with ``event.ingested`` added to its document, as a dotted name (the engines
+    merge it into the ``event`` object). Added to the bytes, after the item's id and identity
+    were settled on the document without it: a redelivered event keeps its id."""
+    lines = item.lines
+    if lines.endswith(b"}\n") and not lines.endswith(b"{}\n"):
+        item.lines = b'%s,"event.ingested":"%s"}\n' % (lines[:-2], ingested_now().encode())
+    return item
 
 
 class Settled(NamedTuple):
@@ -230,12 +231,12 @@ class Pipeline:
             return None
         results.note_event_time(file.result, event)
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
-        document = stamp_ingested(transform.document_for(event))
+        document = transform.document_for(event)
         item = bulk_item(file.result.index, doc_id, document, position,
                          self._doc_type, self.engine.accepts_ids)
         if not self.engine.accepts_ids:
-            return item
-        return self._unique(file, item, document)
+            return stamp_ingested(item)
+        return stamp_ingested(self._unique(file, item, document))
 
     def _unique(self, file: FileLoad, item: BulkItem, document: dict[str, Any]) -> BulkItem:
         """The item, or when an earlier different event of the file took its id, one with a
@@ -289,7 +290,6 @@ class Pipeline:
 
     def _degraded(self, rejected: ItemOutcome, event: dict[str, Any]) -> BulkItem:
         item = rejected.item
-        return bulk_item(item.index, item.doc_id,
-                         stamp_ingested(transform.degraded_document_for(event, rejected.reason)),
-                         item.position,
-                         self._doc_type, self.engine.accepts_ids)
+        return stamp_ingested(bulk_item(item.index, item.doc_id,
+                                        transform.degraded_document_for(event, rejected.reason),
+                                        item.position, self._doc_type, self.engine.accepts_ids))
