@@ -318,12 +318,10 @@ class Store:
             return
         body: dict[str, Any] = {
             "size": PAGE_SIZE, "sort": [{window.field: "asc"}],
-            "_source": list(EVENT_FIELDS) + ["userIdentity.arn", "userIdentity.type", window.field],
+            "_source": list(EVENT_FIELDS) + ["userIdentity.arn", "userIdentity.type"],
             "query": {"bool": {"filter": [window.query(), {"terms": {"_index": indexes}}, query]}}}
         if pit_api(self.engine) is not None:
             yield from self._pit_pages(body)
-        elif self.engine.serverless:
-            yield from self._search_after_pages(body)
         else:
             yield from self._scroll_pages(body)
 
@@ -331,17 +329,9 @@ class Store:
         page = answer(self.cluster.request("POST", path, body), "search failed")
         return list(page["hits"]["hits"])
 
-    def _search_after_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        path = f"/{search_pattern(self.prefix)}/_search?ignore_unavailable=true&allow_no_indices=true"
-        while True:
-            hits = self._search(path, body)
-            yield from hits
-            if len(hits) < PAGE_SIZE:
-                return
-            body = {**body, "search_after": hits[-1]["sort"]}
-
     def _pit_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         opening, closing, id_key = cast(tuple[str, str, str], pit_api(self.engine))
+        # The point in time names the indexes; the search itself must not.
         response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/{opening}"
                                         f"?keep_alive={KEEP_ALIVE}")
         pit_id = answer(response, "cannot open a point in time")[id_key]
@@ -401,10 +391,11 @@ class Store:
 
 
 def pit_api(engine: Engine) -> tuple[str, str, str] | None:
-    """(open path, close path, id key) of the engine's point in time, if it has one."""
-    if engine.distribution == "opensearch" and engine.version >= (2, 4):
-        return "_search/point_in_time", "_search/point_in_time", "pit_id"
-    if engine.distribution == "elasticsearch" and engine.version >= (7, 10):
+    """(open path, close path, id key) of the engine's point in time, where paging through it
+    by ``search_after`` is exact: Elasticsearch 7.12+, whose ``_shard_doc`` breaks ties.
+    OpenSearch's point in time has no such tiebreaker (hits of one millisecond would be
+    skipped or repeated at a page's edge), so there, and on older engines, a scroll pages."""
+    if engine.distribution == "elasticsearch" and engine.version >= (7, 12):
         return "_pit", "_pit", "id"
     return None
 
@@ -587,14 +578,14 @@ class Detector:
                   indexes: list[str], now: datetime, outcome: RuleOutcome) -> None:
         notification = PENDING if self.outbox is not None else NONE
         cap = self.settings.max_findings
-        last: list[str] = []
+        last: list[Any] = []
 
         def findings() -> Iterator[dict[str, Any]]:
             for hit in self.store.hits(query, window, indexes):
-                moment = _value(hit, window.field)
+                moment = (hit.get("sort") or [None])[0]  # the window field, epoch milliseconds
                 if outcome.findings >= cap and moment != (last[0] if last else None):
                     outcome.capped = True  # the rest, from this moment on, next time
-                    outcome.resume_from = parse_time(moment) if moment else None
+                    outcome.resume_from = _from_millis(moment)
                     return
                 if last:
                     last[0] = moment
@@ -637,11 +628,11 @@ class Detector:
             outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
 
 
-def _value(hit: dict[str, Any], path: str) -> Any:
-    value: Any = hit.get("_source", {})
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
+def _from_millis(value: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def sns_client(settings: Settings) -> Any:
@@ -701,7 +692,7 @@ def print_table(run: DetectionRun, rules: list[dict[str, Any]]) -> None:
 
 def _print_problems(run: DetectionRun, stream: Any) -> None:
     for skipped in run.skipped:
-        print(f"SKIPPED {skipped['id']} {skipped.get('title', '')}: {skipped['reason']}".rstrip(),
+        print(f"SKIPPED {skipped['id']}: {skipped['reason']} ({skipped.get('title', '')})",
               file=stream)
     for rule in run.rules:
         if rule.capped:

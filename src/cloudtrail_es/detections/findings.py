@@ -129,11 +129,13 @@ class Outbox:
                 break
             after = page[-1]["sort"]
             claimed = self._claim(page, delivery)
-            published = self._publish(claimed, delivery)
-            self._mark(published, SENT, delivery, notified_at=iso(self.now()))
-            failed = [hit for hit in claimed if hit not in published]
-            if failed:  # sent again by the next run, without waiting for the lease
-                self._mark(failed, PENDING, delivery)
+            for start in range(0, len(claimed), SNS_BATCH):  # a crash repeats one batch at most
+                batch = claimed[start:start + SNS_BATCH]
+                published = self._publish(batch, delivery)
+                self._mark(published, SENT, delivery, notified_at=iso(self.now()))
+                failed = [hit for hit in batch if hit not in published]
+                if failed:  # sent again by the next run, without waiting for the lease
+                    self._mark(failed, PENDING, delivery)
         delivery.unsent = self.count_unsent()
         return delivery
 
@@ -200,26 +202,24 @@ class Outbox:
                 delivery.errors.append(f"finding {hit['_id']}: not claimed (HTTP {status} {error})")
         return claimed
 
-    def _publish(self, hits: list[dict[str, Any]], delivery: Delivery) -> list[dict[str, Any]]:
-        """SNS PublishBatch, ten a call; returns the hits SNS accepted."""
+    def _publish(self, batch: list[dict[str, Any]], delivery: Delivery) -> list[dict[str, Any]]:
+        """One SNS PublishBatch (ten at most); returns the hits SNS accepted."""
+        entries = [self._entry(str(position), hit["_source"]) for position, hit in enumerate(batch)]
+        try:
+            response = self.sns.publish_batch(TopicArn=self.topic_arn,
+                                              PublishBatchRequestEntries=entries)
+        except Exception as exc:  # botocore's errors: all of them mean "not published"
+            delivery.errors.extend(f"finding {hit['_id']}: not published ({exc})" for hit in batch)
+            return []
+        failed = {entry["Id"]: entry for entry in response.get("Failed", [])}
         published = []
-        for start in range(0, len(hits), SNS_BATCH):
-            batch = hits[start:start + SNS_BATCH]
-            entries = [self._entry(str(position), hit["_source"]) for position, hit in enumerate(batch)]
-            try:
-                response = self.sns.publish_batch(TopicArn=self.topic_arn,
-                                                  PublishBatchRequestEntries=entries)
-            except Exception as exc:  # botocore's errors: all of them mean "not published"
-                delivery.errors.extend(f"finding {hit['_id']}: not published ({exc})" for hit in batch)
-                continue
-            failed = {entry["Id"]: entry for entry in response.get("Failed", [])}
-            for position, hit in enumerate(batch):
-                if str(position) in failed:
-                    entry = failed[str(position)]
-                    delivery.errors.append(f"finding {hit['_id']}: not published "
-                                           f"({entry.get('Code')}: {entry.get('Message')})")
-                else:
-                    published.append(hit)
+        for position, hit in enumerate(batch):
+            entry = failed.get(str(position))
+            if entry is None:
+                published.append(hit)
+            else:
+                delivery.errors.append(f"finding {hit['_id']}: not published "
+                                       f"({entry.get('Code')}: {entry.get('Message')})")
         return published
 
     def _entry(self, entry_id: str, finding: dict[str, Any]) -> dict[str, Any]:
