@@ -115,3 +115,26 @@ def test_detection_metrics_are_valid_emf_with_a_lag_per_rule():
     assert out[0]["RulesSkipped"] == 1 and out[0]["RulesCapped"] == 1
     assert [(r["Rule"], r["DetectionLagSeconds"]) for r in out[1:]] == [("a", 61.5), ("b", 900.0)]
     assert [json.loads(line) for line in stream.getvalue().splitlines()] == out
+
+
+@given(st.lists(st.integers(0, 30), max_size=80).map(sorted), st.integers(1, 12))
+def test_runs_under_a_cap_take_every_hit_once_in_order(moments, cap):
+    """Each run starts at the first moment the last one left; together they take every hit
+    once, and a run exceeds the cap only by hits of the millisecond it stopped in."""
+    hits = [{"_id": str(n), "sort": [moment]} for n, moment in enumerate(moments)]
+    taken: list[str] = []
+    start = 0
+    for _ in range(len(hits) + 1):
+        outcome = detect.RuleOutcome("r", "", detect.Window(datetime.now(timezone.utc),
+                                                            datetime.now(timezone.utc)))
+        window = [hit for hit in hits if hit["sort"][0] >= start]
+        run = list(detect.up_to_cap(window, cap, outcome))
+        taken += [hit["_id"] for hit in run]
+        if run and len(run) > cap:
+            assert len({hit["sort"][0] for hit in run[cap - 1:]}) == 1
+        if not outcome.capped:
+            break
+        assert outcome.resume_from is not None
+        start = int(outcome.resume_from.timestamp() * 1000)
+        assert run and start > run[-1]["sort"][0]
+    assert taken == [hit["_id"] for hit in hits]

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -577,24 +578,9 @@ class Detector:
     def _findings(self, rule: dict[str, Any], query: dict[str, Any], window: Window,
                   indexes: list[str], now: datetime, outcome: RuleOutcome) -> None:
         notification = PENDING if self.outbox is not None else NONE
-        cap = self.settings.max_findings
-        last: list[Any] = []
-
-        def findings() -> Iterator[dict[str, Any]]:
-            for hit in self.store.hits(query, window, indexes):
-                moment = (hit.get("sort") or [None])[0]  # the window field, epoch milliseconds
-                if outcome.findings >= cap and moment != (last[0] if last else None):
-                    outcome.capped = True  # the rest, from this moment on, next time
-                    outcome.resume_from = _from_millis(moment)
-                    return
-                if last:
-                    last[0] = moment
-                else:
-                    last.append(moment)
-                outcome.findings += 1
-                yield finding_for(rule, hit, now, notification)
-
-        self._record(findings(), outcome)
+        with closing(self.store.hits(query, window, indexes)) as hits:
+            self._record((finding_for(rule, hit, now, notification)
+                          for hit in up_to_cap(hits, self.settings.max_findings, outcome)), outcome)
 
     def _record(self, findings: Iterable[dict[str, Any]], outcome: RuleOutcome) -> None:
         errors = []
@@ -626,6 +612,25 @@ class Detector:
             self.store.save_position(self.scope, rule_id, position, now)
         except ClusterError as exc:  # the next run does the window again: its findings exist
             outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
+
+
+def up_to_cap(hits: Iterable[dict[str, Any]], cap: int, outcome: RuleOutcome) -> Iterator[dict[str, Any]]:
+    """The hits (sorted by the window's field) up to ``cap``, and past it those of the same
+    millisecond as the last one taken: the next window starts at the first one left, which
+    ``outcome`` records (``capped``, ``resume_from``), so nothing is skipped or taken twice."""
+    last: Any = _NOTHING
+    for hit in hits:
+        moment = (hit.get("sort") or [None])[0]  # the window field, epoch milliseconds
+        if outcome.findings >= cap and moment != last:
+            outcome.capped = True
+            outcome.resume_from = _from_millis(moment)
+            return
+        last = moment
+        outcome.findings += 1
+        yield hit
+
+
+_NOTHING = object()
 
 
 def _from_millis(value: Any) -> datetime | None:
