@@ -448,6 +448,8 @@ def test_default_window_continues_where_the_last_run_ended(env, capsys, opensear
     key = (f"AWSLogs/111122223333/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
            f"111122223333_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_recent01.json.gz")
     _write_file(tmp_path, key, [late])
+    code, before, err = run_json(capsys, str(RULES))  # what the session loaded: checked once
+    assert code == detect.EXIT_OK, err
     assert cli.main(["--dir", str(tmp_path), "--quiet", "--dead-letter-dir",
                      str(tmp_path / "dead")]) == cli.EXIT_OK
     requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
@@ -455,6 +457,7 @@ def test_default_window_continues_where_the_last_run_ended(env, capsys, opensear
 
     code, first, err = run_json(capsys, str(RULES))
     assert code == detect.EXIT_OK, err
+    assert late["eventID"] not in {f["eventID"] for f in before}
     position = requests.get(f"{opensearch_url}/{env}_findings_state/_doc/manual:"
                             "deec52d5-da77-4cc7-a27f-427a89e9be24", timeout=30).json()
     code, second, err = run_json(capsys, str(RULES))
@@ -493,11 +496,13 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     key = (f"AWSLogs/111122223333/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
            f"111122223333_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_recent02.json.gz")
     _write_file(tmp_path / "files", key, [recent])
-    assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
-                     str(tmp_path / "dead")]) == cli.EXIT_OK
-    requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
     routes.processor.cache_clear()
     try:
+        lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)  # the session's events
+        before = set(_findings_in_index(opensearch_url, env))
+        assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
+                         str(tmp_path / "dead")]) == cli.EXIT_OK
+        requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
         summary = lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)
     finally:
         routes.processor.cache_clear()
@@ -508,4 +513,4 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     assert summary["new"] == 1 and summary["errors"] == [] and summary["skipped"] == []
     assert summary["per_rule"]["cec6f5a4-253c-455d-8b7a-9ee1d9fa9988"] == 1
     stored = _findings_in_index(opensearch_url, env)
-    assert [f["eventID"] for f in stored.values()] == [recent["eventID"]]
+    assert [f["eventID"] for i, f in stored.items() if i not in before] == [recent["eventID"]]

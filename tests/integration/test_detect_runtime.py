@@ -451,3 +451,19 @@ def ledger_indexes(deployment) -> list[str]:
     requests.post(f"{url}/_refresh", timeout=30)
     hits = requests.post(f"{url}/_search", timeout=30, json={"size": 100}).json()["hits"]["hits"]
     return [hit["_source"]["index"] for hit in hits]
+
+
+def test_a_findings_index_of_an_earlier_version_gets_the_notification_fields(deployment, topic):
+    settings = deployment[0]
+    arn, queue = topic
+    old_mapping = {"dynamic": False, "properties": {"rule_id": {"type": "keyword"},
+                                                    "detected_at": {"type": "date"}}}
+    requests.put(f"{settings.es_url}/{settings.index_prefix}_findings", timeout=30, json={
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0},
+        "mappings": old_mapping}).raise_for_status()
+    load(settings, [event("StopLogging", 1, datetime(2024, 5, 1, tzinfo=timezone.utc))])
+
+    run = detector(deployment, arn).run(bundle(STOP))
+
+    assert run.exit_code() == detect.EXIT_OK, run.summary()
+    assert run.delivery.sent == 1 and len(received(queue)) == 1

@@ -31,7 +31,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, Sequence, cast
 
 from cloudtrail_es.core import names
 from cloudtrail_es.core.config import (DETECTION_CATCH_UP_HOURS, DETECTION_MAX_FINDINGS,
@@ -272,8 +272,14 @@ class Store:
         body = self.engine.index_body({"settings": {"index": {"number_of_shards": 1}},
                                        "mappings": mapping})
         response = self.cluster.request("PUT", f"/{index}", body)
-        if response.status_code != 200 and "already_exists" not in response.text:
-            raise ClusterError(f"cannot create {index}", response)
+        if response.status_code != 200:
+            if "already_exists" not in response.text:
+                raise ClusterError(f"cannot create {index}", response)
+            # made by an earlier version: its new fields added (a mapping update only adds)
+            path = f"/{index}/_mapping" + (f"/{self.engine.doc_type}" if self.engine.doc_type else "")
+            update = self.cluster.request("PUT", path, {"properties": mapping["properties"]})
+            if update.status_code != 200:
+                raise ClusterError(f"cannot add the detector's fields to {index}", update)
         self._ensured.add(index)
 
     # Positions
@@ -311,7 +317,8 @@ class Store:
         return sorted(row["index"] for row in listed
                       if names.is_monthly_index(row.get("index"), self.prefix))
 
-    def hits(self, query: dict[str, Any], window: Window, indexes: list[str]) -> Iterator[dict[str, Any]]:
+    def hits(self, query: dict[str, Any], window: Window,
+             indexes: list[str]) -> Generator[dict[str, Any], None, None]:
         """Every event the query matches in the window, oldest first by the window's field,
         a page at a time: a point in time where the engine has one, else a scroll; either
         is released however the iteration ends."""
