@@ -518,6 +518,11 @@ class Detector:
         """What is still unsent first; then every rule over its window (``window``: one
         explicit window for all, moving no position); then the new findings' notifications."""
         run = DetectionRun(skipped=list(ruleset.skipped))
+        try:
+            self.store.ensure(self.store.findings, FINDINGS_MAPPING)
+        except ClusterError as exc:
+            run.errors.append(str(exc))
+            return run
         self._deliver(run)
         try:
             indexes = self.store.monthly_indexes()

@@ -161,7 +161,8 @@ class Outbox:
                          "minimum_should_match": 1}}
 
     def _pending_page(self, after: list[Any] | None) -> list[dict[str, Any]]:
-        body: dict[str, Any] = {"size": OUTBOX_PAGE, "sort": [{"finding_id": "asc"}],
+        body: dict[str, Any] = {"size": OUTBOX_PAGE,
+                                "sort": [{"finding_id": {"order": "asc", "unmapped_type": "keyword"}}],
                                 "seq_no_primary_term": True, "query": self._unsent_query()}
         if after:
             body["search_after"] = after
