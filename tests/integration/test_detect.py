@@ -439,14 +439,18 @@ def test_findings_idempotent_and_published_once(env, capsys, opensearch_url, mot
 
 def test_default_window_continues_where_the_last_run_ended(env, capsys, opensearch_url,
                                                            monkeypatch, tmp_path):
+    """By arrival: an event that happened two days ago and arrives now is checked, once."""
+    monkeypatch.setenv("DETECTION_DELAY_MINUTES", "0")
     now = datetime.now(timezone.utc)
-    recent = {"eventVersion": "1.09", "eventSource": "cloudtrail.amazonaws.com",
-              "eventName": "StopLogging", "eventID": f"recent-{uuid.uuid4()}",
-              "eventTime": detect.iso(now - timedelta(minutes=30)), "awsRegion": "us-east-1",
-              "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/eve"}}
+    late = {"eventVersion": "1.09", "eventSource": "cloudtrail.amazonaws.com",
+            "eventName": "StopLogging", "eventID": f"late-{uuid.uuid4()}",
+            "eventTime": detect.iso(now - timedelta(days=2)), "awsRegion": "us-east-1",
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/eve"}}
     key = (f"AWSLogs/111122223333/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
            f"111122223333_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_recent01.json.gz")
-    _write_file(tmp_path, key, [recent])
+    _write_file(tmp_path, key, [late])
+    code, before, err = run_json(capsys, str(RULES))  # what the session loaded: checked once
+    assert code == detect.EXIT_OK, err
     assert cli.main(["--dir", str(tmp_path), "--quiet", "--dead-letter-dir",
                      str(tmp_path / "dead")]) == cli.EXIT_OK
     requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
@@ -454,14 +458,16 @@ def test_default_window_continues_where_the_last_run_ended(env, capsys, opensear
 
     code, first, err = run_json(capsys, str(RULES))
     assert code == detect.EXIT_OK, err
-    state = requests.get(f"{opensearch_url}/{env}_findings_state/_doc/detector", timeout=30).json()
+    assert late["eventID"] not in {f["eventID"] for f in before}
+    position = requests.get(f"{opensearch_url}/{env}_findings_state/_doc/manual:"
+                            "deec52d5-da77-4cc7-a27f-427a89e9be24", timeout=30).json()
     code, second, err = run_json(capsys, str(RULES))
 
-    assert [f["eventID"] for f in first] == [recent["eventID"]]
-    first_end = detect.parse_time(state["_source"]["window_end"])
-    assert timedelta(minutes=14) < now - first_end < timedelta(minutes=16)
+    assert [f["eventID"] for f in first] == [late["eventID"]]
+    assert timedelta(0) <= datetime.now(timezone.utc) - detect.parse_time(
+        position["_source"]["window_end"]) < timedelta(minutes=5)
     assert second == []
-    event_id = recent["eventID"]
+    event_id = late["eventID"]
     requests.delete(f"{opensearch_url}/{env}-{now:%Y-%m}/_doc/{event_id}?refresh=true", timeout=30)
 
 
@@ -481,6 +487,7 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     bundle = tmp_path / "rules.json"
     bundle.write_text(json.dumps(sigma.convert_paths([RULES]).bundle()))
     monkeypatch.setattr(detect, "PACKAGED_RULES", bundle)
+    monkeypatch.setenv("DETECTION_DELAY_MINUTES", "0")
     now = datetime.now(timezone.utc)
     recent = {"eventVersion": "1.09", "eventSource": "kms.amazonaws.com",
               "eventName": "ScheduleKeyDeletion", "eventID": f"recent-{uuid.uuid4()}",
@@ -490,11 +497,13 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     key = (f"AWSLogs/111122223333/CloudTrail/us-east-1/{now:%Y/%m/%d}/"
            f"111122223333_CloudTrail_us-east-1_{now:%Y%m%dT%H%M}Z_recent02.json.gz")
     _write_file(tmp_path / "files", key, [recent])
-    assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
-                     str(tmp_path / "dead")]) == cli.EXIT_OK
-    requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
     routes.processor.cache_clear()
     try:
+        lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)  # the session's events
+        before = set(_findings_in_index(opensearch_url, env))
+        assert cli.main(["--dir", str(tmp_path / "files"), "--quiet", "--dead-letter-dir",
+                         str(tmp_path / "dead")]) == cli.EXIT_OK
+        requests.post(f"{opensearch_url}/{env}-*/_refresh", timeout=60).raise_for_status()
         summary = lambda_function.lambda_handler({"cloudtrail_es": "detect"}, None)
     finally:
         routes.processor.cache_clear()
@@ -505,4 +514,4 @@ def test_scheduled_detection_through_the_lambda_handler(env, opensearch_url, mon
     assert summary["new"] == 1 and summary["errors"] == [] and summary["skipped"] == []
     assert summary["per_rule"]["cec6f5a4-253c-455d-8b7a-9ee1d9fa9988"] == 1
     stored = _findings_in_index(opensearch_url, env)
-    assert [f["eventID"] for f in stored.values()] == [recent["eventID"]]
+    assert [f["eventID"] for i, f in stored.items() if i not in before] == [recent["eventID"]]

@@ -13,7 +13,8 @@ from typing import Any, Callable
 from cloudtrail_es.aws import metrics
 from cloudtrail_es.aws.clustersecret import environment_with_secret
 from cloudtrail_es.commands import retention
-from cloudtrail_es.core.config import Settings, index_prefix_from_env, retention_months_from_env
+from cloudtrail_es.core.config import (DetectionSettings, Settings, index_prefix_from_env,
+                                       retention_months_from_env)
 from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError, reason_of
 from cloudtrail_es.core.logs import configure_logging
 from cloudtrail_es.aws.notifications import (
@@ -53,7 +54,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     invocation = parse_invocation(event)
     deadline_for: Deadline = lambda: deadline(context)  # noqa: E731 - read at each file's start
     if isinstance(invocation, DetectionRequest):
-        return run_detection()
+        return run_detection(getattr(context, "function_name", None))
     if isinstance(invocation, RetentionRequest):
         return handle_retention()
     function_name = getattr(context, "function_name", None)  # the metrics' FunctionName
@@ -150,12 +151,23 @@ def emit_metrics(runs: list[RunResult], function_name: str | None) -> None:
     metrics.emit(runs, index_prefix_from_env(), function_name)
 
 
-def run_detection() -> dict[str, Any]:
-    """The DetectionSchedule: the packaged Sigma rules over the events since the last run."""
+def run_detection(function_name: str | None = None) -> dict[str, Any]:
+    """The DetectionSchedule: each packaged Sigma rule over what arrived since its last run.
+
+    A bad detection setting fails this route alone (ConfigurationError naming it); the
+    metrics go out before a failed rule or notification fails the invocation.
+    """
     from cloudtrail_es.detections import detect
 
+    detection = DetectionSettings.from_env()
     loader = processor()
-    return detect.run_scheduled(settings_from_env(), loader.cluster, loader.engine)
+    summary, run = detect.run_scheduled(settings_from_env(), loader.cluster, loader.engine,
+                                        detection=detection)
+    metrics.emit_detection(summary, function_name)
+    errors = run.all_errors()
+    if errors:  # retried by Lambda: positions and the outbox make a rerun add nothing twice
+        raise detect.DetectionError(f"{len(errors)} detection error(s): {'; '.join(errors[:20])}")
+    return summary
 
 
 def deadline(context: Any) -> float:

@@ -18,6 +18,12 @@ distribution, Maximum and percentiles included):
 * ``ObjectLagSeconds``: the age of the file's S3 ``LastModified`` at that moment.
 
 A file with nothing sent (every event filtered, or failed before any write) has no lag.
+
+The scheduled detection prints its own records (``detection_records``): per function,
+``RulesRun``, ``RulesFailed``, ``RulesSkipped`` (not convertible), ``RulesCapped``,
+``Findings``, ``NewFindings``, ``NotificationsSent`` and ``UnsentNotifications`` (still to
+send after the run: the alarm's signal with ``RulesFailed``); per ``[FunctionName, Rule]``,
+``DetectionLagSeconds``, how far behind now the rule's position is after the run.
 """
 from __future__ import annotations
 
@@ -54,9 +60,15 @@ EVENT_AND_FILE_COUNTS = {
 REQUEST_COUNTS = {"BulkRequests": "bulk_requests", "Throttled": "throttled"}
 INGESTION_LAG = "IngestionLagSeconds"
 OBJECT_LAG = "ObjectLagSeconds"
-UNITS = {**{name: COUNT for name in (*EVENT_AND_FILE_COUNTS, *REQUEST_COUNTS,
-                                     "FilesLoaded", "FilesFailed")},
-         INGESTION_LAG: SECONDS, OBJECT_LAG: SECONDS}
+RULE_DIMENSION = "Rule"
+#: Detection metric -> the run summary's key (``detect.DetectionRun.summary``).
+DETECTION_COUNTS = {"RulesRun": "rules_run", "RulesFailed": "rules_failed",
+                    "Findings": "findings", "NewFindings": "new",
+                    "NotificationsSent": "sent", "UnsentNotifications": "unsent"}
+DETECTION_LAG = "DetectionLagSeconds"
+UNITS = {**{name: COUNT for name in (*EVENT_AND_FILE_COUNTS, *REQUEST_COUNTS, *DETECTION_COUNTS,
+                                     "FilesLoaded", "FilesFailed", "RulesSkipped", "RulesCapped")},
+         INGESTION_LAG: SECONDS, OBJECT_LAG: SECONDS, DETECTION_LAG: SECONDS}
 
 def records(runs: Sequence[RunResult], function_name: str, index_prefix: str,
             timestamp_ms: int) -> list[dict[str, Any]]:
@@ -134,6 +146,34 @@ def emit(runs: Sequence[RunResult], index_prefix: str, function_name: str | None
     CloudWatch Logs, which extracts the metrics), one compact JSON line each."""
     name = function_name or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "local"
     out = records(runs, name, index_prefix, int(clock() * 1000))
+    target = stream or sys.stdout
+    for item in out:
+        target.write(json.dumps(item, separators=(",", ":")) + "\n")
+    target.flush()
+    return out
+
+
+def detection_records(summary: dict[str, Any], function_name: str,
+                      timestamp_ms: int) -> list[dict[str, Any]]:
+    """A scheduled detection's records: the run's counts, then each rule's lag."""
+    function = {FUNCTION_DIMENSION: function_name}
+    values: dict[str, Any] = {name: int(summary.get(key) or 0) for name, key in DETECTION_COUNTS.items()}
+    values["RulesSkipped"] = len(summary.get("skipped") or [])
+    values["RulesCapped"] = len(summary.get("capped") or [])
+    out = [record(function, values, timestamp_ms)]
+    for rule in summary.get("rules") or []:
+        if rule.get("lag_seconds") is not None:
+            out.append(record({**function, RULE_DIMENSION: str(rule["id"])[:250]},
+                              {DETECTION_LAG: rule["lag_seconds"]}, timestamp_ms))
+    return out
+
+
+def emit_detection(summary: dict[str, Any], function_name: str | None = None,
+                   stream: IO[str] | None = None,
+                   clock: Callable[[], float] = time.time) -> list[dict[str, Any]]:
+    """Print a scheduled detection's records to stdout, as ``emit`` does the loader's."""
+    name = function_name or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "local"
+    out = detection_records(summary, name, int(clock() * 1000))
     target = stream or sys.stdout
     for item in out:
         target.write(json.dumps(item, separators=(",", ":")) + "\n")

@@ -1,6 +1,7 @@
 """All settings in one place, read from the environment once; explicit arguments win."""
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, TypeVar
@@ -39,6 +40,8 @@ MAX_EVENT_BYTES = "MAX_EVENT_BYTES"
 MAX_FILE_BYTES = "MAX_FILE_BYTES"
 FINDINGS_TOPIC_ARN = "FINDINGS_TOPIC_ARN"
 DETECTION_DELAY_MINUTES = "DETECTION_DELAY_MINUTES"
+DETECTION_MAX_FINDINGS = "DETECTION_MAX_FINDINGS"
+DETECTION_CATCH_UP_HOURS = "DETECTION_CATCH_UP_HOURS"
 BREAKER_SECONDS = "BREAKER_SECONDS"
 
 AUTH_MODES = ("sigv4", "basic", "apikey", "none")
@@ -89,8 +92,6 @@ class Settings:
     max_file_bytes: int = 2 << 30
     #: Detector: SNS topic new findings are published to (none: not published).
     findings_topic_arn: str | None = None
-    #: Detector: the default window ends this long before now, so that late files land first.
-    detection_delay_minutes: float = 15.0
 
     @property
     def serverless(self) -> bool:
@@ -142,8 +143,6 @@ class Settings:
             max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
             max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
             findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
-            detection_delay_minutes=float(env.get(DETECTION_DELAY_MINUTES) or
-                                          cls.detection_delay_minutes),
         )
         settings = replace(settings, **overrides).validated()
         redact.register([settings.password, settings.api_key])
@@ -188,6 +187,29 @@ class Settings:
         if self.retention_months < 0:
             raise ConfigurationError(f"{RETENTION_MONTHS}={self.retention_months}: expected 0 (off) or more")
         return self
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """The detector's own settings: read apart from ``Settings``, so that a bad one fails
+    detection alone and never the loader's routes."""
+
+    #: The scheduled window ends this long before now: documents still being written land first.
+    delay_minutes: float = 15.0
+    #: Findings one rule records in one run at most; the rest is picked up by the next run.
+    max_findings: int = 10_000
+    #: A rule that has not completed a run for longer resumes from this long ago, saying so.
+    catch_up_hours: float = 168.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "DetectionSettings":
+        env = os.environ if environ is None else environ
+        return cls(
+            delay_minutes=bounded_number(env, DETECTION_DELAY_MINUTES, cls.delay_minutes, float),
+            max_findings=bounded_number(env, DETECTION_MAX_FINDINGS, cls.max_findings, int, 1),
+            catch_up_hours=bounded_number(env, DETECTION_CATCH_UP_HOURS, cls.catch_up_hours,
+                                          float, 1),
+        )
 
 
 def index_prefix_from_env(environ: Mapping[str, str] | None = None) -> str:
@@ -271,6 +293,18 @@ def _number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str]
         return parse(value)
     except ValueError:
         raise ConfigurationError(f"{name}={value!r} is not {what}") from None
+
+
+def bounded_number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N],
+                   minimum: N | None = None) -> N:
+    """A finite number of at least ``minimum`` (0 unless said), or ConfigurationError naming
+    the variable: nan, inf, negatives and garbage are refused, never passed on."""
+    value = _number(env, name, default, parse, "a whole number" if parse is int else "a number")
+    floor = 0 if minimum is None else minimum
+    if not math.isfinite(value) or value < floor:
+        raise ConfigurationError(f"{name}={env.get(name)!r}: expected a finite number of at least "
+                                 f"{floor}")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

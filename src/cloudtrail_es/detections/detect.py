@@ -4,34 +4,46 @@
 
 RULES are Sigma YAML files or directories (converted here, which needs pySigma), or rule
 bundles (``.json``, converted by ``scripts/package.py``: the Lambda's runtime has no pySigma).
-Without ``--from``/``--to`` the window, by ``eventTime``, runs from where the last such run
-ended to ``DETECTION_DELAY_MINUTES`` (15) before now, so events in files that arrive late are
-still checked, once; that state is kept in the cluster (``PREFIX_findings_state``).
-Findings go to ``PREFIX_findings`` (one document per rule and event: reruns add nothing),
-and the new ones to SNS when ``FINDINGS_TOPIC_ARN`` is set.
+Without ``--from``/``--to`` each rule runs by arrival (``event.ingested``) from where its last
+run of the same scope ended (``--scope``; the Lambda's schedule has its own) to
+``DETECTION_DELAY_MINUTES`` before now, so an event that arrives days late is still checked,
+once; positions are kept in the cluster (``PREFIX_findings_state``), one per scope and rule.
+An explicit ``--from``/``--to`` (by ``eventTime``, or by arrival with ``--by-arrival``) moves
+no position. Only this deployment's ``PREFIX-YYYY-MM`` indexes are searched, a page at a
+time; each rule records at most ``DETECTION_MAX_FINDINGS`` findings a run (the rest: next run).
+Findings go to ``PREFIX_findings`` (one document per rule and event: reruns add nothing) with
+their notification state; with ``FINDINGS_TOPIC_ARN`` every run first sends what is unsent
+(``findings.Outbox``), then the new ones.
 
-Exit codes: 0 every rule ran; 1 a rule's search failed, or findings could not all be written
-or published; 2 bad usage or settings, no rule, or the cluster unreachable; 3 every rule that
-could be converted ran, but some could not (listed with the reason).
+Exit codes: 0 every rule ran; 1 a rule failed (the others ran and moved on), or findings could
+not all be written or sent; 2 bad usage or settings, no rule, or the cluster unreachable;
+3 every rule that could be converted ran, but some could not (listed with the reason).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import sys
+import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterable, Iterator, Sequence, cast
 
+from cloudtrail_es.core import names
+from cloudtrail_es.core.config import (DETECTION_CATCH_UP_HOURS, DETECTION_MAX_FINDINGS,
+                                       DetectionSettings, Settings)
+from cloudtrail_es.core.errors import ClusterError, ConfigurationError, DetectionError, EngineUnsupported
 from cloudtrail_es.detections import fieldref
+from cloudtrail_es.detections.findings import (EVENT_FIELDS, NONE, PENDING, Delivery, Outbox, answer,
+                                               finding_for, finding_id, iso)
+from cloudtrail_es.detections.findings import MAPPING as FINDINGS_MAPPING
+from cloudtrail_es.write.bulk import BulkItem, BulkWriter, dumps
 from cloudtrail_es.write.cluster import Cluster, create_cluster
-from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.engine import Engine
-from cloudtrail_es.core.errors import (ClusterError, ConfigurationError, DetectionError, EngineUnsupported)
 
 log = logging.getLogger(__name__)
 
@@ -44,27 +56,21 @@ EXIT_RULES_SKIPPED = 3
 PACKAGED_RULES = Path(__file__).with_name("rules.json")
 FINDINGS_SUFFIX = "_findings"
 STATE_SUFFIX = "_findings_state"
-STATE_ID = "detector"
-#: A first run without state looks back this far.
+#: Position scopes: the Lambda's schedule, and command-line runs unless ``--scope`` says.
+SCHEDULE_SCOPE = "schedule"
+MANUAL_SCOPE = "manual"
+#: A rule without a position looks back this far.
 FIRST_RUN_LOOKBACK = timedelta(days=1)
 PAGE_SIZE = 1000
-SNS_BATCH = 10
-#: Event fields copied into a finding.
-EVENT_FIELDS = ("eventID", "eventTime", "eventName", "eventSource", "awsRegion",
-                "sourceIPAddress", "recipientAccountId", "errorCode")
-
-_FINDING_KEYWORDS = ("rule_id", "rule_title", "level", "tags", "eventID", "index", "eventName",
-                     "eventSource", "awsRegion", "sourceIPAddress", "recipientAccountId",
-                     "errorCode", "user", "user_type")
-FINDINGS_MAPPING = {
-    "dynamic": False,
-    "properties": {
-        **{name: {"type": "keyword"} for name in _FINDING_KEYWORDS},
-        "eventTime": {"type": "date", "ignore_malformed": True},
-        "detected_at": {"type": "date"},
-    },
-}
-STATE_MAPPING = {"dynamic": False, "properties": {"window_end": {"type": "date"}}}
+KEEP_ALIVE = "2m"
+TABLE_ROWS = 1000
+#: The windows' fields: when the event was indexed (ECS), and when it happened.
+ARRIVAL = "event.ingested"
+EVENT_TIME = "eventTime"
+STATE_MAPPING = {"dynamic": False, "properties": {
+    "scope": {"type": "keyword"}, "rule_id": {"type": "keyword"},
+    "window_end": {"type": "date"}, "failing_since": {"type": "date"},
+    "updated_at": {"type": "date"}}}
 
 
 def findings_index(prefix: str) -> str:
@@ -177,7 +183,10 @@ def for_engine(query: Any, engine: Engine) -> Any:
     return {key: for_engine(value, engine) for key, value in query.items()}
 
 
-# -- The window -------------------------------------------------------------------------------
+__all__ = ["finding_id", "iso", "main", "run_scheduled", "Detector", "Store", "Window"]
+
+
+# -- Windows and each rule's position ------------------------------------------------------
 
 def parse_time(text: str) -> datetime:
     try:
@@ -187,225 +196,455 @@ def parse_time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
-
-
 @dataclass(frozen=True)
 class Window:
+    """``[start, end)`` on ``field``: ``event.ingested`` (arrival) or ``eventTime``."""
+
     start: datetime
     end: datetime
-    #: Whether the run advances the stored state (the default window does, explicit ones don't).
+    field: str = EVENT_TIME
+    #: Whether the run moves the rule's stored position (scheduled windows do, explicit ones don't).
     from_state: bool = False
 
     def query(self) -> dict[str, Any]:
-        return {"range": {"eventTime": {"gte": iso(self.start), "lt": iso(self.end)}}}
+        return {"range": {self.field: {"gte": iso(self.start), "lt": iso(self.end)}}}
+
+
+@dataclass
+class RulePosition:
+    """Where one rule of one scope (the schedule, a person's runs) has checked up to."""
+
+    window_end: datetime | None = None
+    failing_since: datetime | None = None
+    last_error: str = ""
+
+    def document(self, scope: str, rule_id: str, now: datetime) -> dict[str, Any]:
+        return {"scope": scope, "rule_id": rule_id,
+                "window_end": iso(self.window_end) if self.window_end else None,
+                "failing_since": iso(self.failing_since) if self.failing_since else None,
+                "last_error": self.last_error[:2000], "updated_at": iso(now)}
+
+
+def scheduled_window(position: RulePosition, now: datetime, delay: timedelta,
+                     catch_up: timedelta) -> tuple[Window, datetime | None]:
+    """The rule's next window by arrival, and where it starts if the catch-up bound cut it
+    (events that arrived between the old position and that start are not checked: said)."""
+    end = now - delay
+    start = position.window_end or end - FIRST_RUN_LOOKBACK
+    gap_end = None
+    if start < end - catch_up:
+        start = gap_end = end - catch_up
+    return Window(start, max(start, end), ARRIVAL, from_state=True), gap_end
 
 
 # -- The cluster side -------------------------------------------------------------------------
 
-class Store:
-    """The findings index and the detector's state document, over the project's cluster."""
+def search_pattern(prefix: str) -> str:
+    """Our monthly indexes, and not another deployment's whose prefix extends ours
+    (``PREFIX-org-YYYY-MM``, ``PREFIX-org_findings``): the monthly names are then listed."""
+    return f"{prefix}-*,-{prefix}-*-*-*,-{prefix}-*_*"
 
-    def __init__(self, cluster: Cluster, engine: Engine, prefix: str) -> None:
+
+class Store:
+    """The findings index, the rules' positions, and the searches, over the project's cluster."""
+
+    def __init__(self, cluster: Cluster, engine: Engine, prefix: str,
+                 max_docs: int = 2000, max_bytes: int = 5 * 1024 * 1024) -> None:
         self.cluster = cluster
         self.engine = engine
         self.prefix = prefix
         self.findings = findings_index(prefix)
         self.state = prefix + STATE_SUFFIX
-        self._doc_path = f"/{self.state}/{engine.doc_type or '_doc'}/{STATE_ID}"
+        self.writer = BulkWriter(cluster, max_docs, max_bytes, compress=False)
+        self._doc_type = engine.doc_type or "_doc"
+        self._ensured: set[str] = set()
 
     def ensure(self, index: str, mapping: dict[str, Any]) -> None:
+        if index in self._ensured:
+            return
         body = self.engine.index_body({"settings": {"index": {"number_of_shards": 1}},
                                        "mappings": mapping})
         response = self.cluster.request("PUT", f"/{index}", body)
-        if response.status_code != 200 and "already_exists" not in response.text:
-            raise ClusterError(f"cannot create {index}", response)
-
-    def window_end(self) -> datetime | None:
-        response = self.cluster.request("GET", self._doc_path)
-        if response.status_code == 404:
-            return None
         if response.status_code != 200:
-            raise ClusterError(f"cannot read the detector state {self.state}", response)
-        return parse_time(response.json()["_source"]["window_end"])
+            if "already_exists" not in response.text:
+                raise ClusterError(f"cannot create {index}", response)
+            # made by an earlier version: its new fields added (a mapping update only adds)
+            path = f"/{index}/_mapping" + (f"/{self.engine.doc_type}" if self.engine.doc_type else "")
+            update = self.cluster.request("PUT", path, {"properties": mapping["properties"]})
+            if update.status_code != 200:
+                raise ClusterError(f"cannot add the detector's fields to {index}", update)
+        self._ensured.add(index)
 
-    def save_window_end(self, end: datetime) -> None:
+    # Positions
+
+    def _position_path(self, scope: str, rule_id: str) -> str:
+        return f"/{self.state}/{self._doc_type}/{names.segment(f'{scope}:{rule_id}')}"
+
+    def position(self, scope: str, rule_id: str) -> RulePosition:
+        response = self.cluster.request("GET", self._position_path(scope, rule_id))
+        if response.status_code == 404:
+            return RulePosition()
+        source = answer(response, f"cannot read rule {rule_id}'s position in {self.state}")["_source"]
+        return RulePosition(
+            window_end=parse_time(source["window_end"]) if source.get("window_end") else None,
+            failing_since=parse_time(source["failing_since"]) if source.get("failing_since") else None,
+            last_error=source.get("last_error") or "")
+
+    def save_position(self, scope: str, rule_id: str, position: RulePosition, now: datetime) -> None:
         self.ensure(self.state, STATE_MAPPING)
-        response = self.cluster.request("PUT", self._doc_path + "?refresh=true",
-                                        {"window_end": iso(end)})
+        response = self.cluster.request("PUT", self._position_path(scope, rule_id) + "?refresh=true",
+                                        position.document(scope, rule_id, now))
         if response.status_code not in (200, 201):
-            raise ClusterError(f"cannot save the detector state {self.state}", response)
+            raise ClusterError(f"cannot save rule {rule_id}'s position in {self.state}", response)
 
-    def search(self, query: dict[str, Any], window: Window,
-               fields: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
-        """Every event the query matches in the window (a scroll over ``PREFIX-*``); ``fields``
-        are brought in ``_source`` besides the finding's own."""
-        body = {"size": PAGE_SIZE, "sort": ["_doc"],
-                "_source": [*EVENT_FIELDS, "userIdentity.arn", "userIdentity.type", *fields],
-                "query": {"bool": {"filter": [window.query(), query]}}}
+    # Searches
+
+    def monthly_indexes(self) -> list[str]:
+        """This deployment's ``PREFIX-YYYY-MM`` indexes, exactly."""
         response = self.cluster.request(
-            "POST", f"/{self.prefix}-*/_search?scroll=2m&ignore_unavailable=true", body)
-        scroll_id = None
+            "GET", f"/_cat/indices/{search_pattern(self.prefix)}?h=index&format=json"
+            "&expand_wildcards=open")
+        if response.status_code == 404:
+            return []
+        listed = answer(response, f"cannot list the indexes {self.prefix}-YYYY-MM")
+        return sorted(row["index"] for row in listed
+                      if names.is_monthly_index(row.get("index"), self.prefix))
+
+    def hits(self, query: dict[str, Any], window: Window, indexes: list[str],
+             fields: Sequence[str] = ()) -> Generator[dict[str, Any], None, None]:
+        """Every event the query matches in the window, oldest first by the window's field,
+        a page at a time: a point in time where the engine has one, else a scroll; either
+        is released however the iteration ends. ``fields`` are brought in ``_source``
+        besides the finding's own."""
+        if not indexes:
+            return
+        body: dict[str, Any] = {
+            "size": PAGE_SIZE, "sort": [{window.field: "asc"}],
+            "_source": [*EVENT_FIELDS, "userIdentity.arn", "userIdentity.type", *fields],
+            "query": {"bool": {"filter": [window.query(), {"terms": {"_index": indexes}}, query]}}}
+        if pit_api(self.engine) is not None:
+            yield from self._pit_pages(body)
+        else:
+            yield from self._scroll_pages(body)
+
+    def _search(self, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        page = answer(self.cluster.request("POST", path, body), "search failed")
+        return list(page["hits"]["hits"])
+
+    def _pit_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        opening, closing, id_key = cast(tuple[str, str, str], pit_api(self.engine))
+        # The point in time names the indexes; the search itself must not.
+        response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/{opening}"
+                                        f"?keep_alive={KEEP_ALIVE}")
+        pit_id = answer(response, "cannot open a point in time")[id_key]
         try:
+            body = {**body, "sort": [*body["sort"], {"_shard_doc": "asc"}]}
             while True:
-                if response.status_code != 200:
-                    raise ClusterError("search failed", response)
-                page = response.json()
-                scroll_id = page.get("_scroll_id")
-                hits = page["hits"]["hits"]
-                if not hits:
-                    return
+                hits = self._search("/_search", {**body, "pit": {"id": pit_id, "keep_alive": KEEP_ALIVE}})
                 yield from hits
-                response = self.cluster.request("POST", "/_search/scroll",
-                                                {"scroll": "2m", "scroll_id": scroll_id})
+                if len(hits) < PAGE_SIZE:
+                    return
+                body = {**body, "search_after": hits[-1]["sort"]}
+        finally:
+            close = {"pit_id": [pit_id]} if id_key == "pit_id" else {"id": pit_id}
+            _release(self.cluster, "DELETE", f"/{closing}", close)
+
+    def _scroll_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        page = answer(self.cluster.request(
+            "POST", f"/{search_pattern(self.prefix)}/_search?scroll={KEEP_ALIVE}"
+            "&ignore_unavailable=true&allow_no_indices=true", body), "search failed")
+        scroll_id = page.get("_scroll_id")
+        try:
+            while page["hits"]["hits"]:
+                yield from page["hits"]["hits"]
+                scroll_id = page.get("_scroll_id") or scroll_id
+                page = answer(self.cluster.request(
+                    "POST", "/_search/scroll", {"scroll": KEEP_ALIVE, "scroll_id": scroll_id}),
+                    "search failed (scroll)")
         finally:
             if scroll_id:
-                self.cluster.request("DELETE", "/_search/scroll", {"scroll_id": [scroll_id]})
+                _release(self.cluster, "DELETE", "/_search/scroll", {"scroll_id": [scroll_id]})
 
-    def record(self, findings: list[dict[str, Any]]) -> tuple[list[dict], list[str]]:
-        """Create each finding once: returns the new ones and the errors (already there: neither)."""
-        if not findings:
-            return [], []
+    # Findings
+
+    def record(self, findings: Iterable[dict[str, Any]],
+               deadline: float) -> Iterator[tuple[dict[str, Any], int, str]]:
+        """Create each finding once, in bounded ``_bulk`` requests (the write path's chunker
+        and writer): yields each finding with its status (201 new, 409 there already) and,
+        when neither, the reason."""
         self.ensure(self.findings, FINDINGS_MAPPING)
-        lines = []
-        for finding in findings:
-            action: dict[str, Any] = {"_index": self.findings, "_id": finding["finding_id"]}
-            if self.engine.doc_type:
-                action["_type"] = self.engine.doc_type
-            lines.append(json.dumps({"create": action}))
-            lines.append(json.dumps({k: v for k, v in finding.items() if k != "new"}))
-        response = self.cluster.request(
-            "POST", "/_bulk?refresh=true", data=("\n".join(lines) + "\n").encode("utf-8"),
-            headers={"Content-Type": "application/x-ndjson"})
-        if response.status_code != 200:
-            raise ClusterError(f"cannot write findings to {self.findings}", response)
-        new, errors = [], []
-        for finding, item in zip(findings, response.json()["items"]):
-            status = item["create"]["status"]
-            if status == 201:
-                finding["new"] = True
-                new.append(finding)
-            elif status != 409:
-                errors.append(f"finding {finding['finding_id']}: HTTP {status} "
-                              f"{item['create'].get('error')}")
-        return new, errors
+        in_flight: dict[str, dict[str, Any]] = {}
+
+        def items() -> Iterator[BulkItem]:
+            for finding in findings:
+                in_flight[finding["finding_id"]] = finding
+                yield BulkItem(self.findings, finding["finding_id"],
+                               self._create_line(finding["finding_id"]) + dumps(finding) + b"\n")
+
+        for outcome in self.writer.outcomes(items(), deadline):
+            finding = in_flight.pop(outcome.doc_id)
+            yield finding, outcome.status, "" if outcome.ok else outcome.reason
+
+    def _create_line(self, doc_id: str) -> bytes:
+        action: dict[str, Any] = {"_index": self.findings, "_id": doc_id}
+        if self.engine.doc_type:
+            action["_type"] = self.engine.doc_type
+        return dumps({"create": action}) + b"\n"
 
 
-# -- Findings ---------------------------------------------------------------------------------
-
-def finding_id(rule_id: str, event_doc_id: str) -> str:
-    """One finding per rule and event, whatever run finds it."""
-    return hashlib.sha256(f"{rule_id}\n{event_doc_id}".encode("utf-8")).hexdigest()
-
-
-def finding_for(rule: dict[str, Any], hit: dict[str, Any], detected_at: datetime) -> dict[str, Any]:
-    source = hit.get("_source", {})
-    identity = source.get("userIdentity") or {}
-    finding = {
-        "finding_id": finding_id(rule["id"], hit["_id"]),
-        "rule_id": rule["id"], "rule_title": rule.get("title", ""),
-        "level": rule.get("level", ""), "tags": rule.get("tags", []),
-        "index": hit["_index"],
-        **{name: source[name] for name in EVENT_FIELDS if name in source},
-        "user": identity.get("arn"), "user_type": identity.get("type"),
-        "detected_at": iso(detected_at), "new": False,
-    }
-    finding.setdefault("eventID", hit["_id"])
-    return finding
+def pit_api(engine: Engine) -> tuple[str, str, str] | None:
+    """(open path, close path, id key) of the engine's point in time, where paging through it
+    by ``search_after`` is exact: Elasticsearch 7.12+, whose ``_shard_doc`` breaks ties.
+    OpenSearch's point in time has no such tiebreaker (hits of one millisecond would be
+    skipped or repeated at a page's edge), so there, and on older engines, a scroll pages."""
+    if engine.distribution == "elasticsearch" and engine.version >= (7, 12):
+        return "_pit", "_pit", "id"
+    return None
 
 
-def publish(sns: Any, topic_arn: str, findings: list[dict[str, Any]]) -> list[str]:
-    """SNS PublishBatch, 10 a call; returns an error per finding not published."""
-    errors: list[str] = []
-    for start in range(0, len(findings), SNS_BATCH):
-        batch = findings[start:start + SNS_BATCH]
-        entries = [{
-            "Id": str(position),
-            "Subject": f"[{f['level'] or 'finding'}] {f['rule_title']}"[:100],
-            "Message": json.dumps({k: v for k, v in f.items() if k != "new"}),
-        } for position, f in enumerate(batch)]
-        try:
-            response = sns.publish_batch(TopicArn=topic_arn, PublishBatchRequestEntries=entries)
-        except Exception as exc:  # botocore's errors: all of them mean "not published"
-            errors.extend(f"finding {f['finding_id']}: not published ({exc})" for f in batch)
-            continue
-        for failed in response.get("Failed", []):
-            finding = batch[int(failed["Id"])]
-            errors.append(f"finding {finding['finding_id']}: not published "
-                          f"({failed.get('Code')}: {failed.get('Message')})")
-    return errors
+def _release(cluster: Cluster, method: str, path: str, body: dict[str, Any]) -> None:
+    """Free a scroll or point in time; they expire anyway, so a failure is only logged."""
+    try:
+        response = cluster.request(method, path, body)
+        if response.status_code not in (200, 404):
+            log.warning("search context not released", extra={"path": path,
+                                                              "status": response.status_code})
+    except ClusterError as exc:
+        log.warning("search context not released", extra={"path": path, "error": str(exc)})
+
+
+# -- A run ------------------------------------------------------------------------------------
+
+@dataclass
+class RuleOutcome:
+    """One rule's part of a run."""
+
+    rule_id: str
+    title: str
+    window: Window
+    findings: int = 0
+    new: int = 0
+    #: The cap stopped it: the rest is picked up by the next scheduled run (or said, for an
+    #: explicit window) from ``resume_from``.
+    capped: bool = False
+    resume_from: datetime | None = None
+    error: str = ""
+    #: The catch-up bound moved its start: events that arrived before were not checked by it.
+    gap: tuple[datetime, datetime] | None = None
+    #: How far behind now its position is after the run (scheduled runs).
+    lag_seconds: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.rule_id, "from": iso(self.window.start),
+                               "to": iso(self.window.end), "by": self.window.field,
+                               "findings": self.findings, "new": self.new}
+        if self.capped:
+            out["capped"] = True
+            out["resume_from"] = iso(self.resume_from) if self.resume_from else None
+        if self.error:
+            out["error"] = self.error
+        if self.gap:
+            out["not_checked"] = [iso(self.gap[0]), iso(self.gap[1])]
+        if self.lag_seconds is not None:
+            out["lag_seconds"] = round(self.lag_seconds, 1)
+        return out
 
 
 @dataclass
 class DetectionRun:
-    window: Window
-    findings: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    rules: list[RuleOutcome] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    delivery: Delivery = field(default_factory=Delivery)
+    #: The first findings (the table shows them; ``--json`` streams them all instead).
+    shown: list[dict[str, Any]] = field(default_factory=list)
 
     @property
-    def new(self) -> list[dict[str, Any]]:
-        return [finding for finding in self.findings if finding["new"]]
+    def failed(self) -> list[RuleOutcome]:
+        return [rule for rule in self.rules if rule.error]
+
+    @property
+    def findings(self) -> int:
+        return sum(rule.findings for rule in self.rules)
+
+    @property
+    def new(self) -> int:
+        return sum(rule.new for rule in self.rules)
 
     def exit_code(self) -> int:
-        if self.errors:
+        if self.errors or self.failed or self.delivery.errors:
             return EXIT_FAILED
         return EXIT_RULES_SKIPPED if self.skipped else EXIT_OK
 
+    def all_errors(self) -> list[str]:
+        return ([f"rule {rule.rule_id}: {rule.error}" for rule in self.failed]
+                + self.errors + self.delivery.errors)
+
     def summary(self) -> dict[str, Any]:
-        return {"from": iso(self.window.start), "to": iso(self.window.end),
-                "findings": len(self.findings), "new": len(self.new), "per_rule": self.counts,
-                "skipped": self.skipped, "errors": self.errors}
+        return {"findings": self.findings, "new": self.new,
+                "per_rule": {rule.rule_id: rule.findings for rule in self.rules},
+                "rules": [rule.summary() for rule in self.rules],
+                "rules_run": len(self.rules) - len(self.failed), "rules_failed": len(self.failed),
+                "capped": [rule.rule_id for rule in self.rules if rule.capped],
+                "not_checked": {rule.rule_id: [iso(rule.gap[0]), iso(rule.gap[1])]
+                                for rule in self.rules if rule.gap},
+                "sent": self.delivery.sent, "unsent": self.delivery.unsent,
+                "skipped": self.skipped, "errors": self.all_errors()}
 
 
-def resolve_window(store: Store, start: datetime | None, end: datetime | None, now: datetime,
-                   delay: timedelta) -> Window:
-    if start is not None or end is not None:
-        end = end or now - delay
-        return Window(start or end - FIRST_RUN_LOOKBACK, end)
-    end = now - delay
-    last_end = store.window_end()
-    return Window(last_end or end - FIRST_RUN_LOOKBACK, end, from_state=True)
+FindingSink = Callable[[dict[str, Any]], None]
 
 
-def run_detection(store: Store, ruleset: RuleSet, window: Window, sns: Any = None,
-                  topic_arn: str | None = None,
-                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> DetectionRun:
-    """Every rule over the window; findings recorded, the new ones published."""
-    run = DetectionRun(window, skipped=list(ruleset.skipped))
-    if window.start >= window.end:
-        log.info("empty window", extra={"from": iso(window.start), "to": iso(window.end)})
-        return run
-    detected_at = now()
-    for rule in ruleset.rules:
+@dataclass
+class Detector:
+    """Runs rules for one scope and delivers their notifications; collaborators injected."""
+
+    store: Store
+    settings: DetectionSettings = field(default_factory=DetectionSettings)
+    outbox: Outbox | None = None
+    #: Whose positions the default windows use: the Lambda's schedule, or a person's runs.
+    scope: str = SCHEDULE_SCOPE
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    sink: FindingSink | None = None
+    deadline: Callable[[], float] = lambda: time.monotonic() + 600
+
+    def run(self, ruleset: RuleSet, window: Window | None = None) -> DetectionRun:
+        """What is still unsent first; then every rule over its window (``window``: one
+        explicit window for all, moving no position); then the new findings' notifications."""
+        run = DetectionRun(skipped=list(ruleset.skipped))
         try:
-            query = for_engine(rule["query"], store.engine)
-            hits = [hit for hit in store.search(query, window, fieldref.source_fields(rule))
-                    if fieldref.matches(rule, hit.get("_source", {}))]
+            self.store.ensure(self.store.findings, FINDINGS_MAPPING)
+        except ClusterError as exc:
+            run.errors.append(str(exc))
+            return run
+        self._deliver(run)
+        try:
+            indexes = self.store.monthly_indexes()
+        except ClusterError as exc:
+            run.errors.append(str(exc))
+            return run
+        for rule in ruleset.rules:
+            outcome = self._rule(rule, window, indexes, run)
+            if outcome is not None:
+                run.rules.append(outcome)
+        self._deliver(run)
+        for skipped in run.skipped:
+            log.warning("rule skipped", extra={"rule_id": skipped["id"], "reason": skipped["reason"]})
+        return run
+
+    def _deliver(self, run: DetectionRun) -> None:
+        if self.outbox is None:
+            return
+        try:
+            delivery = self.outbox.deliver()
+        except ClusterError as exc:
+            run.delivery.errors.append(f"notifications: {exc}")
+            return
+        run.delivery.sent += delivery.sent
+        run.delivery.unsent = delivery.unsent
+        run.delivery.errors.extend(delivery.errors)
+
+    def _rule(self, rule: dict[str, Any], explicit: Window | None, indexes: list[str],
+              run: DetectionRun) -> RuleOutcome | None:
+        now = self.now()
+        position = RulePosition()
+        gap_end = None
+        try:
+            query = for_engine(rule["query"], self.store.engine)
+            if explicit is None:
+                position = self.store.position(self.scope, rule["id"])
+                window, gap_end = scheduled_window(
+                    position, now, timedelta(minutes=self.settings.delay_minutes),
+                    timedelta(hours=self.settings.catch_up_hours))
+            else:
+                window = explicit
         except EngineUnsupported as exc:
             run.skipped.append({"id": rule["id"], "title": rule.get("title", ""), "reason": str(exc)})
-            continue
+            return None
         except ClusterError as exc:
-            run.errors.append(f"rule {rule['id']}: {exc}")
-            continue
-        findings = [finding_for(rule, hit, detected_at) for hit in hits]
-        run.counts[rule["id"]] = len(findings)
+            return RuleOutcome(rule["id"], rule.get("title", ""), explicit or Window(now, now),
+                               error=str(exc))
+        outcome = RuleOutcome(rule["id"], rule.get("title", ""), window)
+        if gap_end is not None:
+            outcome.gap = (position.window_end or gap_end, gap_end)
+            log.error("rule stopped catching up", extra={
+                "rule_id": rule["id"], "not_checked_from": iso(outcome.gap[0]),
+                "not_checked_to": iso(gap_end)})
+        if window.start < window.end:
+            try:
+                self._findings(rule, query, window, indexes, now, outcome)
+            except ClusterError as exc:
+                outcome.error = str(exc)
+        if window.from_state:
+            self._move(rule["id"], position, window, outcome, now)
+        log.log(logging.ERROR if outcome.error else logging.INFO, "rule ran",
+                extra={k: v for k, v in outcome.summary().items() if k != "id"} | {"rule_id": rule["id"]})
+        return outcome
+
+    def _findings(self, rule: dict[str, Any], query: dict[str, Any], window: Window,
+                  indexes: list[str], now: datetime, outcome: RuleOutcome) -> None:
+        notification = PENDING if self.outbox is not None else NONE
+        with closing(self.store.hits(query, window, indexes, fieldref.source_fields(rule))) as hits:
+            matching = (hit for hit in hits if fieldref.matches(rule, hit.get("_source", {})))
+            self._record((finding_for(rule, hit, now, notification)
+                          for hit in up_to_cap(matching, self.settings.max_findings, outcome)), outcome)
+
+    def _record(self, findings: Iterable[dict[str, Any]], outcome: RuleOutcome) -> None:
+        errors = []
+        for finding, status, reason in self.store.record(findings, self.deadline()):
+            if status not in (201, 409):
+                errors.append(f"finding {finding['finding_id']}: HTTP {status} {reason}")
+                continue
+            outcome.new += status == 201
+            if self.sink is not None:
+                self.sink({**finding, "new": status == 201})
+        if errors:
+            more = f"; and {len(errors) - 5} more not recorded" if len(errors) > 5 else ""
+            outcome.error = "; ".join(errors[:5]) + more
+
+    def _move(self, rule_id: str, position: RulePosition, window: Window, outcome: RuleOutcome,
+              now: datetime) -> None:
+        """The rule's position: past its window when every finding was recorded; at the
+        first moment not done when the cap stopped it; where it was when it failed."""
+        if outcome.error:
+            position.failing_since = position.failing_since or now
+            position.last_error = outcome.error
+        else:
+            position.window_end = (outcome.resume_from if outcome.capped and outcome.resume_from
+                                   else window.end)
+            position.failing_since, position.last_error = None, ""
+        if position.window_end is not None:
+            outcome.lag_seconds = (now - position.window_end).total_seconds()
         try:
-            errors = store.record(findings)[1]
-        except ClusterError as exc:
-            errors = [f"rule {rule['id']}: {exc}"]
-        run.errors.extend(errors)
-        run.findings.extend(findings)
-        log.info("rule ran", extra={"rule_id": rule["id"], "findings": len(findings)})
-    if sns is not None and topic_arn and run.new:
-        run.errors.extend(publish(sns, topic_arn, run.new))
-    if window.from_state and not run.errors:
-        store.save_window_end(window.end)
-    for skipped in run.skipped:
-        log.warning("rule skipped", extra={"rule_id": skipped["id"], "reason": skipped["reason"]})
-    return run
+            self.store.save_position(self.scope, rule_id, position, now)
+        except ClusterError as exc:  # the next run does the window again: its findings exist
+            outcome.error = f"{outcome.error}; {exc}" if outcome.error else str(exc)
+
+
+def up_to_cap(hits: Iterable[dict[str, Any]], cap: int, outcome: RuleOutcome) -> Iterator[dict[str, Any]]:
+    """The hits (sorted by the window's field) up to ``cap``, and past it those of the same
+    millisecond as the last one taken: the next window starts at the first one left, which
+    ``outcome`` records (``capped``, ``resume_from``), so nothing is skipped or taken twice."""
+    last: Any = _NOTHING
+    for hit in hits:
+        moment = (hit.get("sort") or [None])[0]  # the window field, epoch milliseconds
+        if outcome.findings >= cap and moment != last:
+            outcome.capped = True
+            outcome.resume_from = _from_millis(moment)
+            return
+        last = moment
+        outcome.findings += 1
+        yield hit
+
+
+_NOTHING = object()
+
+
+def _from_millis(value: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, timezone.utc)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def sns_client(settings: Settings) -> Any:
@@ -416,94 +655,131 @@ def sns_client(settings: Settings) -> Any:
     return boto3.client("sns")
 
 
+def detector_for(settings: Settings, detection: DetectionSettings, cluster: Cluster, engine: Engine,
+                 scope: str = SCHEDULE_SCOPE, sns: Any = None) -> Detector:
+    store = Store(cluster, engine, settings.index_prefix, settings.bulk_max_docs,
+                  settings.bulk_max_bytes)
+    outbox = None
+    if settings.findings_topic_arn:
+        outbox = Outbox(cluster, engine, store.findings, sns or sns_client(settings),
+                        settings.findings_topic_arn)
+    return Detector(store, detection, outbox, scope)
+
+
 def run_scheduled(settings: Settings, cluster: Cluster, engine: Engine,
-                  bundle: Path | None = None) -> dict[str, Any]:
-    """The Lambda's scheduled detection: the packaged rules over the default window."""
+                  bundle: Path | None = None,
+                  detection: DetectionSettings | None = None) -> tuple[dict[str, Any], DetectionRun]:
+    """The Lambda's scheduled detection: the packaged rules, each over its own window."""
     bundle = bundle or PACKAGED_RULES
     if not bundle.exists():
         raise DetectionError(f"no packaged rules at {bundle.name} (build with scripts/package.py)")
     ruleset = load_rules([bundle])
-    store = Store(cluster, engine, settings.index_prefix)
-    window = resolve_window(store, None, None, datetime.now(timezone.utc),
-                            timedelta(minutes=settings.detection_delay_minutes))
-    run = run_detection(store, ruleset, window, sns_client(settings), settings.findings_topic_arn)
+    detector = detector_for(settings, detection or DetectionSettings.from_env(), cluster, engine)
+    run = detector.run(ruleset)
     summary = run.summary()
-    log.info("detection done", extra={k: v for k, v in summary.items() if k != "per_rule"})
-    if run.errors:  # fails the invocation: retried, the window (state) not yet advanced
-        raise DetectionError(f"{len(run.errors)} detection error(s): {'; '.join(run.errors)}")
-    return summary
+    log.info("detection done", extra={k: v for k, v in summary.items() if k not in ("per_rule", "rules")})
+    return summary, run
 
 
 # -- Command line -----------------------------------------------------------------------------
 
 def print_table(run: DetectionRun, rules: list[dict[str, Any]]) -> None:
     titles = {rule["id"]: rule.get("title", "") for rule in rules}
-    print(f"window {iso(run.window.start)} .. {iso(run.window.end)}")
-    if run.findings:
+    if run.shown:
         print(f"{'eventTime':24} {'level':8} {'rule':44} {'eventName':28} {'user':40} eventID")
-        for f in sorted(run.findings, key=lambda f: (str(f.get("eventTime")), f["rule_id"])):
+        for f in sorted(run.shown, key=lambda f: (str(f.get("eventTime")), f["rule_id"])):
             print(f"{str(f.get('eventTime', '')):24} {f['level']:8} {f['rule_title'][:44]:44} "
                   f"{str(f.get('eventName', ''))[:28]:28} {str(f.get('user') or '')[:40]:40} "
                   f"{f['eventID']}")
+        if run.findings > len(run.shown):
+            print(f"... and {run.findings - len(run.shown)} more (--json lists them all)")
     print("findings per rule:")
-    for rule_id, count in run.counts.items():
-        print(f"  {count:6}  {titles.get(rule_id, '')} ({rule_id})")
-    print(f"findings: {len(run.findings)} ({len(run.new)} new)")
+    for rule in run.rules:
+        print(f"  {rule.findings:6}  {titles.get(rule.rule_id, '')} ({rule.rule_id}) "
+              f"{rule.window.field} {iso(rule.window.start)} .. {iso(rule.window.end)}")
+    print(f"findings: {run.findings} ({run.new} new); notifications sent: {run.delivery.sent}, "
+          f"unsent: {run.delivery.unsent}")
+    _print_problems(run, sys.stdout)
+
+
+def _print_problems(run: DetectionRun, stream: Any) -> None:
     for skipped in run.skipped:
-        print(f"SKIPPED {skipped['id']} {skipped.get('title', '')}: {skipped['reason']}")
-    for error in run.errors:
-        print(f"ERROR {error}")
+        print(f"SKIPPED {skipped['id']}: {skipped['reason']} ({skipped.get('title', '')})",
+              file=stream)
+    for rule in run.rules:
+        if rule.capped:
+            resume = iso(rule.resume_from) if rule.resume_from else "?"
+            where = (f"the next run resumes from {resume}" if rule.window.from_state
+                     else f"the rest: --from {resume}")
+            print(f"CAPPED {rule.rule_id}: stopped at {rule.findings} findings "
+                  f"({DETECTION_MAX_FINDINGS}); {where}", file=stream)
+        if rule.gap:
+            gap_start, gap_end = rule.gap
+            print(f"NOT CHECKED {rule.rule_id}: events that arrived from {iso(gap_start)} to "
+                  f"{iso(gap_end)} (beyond {DETECTION_CATCH_UP_HOURS}): run detect "
+                  f"--by-arrival --from {iso(gap_start)} --to {iso(gap_end)}", file=stream)
+    for error in run.all_errors():
+        print(f"ERROR {error}", file=stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0],
-                                     epilog="Exit codes: 0 every rule ran; 1 a search, a write or "
-                                     "a publication failed; 2 bad usage, no rule or cluster "
-                                     "unreachable; 3 some rules could not be converted.")
+                                     epilog="Exit codes: 0 every rule ran; 1 a rule, a write or "
+                                     "a notification failed; 2 bad usage or settings, no rule or "
+                                     "cluster unreachable; 3 some rules could not be converted.")
     parser.add_argument("rules", nargs="+", metavar="RULES",
                         help="Sigma YAML files or directories, or rule bundles (.json)")
     parser.add_argument("--from", dest="start", type=str, help="window start (eventTime, ISO 8601)")
     parser.add_argument("--to", dest="end", type=str, help="window end, excluded")
+    parser.add_argument("--by-arrival", action="store_true",
+                        help="--from/--to on event.ingested (when the event was indexed)")
+    parser.add_argument("--scope", default=MANUAL_SCOPE,
+                        help=f"whose rule positions the default window uses (default {MANUAL_SCOPE!r}; "
+                        f"the Lambda's schedule is {SCHEDULE_SCOPE!r})")
     parser.add_argument("--json", action="store_true", help="one JSON object per finding")
     parser.add_argument("--retry-limit", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
     from cloudtrail_es.commands.common import settings_from
-    from cloudtrail_es.write.engine import detect as detect_engine
     from cloudtrail_es.core.logs import configure_logging
+    from cloudtrail_es.write.engine import detect as detect_engine
 
     configure_logging(args.log_level)
     try:
-        start = parse_time(args.start) if args.start else None
-        end = parse_time(args.end) if args.end else None
+        detection = DetectionSettings.from_env()
+        window = explicit_window(args, datetime.now(timezone.utc), detection)
         ruleset = load_rules(args.rules)
         if not ruleset.rules and not ruleset.skipped:
             raise DetectionError(f"no Sigma rule in {' '.join(args.rules)}")
         settings = settings_from(args)
         cluster = create_cluster(settings)
         engine = detect_engine(cluster, settings.serverless, settings.client_ids)
-        store = Store(cluster, engine, settings.index_prefix)
-        window = resolve_window(store, start, end, datetime.now(timezone.utc),
-                                timedelta(minutes=settings.detection_delay_minutes))
+        detector = detector_for(settings, detection, cluster, engine, scope=args.scope)
     except (ConfigurationError, ClusterError, DetectionError) as exc:
         print(f"detect: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        run = run_detection(store, ruleset, window, sns_client(settings),
-                            settings.findings_topic_arn)
-    except ClusterError as exc:
-        print(f"detect: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    shown: list[dict[str, Any]] = []
+    detector.sink = ((lambda finding: print(json.dumps(finding))) if args.json else
+                     (lambda finding: shown.append(finding) if len(shown) < TABLE_ROWS else None))
+    run = detector.run(ruleset, window)
+    run.shown = shown
     if args.json:
-        for finding in run.findings:
-            print(json.dumps(finding))
-        for skipped in run.skipped:
-            print(f"SKIPPED {skipped['id']}: {skipped['reason']}", file=sys.stderr)
-        for error in run.errors:
-            print(f"ERROR {error}", file=sys.stderr)
+        _print_problems(run, sys.stderr)
     else:
         print_table(run, ruleset.rules)
     return run.exit_code()
+
+
+def explicit_window(args: argparse.Namespace, now: datetime,
+                    detection: DetectionSettings) -> Window | None:
+    """The window ``--from``/``--to`` give (moving no rule's position), or None for the default."""
+    if args.start is None and args.end is None:
+        if args.by_arrival:
+            raise ConfigurationError("--by-arrival needs --from and/or --to")
+        return None
+    end = parse_time(args.end) if args.end else now - timedelta(minutes=detection.delay_minutes)
+    start = parse_time(args.start) if args.start else end - FIRST_RUN_LOOKBACK
+    return Window(start, end, ARRIVAL if args.by_arrival else EVENT_TIME)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,10 @@ def added_properties() -> dict[str, Any]:
     ECS aliases and typed fields, the Insights object, and the exact copies of ``errorMessage``
     and of the raw sections (which fill for documents written from then on).
     """
-    return {**ecs.mapping_properties(KEYWORD),
+    properties = ecs.mapping_properties(KEYWORD)
+    # When the document was written (the write path stamps it; the detector windows on it).
+    properties.setdefault("event", {"properties": {}})["properties"]["ingested"] = {"type": "date"}
+    return {**properties,
             "insightDetails": _object(dict(transform.STRUCTURED_FIELDS["insightDetails"]),
                                       "insightDetails."),
             **{name: TEXT_WITH_EXACT for name in transform.TEXT_FIELDS},

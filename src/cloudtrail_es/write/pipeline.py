@@ -37,7 +37,6 @@ MAX_ID_BYTES = 512
 
 DEGRADED, DEAD, FAILED = "degraded", "dead_lettered", "failed"
 
-
 class Settled(NamedTuple):
     """Where one event ended: its fate, retries, and for a dead one the cluster's answer."""
 
