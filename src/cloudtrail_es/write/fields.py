@@ -93,19 +93,21 @@ def scan(document: dict[str, Any], known: Mapped, into: Fields) -> None:
     leaf keys; any other new value (none of our documents has one) is left to the engine.
     """
     names = known.names
-    for name in document.keys() - names.keys():
+    keys = document.keys()
+    if not keys <= names.keys():  # a comparison allocates nothing: most documents stop here
+        for name in keys - names.keys():
+            value = document[name]
+            if type(value) is dict:
+                if name.endswith(FLATTENED_SUFFIX):
+                    _add_leaves(into, name, value)
+            elif type(value) is str and name not in into:
+                into[name] = None
+    for name in keys & known.objects:
         value = document[name]
         if type(value) is dict:
-            if name.endswith(FLATTENED_SUFFIX):
-                _add_leaves(into, name, value)
-        elif type(value) is str and name not in into:
-            into[name] = None
-    for name in document.keys() & known.objects:
-        value = document[name]
-        if type(value) is dict:
-            new = value.keys() - names[name]  # type: ignore[operator]
-            if new:
-                _add_leaves(into, name, new)
+            mapped: set[str] = names[name]  # type: ignore[assignment]
+            if not value.keys() <= mapped:
+                _add_leaves(into, name, value.keys() - mapped)
 
 
 def _add_leaves(into: Fields, name: str, leaves: Iterable[str]) -> None:
