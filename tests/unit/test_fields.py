@@ -3,6 +3,7 @@ import time
 from typing import Any
 
 from cloudtrail_strategies import events
+from conftest import Response, quick_backoff
 from hypothesis import HealthCheck, given, settings
 
 from cloudtrail_es.core.refs import ObjectRef
@@ -105,3 +106,50 @@ def test_one_mapping_update_per_index_per_chunk_the_first_in_the_creation_body(f
     named = [name for _, body in updates for name in body["properties"]
              if "properties" not in body["properties"][name]]
     assert len(named) == len(set(named))
+
+
+class MappingCluster:
+    """Answers index creation 200 and each mapping update from a script of (status, reason)."""
+
+    base_url = "http://mapping.invalid"
+
+    def __init__(self, *answers, mapped=None):
+        self.answers = list(answers)
+        self.mapped = mapped or {}
+        self.requests = []
+
+    def request(self, method, path, body=None, *, data=None, headers=None):
+        self.requests.append((method, path, body))
+        if path.endswith("/_mapping") and method == "GET":
+            return Response(200, {"ct-2024-01": {"mappings": {"properties": self.mapped}}})
+        if path.endswith("/_mapping"):
+            status, reason = self.answers.pop(0)
+            return Response(status, {"error": {"type": "illegal_argument_exception", "reason": reason}})
+        return Response(200, {"acknowledged": True})
+
+
+def creator(cluster):
+    made = indexes.IndexCreator(cluster, backoff=quick_backoff())  # type: ignore[arg-type]
+    made.ensure("ct-2024-01", 0.0)
+    return made
+
+
+def test_an_index_at_its_field_limit_is_left_to_dynamic_mapping():
+    cluster = MappingCluster((400, "Limit of total fields [10] has been exceeded"))
+    made = creator(cluster)
+    made.declare("ct-2024-01", {"newTop": None}, 0.0)
+    made.declare("ct-2024-01", {"otherTop": None}, 0.0)
+    updates = [r for r in cluster.requests if r[1].endswith("/_mapping")]
+    assert len(updates) == 1  # refused once for the limit: not asked again
+    assert made.fields.missing("ct-2024-01", {"newTop": None}) == {"newTop": None}
+
+
+def test_a_name_mapped_otherwise_is_learnt_and_the_rest_declared():
+    cluster = MappingCluster((400, "mapper [x_flattened] cannot be changed from type [text]"),
+                             (200, ""), mapped={"x_flattened": {"type": "text"}})
+    made = creator(cluster)
+    made.declare("ct-2024-01", {"x_flattened": {"a"}, "y_flattened": {"b"}}, 0.0)
+    puts = [body for method, path, body in cluster.requests
+            if method == "PUT" and path.endswith("/_mapping")]
+    assert list(puts[-1]["properties"]) == ["y_flattened"]
+    assert made.fields.missing("ct-2024-01", {"y_flattened": {"b"}, "x_flattened": None}) == {}
