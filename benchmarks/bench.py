@@ -25,6 +25,11 @@ What it does, once per bench run:
 4. The Lambda path: one file of 1,000 / 10,000 / 100,000 events in moto's S3, handled
    by ``lambda_function.lambda_handler`` in a fresh interpreter; duration and peak RSS.
 5. The handler's cold import time (median of 5 fresh interpreters).
+6. The corpus as it is (no replication), end to end into indexes nobody made beforehand,
+   alternated rounds: ours (``--dir``) against the seed project's path re-implemented
+   (``seed_corpus``: its documented flatten, ``json.dumps``, one ``_bulk`` a file, its index
+   template put before timing, dynamic mapping for the rest), with the mapping updates each
+   run made the cluster apply, counted in the node's log (``--node-log``).
 """
 from __future__ import annotations
 
@@ -61,6 +66,9 @@ from cloudtrail_es.write.bulk import bulk_item, chunks  # noqa: E402
 from cloudtrail_es.core.config import Settings  # noqa: E402
 from cloudtrail_es.write.indexes import index_body  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from storage import seed_document, seed_dumps, seed_index_body  # noqa: E402
+
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "AWSLogs"
 REPORT = ROOT / "build" / "bench.md"
 LAMBDA_SIZES = (1_000, 10_000, 100_000)
@@ -73,6 +81,7 @@ TARGET_VS_PARALLEL_BULK = 1.5
 TARGET_TRANSFORM_EPS = 40_000
 TARGET_LAMBDA_RSS_MB = 200
 TARGET_IMPORT_MS = 300
+TARGET_CORPUS_VS_SEED = 3.0
 
 #: Settings that would make ours chunk or compress differently from the other contenders.
 UNFAIR_ENV = ("BULK_MAX_DOCS", "BULK_MAX_BYTES", "ES_COMPRESS_REQUESTS", "INDEX_SHARDS")
@@ -496,6 +505,134 @@ def transform_only(dataset: Dataset, runs: int) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+# --------------------------------------------------------------------------- the corpus
+
+
+def node_log(explicit: Path | None, es_url: str) -> Path | None:
+    """The search engine's own log (where it records each mapping update), when readable."""
+    if explicit:
+        return explicit
+    port = es_url.rsplit(":", 1)[-1]
+    found = sorted((ROOT / ".services").glob(f"*-{port}/logs/*-{port}.log"))
+    return found[0] if found else None
+
+
+def mapping_updates(log: Path | None, prefix: str, since: int) -> int | None:
+    """``update_mapping`` lines about the prefix's indexes written to the log after ``since``."""
+    if log is None:
+        return None
+    with log.open("rb") as lines:
+        lines.seek(since)
+        return sum(1 for line in lines if b"update_mapping" in line and f"[{prefix}-".encode() in line)
+
+
+def log_size(log: Path | None) -> int:
+    return log.stat().st_size if log else 0
+
+
+def corpus_dataset(corpus: Path) -> Dataset:
+    files = sorted(str(p.relative_to(corpus.parent)).replace(os.sep, "/")
+                   for p in corpus.rglob("*.json.gz"))
+    files = [key for key in files if keys.is_log_file_key(key)]
+    events = sum(len(json.loads(gzip.decompress((corpus.parent / key).read_bytes()))["Records"])
+                 for key in files)
+    return Dataset(corpus.parent, files, events)
+
+
+def seed_corpus(dataset: Dataset, config: Config, prefix: str) -> Timing:
+    """The seed project's path: per file, gunzip + ``json.loads`` + its flatten + ``json.dumps``,
+    one uncompressed ``_bulk`` request a file (``workers`` files at once); its index template
+    (``storage.seed_index_body``) put before timing; the rest of the mapping left dynamic."""
+    template = {"index_patterns": [f"{prefix}-*"], "template": seed_index_body()}
+    put = requests.put(f"{config.es_url}/_index_template/{prefix}", json=template, timeout=60)
+    put.raise_for_status()
+    local = threading.local()
+
+    def load(key: str) -> int:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        index = keys.index_name_for(key, prefix)
+        lines = []
+        for event in json.loads(gzip.decompress(dataset.read(key)))["Records"]:
+            lines.append(json.dumps({"index": {"_index": index, "_id": event.get("eventID")}}).encode())
+            lines.append(seed_dumps(seed_document(event)))
+        response = session.post(f"{config.es_url}/_bulk", data=b"\n".join(lines) + b"\n",
+                                headers={"Content-Type": "application/x-ndjson"}, timeout=600)
+        items = response.json().get("items", [])
+        return sum(1 for item in items if next(iter(item.values()))["status"] >= 300)
+
+    try:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(config.workers) as pool:
+            rejected = sum(pool.map(load, dataset.files))
+        seconds = time.perf_counter() - started
+    finally:
+        requests.delete(f"{config.es_url}/_index_template/{prefix}", timeout=60)
+    # The seed's dynamic mapping rejects events whose fields change type: counted, not failed.
+    return Timing(seconds, dataset.events - rejected)
+
+
+@dataclass
+class CorpusRun:
+    name: str
+    timings: list[Timing] = field(default_factory=list)
+    updates: list[int] = field(default_factory=list)
+
+    def median(self, events: int) -> float | None:
+        rates = [events / t.seconds for t in self.timings if not t.problem]
+        return statistics.median(rates) if rates else None
+
+
+def corpus_race(dataset: Dataset, config: Config, admin: Admin, runs: int,
+                log: Path | None) -> list[CorpusRun]:
+    """Ours and the seed's path over the corpus, alternated, each into fresh indexes."""
+    field_ = [(CorpusRun("ours, `python -m cloudtrail_es --dir`"),
+               lambda p: run_ours(dataset, config, p, from_s3=False)),
+              (CorpusRun("the seed's path, re-implemented"),
+               lambda p: seed_corpus(dataset, config, p))]
+    for round_ in range(runs):
+        for number, (run, contender) in (list(enumerate(field_)) if round_ % 2 == 0
+                                         else list(enumerate(field_))[::-1]):
+            prefix = f"bench-{config.run_id}-corpus{round_}-{number}"
+            since = log_size(log)
+            progress(f"corpus round {round_ + 1}/{runs}: {run.name} ...")
+            try:
+                timing = contender(prefix)
+                admin.count(prefix)
+                updates = mapping_updates(log, prefix, since)
+                run.timings.append(timing)
+                if updates is not None:
+                    run.updates.append(updates)
+                progress(f"  {dataset.events / timing.seconds:,.0f} events/s "
+                         f"({timing.seconds:.1f} s), {updates} mapping updates"
+                         + (f"; PROBLEM: {timing.problem}" if timing.problem else "")
+                         + (f"; {dataset.events - timing.indexed} rejected" if
+                            timing.indexed != dataset.events else ""))
+            finally:
+                admin.delete(prefix)
+            time.sleep(2)
+    return [run for run, _ in field_]
+
+
+def corpus_lines(dataset: Dataset, runs: list[CorpusRun]) -> list[str]:
+    ours, seed = runs
+    lines = [f"The corpus end to end ({dataset.events:,} events, {len(dataset.files):,} files, "
+             f"{len(dataset.months())} monthly indexes made by the run itself):", "",
+             "| contender | events/s (median) | each round | mapping updates per run (median) "
+             "| events rejected |", "|---|---:|---|---:|---:|"]
+    for run in runs:
+        rounds = ", ".join(f"{dataset.events / t.seconds:,.0f}" for t in run.timings)
+        updates = f"{statistics.median(run.updates):,.0f}" if run.updates else "n/a (no node log)"
+        rejected = max((dataset.events - t.indexed for t in run.timings), default=0)
+        lines.append(f"| {run.name} | {fmt_rate(run.median(dataset.events))} | {rounds} | "
+                     f"{updates} | {rejected:,} |")
+    value = ratio(ours.median(dataset.events), seed.median(dataset.events))
+    lines.append(f"| ours / the seed's path | {fmt_ratio(value)} | target ≥ "
+                 f"{TARGET_CORPUS_VS_SEED}× | "
+                 f"{verdict(None if value is None else value >= TARGET_CORPUS_VS_SEED)} | |")
+    return lines
+
+
 # --------------------------------------------------------------------------- Lambda path
 
 HANDLER_CHILD = r"""
@@ -640,10 +777,16 @@ class Results:
     lambdas: list[LambdaResult] = field(default_factory=list)
     import_s: float = 0.0
     heavy_imports: list[tuple[float, str]] = field(default_factory=list)
+    corpus: Dataset | None = None
+    corpus_runs: list[CorpusRun] = field(default_factory=list)
 
 
 def report(results: Results) -> str:
-    lines = header_lines(results) + [""] + race_lines(results) + [""] + other_lines(results)
+    raced = any(contender.timings for contender in results.field)
+    lines = header_lines(results) + [""] + (race_lines(results) + [""] if raced else []) \
+        + other_lines(results)
+    if results.corpus is not None and results.corpus_runs:
+        lines += [""] + corpus_lines(results.corpus, results.corpus_runs)
     problems = [f"{c.name}, round {n + 1}: {t.problem}" for c in results.field
                 for n, t in enumerate(c.timings) if t.problem]
     problems += [f"Lambda, {r.events:,} events: {r.problem}" for r in results.lambdas if r.problem]
@@ -770,6 +913,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"smoke: {QUICK_EVENTS:,} events, 1 round")
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS,
                         help="the AWSLogs directory to replicate (default: %(default)s)")
+    parser.add_argument("--skip-race", action="store_true",
+                        help="skip the side-by-side race on the replicated data set")
+    parser.add_argument("--skip-corpus", action="store_true",
+                        help="skip the corpus end to end against the seed's path")
+    parser.add_argument("--node-log", type=Path,
+                        help="the engine's log, to count mapping updates (default: found under "
+                             ".services for OPENSEARCH_PORT)")
     parser.add_argument("--output", type=Path, default=REPORT,
                         help="also write the table here (default: %(default)s)")
     args = parser.parse_args(argv)
@@ -809,7 +959,12 @@ def main(argv: list[str] | None = None) -> int:
                  f"{dataset.root}; uploading to s3://{bucket} (moto) ...")
         upload(dataset, bucket)
         results = Results(config, dataset, version, args.runs, load, contenders(with_pbulk))
-        race(dataset, config, admin, args.runs, results.field)
+        if not args.skip_race:
+            race(dataset, config, admin, args.runs, results.field)
+        if not args.skip_corpus:
+            results.corpus = corpus_dataset(args.corpus)
+            results.corpus_runs = corpus_race(results.corpus, config, admin, args.runs,
+                                              node_log(args.node_log, config.es_url))
         progress("moto S3 read only (the S3 path's ceiling here) ...")
         results.s3_read_eps = s3_read_only(dataset, config)
         progress("transform only, one thread ...")

@@ -22,6 +22,14 @@ No cluster needed. Two tables, printed and written to build/bench_cpu.md:
      Python loader does), gzip by the library ours uses (``gzipped``: ISA-L when installed),
      and the same floor with the standard library's zlib.
 
+   With ``--instructions N``, the same contenders also run once each over the first N files
+   under ``valgrind --tool=callgrind`` in a fresh interpreter: instructions per event (less
+   those of a run that only loads the files), a figure the other loads of a shared machine
+   do not move.
+
+   The process's garbage collector is tuned as the loader tunes its own (``core.gctuning``)
+   unless ``--gc default``.
+
 2. **Hostile files**, each in a fresh interpreter (peak RSS = its ``ru_maxrss``, imports
    included; seconds = wall time of ``list(iter_events(data))`` with the file's bytes
    already in memory): a 1 GiB whitespace decompression bomb (~1 MB gzipped) and a file
@@ -47,7 +55,7 @@ SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cloudtrail_es.core import gzipped  # noqa: E402
+from cloudtrail_es.core import gctuning, gzipped  # noqa: E402
 from cloudtrail_es.read import decoder  # noqa: E402
 from cloudtrail_es.documents import transform  # noqa: E402
 from cloudtrail_es.write.bulk import BulkWriter, bulk_item  # noqa: E402
@@ -223,6 +231,9 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[2])
 from cloudtrail_es.read import decoder
+if sys.argv[3] == "tuned":
+    from cloudtrail_es.core import gctuning
+    gctuning.tune()
 data = open(sys.argv[1], "rb").read()
 started, cpu = time.perf_counter(), time.process_time()
 kinds = {}
@@ -255,13 +266,13 @@ def huge_string(path: Path, megabytes: int = 200) -> None:
         out.write(b'"}},{"eventID":"e3","eventName":"After"}]}')
 
 
-def hostile(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
+def hostile(workdir: Path, gc_mode: str = "tuned") -> list[tuple[str, dict[str, Any]]]:
     results = []
     for name, build in (("1 GiB whitespace decompression bomb", whitespace_bomb),
                         ("one 200 MB string", huge_string)):
         path = workdir / (name.replace(" ", "_") + ".json.gz")
         build(path)
-        finished = subprocess.run([sys.executable, "-c", CHILD, str(path), str(SRC)],
+        finished = subprocess.run([sys.executable, "-c", CHILD, str(path), str(SRC), gc_mode],
                                   capture_output=True, text=True)
         path.unlink()
         if finished.returncode:
@@ -274,8 +285,39 @@ def hostile(workdir: Path) -> list[tuple[str, dict[str, Any]]]:
 # --------------------------------------------------------------------------- report
 
 
+INSTRUCTED = ("original", "ours", "ours_pipeline", "floor")
+
+
+def instructions(corpus: Path, files: int, gc_mode: str) -> dict[str, float]:
+    """Instructions per event of each contender over the first ``files`` files (callgrind)."""
+    def collected(name: str) -> tuple[int, int]:
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+             __file__, "--child", name, "--files", str(files), "--corpus", str(corpus),
+             "--gc", gc_mode], capture_output=True, text=True)
+        found = [line for line in done.stderr.splitlines() if "Collected :" in line]
+        if done.returncode != 0 or not found:
+            raise RuntimeError(f"callgrind of {name} failed: {done.stderr[-500:]}")
+        return int(found[-1].split(":")[-1]), int(done.stdout.strip().splitlines()[-1])
+
+    base, _ = collected("none")
+    per_event = {}
+    for name in INSTRUCTED:
+        total, events = collected(name)
+        per_event[name] = (total - base) / events
+    return per_event
+
+
+def child(name: str, corpus: Path, files: int) -> int:
+    """One contender, once, over the first ``files`` files: prints the events handled."""
+    loaded = load_files(corpus)[:files]
+    print(0 if name == "none" else CONTENDERS[name][1](loaded))
+    return 0
+
+
 def report(rates: dict[str, list[float]], events: int, files: int, runs: int,
-           hostile_results: list[tuple[str, dict[str, Any]]]) -> str:
+           hostile_results: list[tuple[str, dict[str, Any]]],
+           per_event: dict[str, float] | None = None, gc_mode: str = "tuned") -> str:
     medians = {name: statistics.median(values) for name, values in rates.items()}
     lines = [
         "# CPU per event and hostile files",
@@ -284,17 +326,23 @@ def report(rates: dict[str, list[float]], events: int, files: int, runs: int,
         f"{events:,} events in {files:,} files (the shared corpus), one thread",
         f"- each contender: gzipped file bytes -> events -> `_bulk` action + document -> gzip "
         f"level {GZIP_LEVEL} bodies of {CHUNK_DOCS:,} docs / {CHUNK_BYTES >> 20} MiB; median of "
-        f"{runs} alternated rounds, events / CPU-seconds (`time.process_time`)",
+        f"{runs} alternated rounds, events / CPU-seconds (`time.process_time`); garbage "
+        f"collector {'tuned as the loader tunes it' if gc_mode == 'tuned' else 'at its defaults'}",
         "",
-        "| path | events per CPU-second (median) | each round | x floor | target |",
-        "|---|---:|---|---:|---|",
+        "| path | events per CPU-second (median) | each round | x floor | instructions per "
+        "event (callgrind) | x floor, by instructions | target |",
+        "|---|---:|---|---:|---:|---:|---|",
     ]
+    per_event = per_event or {}
     for name, (label, _) in CONTENDERS.items():
         target = f">= {TARGET_EPS:,}: {'yes' if medians[name] >= TARGET_EPS else '**no**'}" \
             if name.startswith("ours") else ""
+        count = per_event.get(name)
+        by_count = f"{per_event['floor'] / count:.2f}" if count and per_event.get("floor") else ""
         lines.append(f"| {label} | {medians[name]:,.0f} | "
                      f"{', '.join(f'{r:,.0f}' for r in rates[name])} | "
-                     f"{medians[name] / medians['floor']:.2f} | {target} |")
+                     f"{medians[name] / medians['floor']:.2f} | "
+                     f"{f'{count:,.0f}' if count else ''} | {by_count} | {target} |")
     if hostile_results:
         lines += ["", "| hostile file (fresh interpreter) | wall seconds | CPU seconds | peak RSS | "
                   "yielded | target |", "|---|---:|---:|---:|---|---|"]
@@ -319,7 +367,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--skip-hostile", action="store_true", help="only the CPU table")
     parser.add_argument("--output", type=Path, default=REPORT)
+    parser.add_argument("--gc", choices=("tuned", "default"), default="tuned",
+                        help="the garbage collector as the loader tunes it, or at its defaults")
+    parser.add_argument("--instructions", type=int, default=0, metavar="FILES",
+                        help="also count instructions per event over the first FILES files "
+                             "(valgrind's callgrind; slow)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--files", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.gc == "tuned":
+        gctuning.tune()
+    if args.child:
+        return child(args.child, args.corpus, args.files)
     if not args.corpus.is_dir():
         print(f"bench_cpu: the corpus is not at {args.corpus}; give --corpus DIR", file=sys.stderr)
         return 2
@@ -330,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     events = ours(files)
     rates = cpu_rounds(files, args.runs)
     hostile_results = [] if args.skip_hostile else hostile(Path(
-        os.environ.get("TMPDIR", "/tmp")))
-    table = report(rates, events, len(files), args.runs, hostile_results)
+        os.environ.get("TMPDIR", "/tmp")), args.gc)
+    per_event = instructions(args.corpus, args.instructions, args.gc) if args.instructions else None
+    table = report(rates, events, len(files), args.runs, hostile_results, per_event, args.gc)
     print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(table)

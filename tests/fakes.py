@@ -127,6 +127,8 @@ class ScriptedCluster:
         self.documents: dict[tuple[str, str], dict[str, Any]] = {}
         self.indexes: set[str] = set()
         self.refreshed: list[str] = []
+        #: (path, body) of each index creation and mapping update, in order.
+        self.mappings: list[tuple[str, Any]] = []
 
     def request(self, method: str, path: str, body: Any = None, *, data: bytes | None = None,
                 headers: dict[str, str] | None = None) -> Response:
@@ -136,9 +138,13 @@ class ScriptedCluster:
             if self.headers.get("Content-Encoding") == "gzip":
                 data = gzip.decompress(data or b"")
             return self._bulk(data or b"")
+        if method == "PUT" and (path.count("/") == 1 or path.endswith("/_mapping")):
+            self.mappings.append((path, body))
         return self._admin(method, path)
 
     def _admin(self, method: str, path: str) -> Response:
+        if method == "PUT" and path.endswith("/_mapping"):
+            return Response(200, {"acknowledged": True})
         if method == "GET" and path == "/":
             return Response(200, {"version": {"distribution": "opensearch", "number": self.version}})
         if method == "PUT" and path.count("/") == 1:

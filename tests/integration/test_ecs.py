@@ -399,7 +399,10 @@ def test_an_index_made_before_the_ecs_fields_gets_them_when_first_touched(
             second = load(processor, KEY.replace("Collide000001", "Collide000002"),
                           collision_events()[2:])
         updates = [r for r in proxy.requests if r.method == "PUT" and r.path.endswith("/_mapping")]
-    assert [r.path for r in updates] == [f"/{index}/_mapping"]  # once per index per process
+    # The ECS fields ride in the first chunk's one mapping update (with the fields it brings);
+    # the second chunk's update declares only the fields it brings: one update per chunk at most.
+    assert {r.path for r in updates} == {f"/{index}/_mapping"}
+    assert len(updates) <= 2
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert (first.indexed + second.indexed, first.degraded + second.degraded) == (4, 0)
 

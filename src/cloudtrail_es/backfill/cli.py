@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.read import keys
+from cloudtrail_es.core import gctuning
 from cloudtrail_es.core.breaker import CircuitBreaker
 from cloudtrail_es.write.cluster import Cluster, create_cluster
 from cloudtrail_es.commands.common import (EXIT_DEAD_LETTERED, EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK,
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None, *, s3_client: Any = None, sqs_client
          cluster: Cluster | None = None) -> int:
     """The backfill; the AWS clients and the cluster may be given (tests), else they are made."""
     args = parse_args(argv)
+    gctuning.tune()  # the imports done: collections rare, never over the code
     try:
         start_logging(args, quiet=args.quiet)
         state = backfill.StateFile(args.state) if args.state else None  # checked before listing

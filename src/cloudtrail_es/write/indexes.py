@@ -1,4 +1,5 @@
-"""Monthly index names, the index body (settings and mapping), and race-free creation."""
+"""Monthly index names, the index body (settings and mapping), race-free creation, and the
+declaration of the fields a chunk brings (``fields``)."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,7 @@ from cloudtrail_es.documents import ecs
 from cloudtrail_es.documents import transform
 from cloudtrail_es.write.cluster import Cluster, request_retrying
 from cloudtrail_es.write.engine import Engine
+from cloudtrail_es.write.fields import Fields, KnownFields
 from cloudtrail_es.core.errors import ClusterError
 from cloudtrail_es.core.names import segment
 from cloudtrail_es.core.retry import Backoff
@@ -228,6 +230,28 @@ def without(properties: Mapping[str, Any], paths: set[str], prefix: str = "") ->
     return kept
 
 
+def dynamic_properties(fields: Fields) -> dict[str, Any]:
+    """The mapping the dynamic templates of ``mapping()`` give these fields (every value of
+    ours is a string): a flattened leaf ``KEYWORD_FILTER_ONLY``, a ``*_raw`` text
+    ``TEXT_SOURCE_ONLY``, any other string ``KEYWORD``; a dynamic object only its properties."""
+    properties: dict[str, Any] = {}
+    for name, leaves in fields.items():
+        if leaves is not None:
+            properties[name] = {"properties": dict.fromkeys(leaves, KEYWORD_FILTER_ONLY)}
+        elif name.endswith(transform.RAW_SUFFIX):
+            properties[name] = TEXT_SOURCE_ONLY
+        else:
+            properties[name] = KEYWORD
+    return properties
+
+
+def mapped_fields(properties: Mapping[str, Any]) -> Fields:
+    """The top-level names of a mapping's properties, with the leaf keys of its flattened objects."""
+    return {name: set(child.get("properties", {})) if name.endswith(transform.FLATTENED_SUFFIX)
+            and isinstance(child, dict) and "type" not in child else None
+            for name, child in properties.items()}
+
+
 def index_body(shards: int, replicas: int) -> dict[str, Any]:
     return {
         "settings": {
@@ -243,53 +267,82 @@ def index_body(shards: int, replicas: int) -> dict[str, Any]:
 
 
 class IndexCreator:
-    """Creates each monthly index once per process, before anything is written to it.
+    """Creates each monthly index once per process, before anything is written to it, and
+    declares the fields each chunk brings that its index lacks (``fields``).
 
     Creation is race-free: every writer asks for the index with our settings and
     mapping before writing, the cluster creates it exactly once, and the losers
     of the race get ``resource_already_exists_exception``, which means the index
     is there with the same body. Nothing writes to an index it has not ensured.
+    Declarations are too: a field declared twice with the same mapping (two workers, two
+    Lambda executions, or a document that mapped it first) is the same field.
     """
 
     def __init__(self, cluster: Cluster, shards: int = 1, replicas: int = 1,
                  backoff: Backoff | None = None, engine: Engine | None = None) -> None:
         self._cluster = cluster
-        body = index_body(shards, replicas)
-        self._body = engine.index_body(body) if engine else body
+        self._base = index_body(shards, replicas)
+        self._engine = engine
         doc_type = engine.doc_type if engine else None
         self._mapping_suffix = f"/_mapping/{doc_type}" if doc_type else "/_mapping"
         self._backoff = backoff or Backoff()
         self._known: set[str] = set()
+        #: Indexes whose mapping refused a declaration for the total-fields limit: their new
+        #: fields are left to the engine, document by document, which counts each one refused.
+        self._full: set[str] = set()
+        self.fields = KnownFields(self._base["mappings"]["properties"])
+        #: Mapping updates sent (creation bodies with fields not counted).
+        self.updates = 0
         self._withheld: dict[str, frozenset[str]] = {}
 
     def withheld(self, index: str) -> frozenset[str]:
         """The ECS fields ``index`` cannot take (it holds them otherwise): left out of its documents."""
         return self._withheld.get(index, frozenset())
 
-    def ensure(self, index: str, deadline: float) -> None:
+    def ensure(self, index: str, deadline: float, fields: Fields | None = None) -> None:
+        """The index exists; when this process creates it, with ``fields`` in its body."""
         if index in self._known:
             return
-        response = request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{segment(index)}",
-                                    self._body)
+        fields = self.fields.missing(index, fields) if fields else {}
+        body = self._base
+        if fields:
+            mappings = self._base["mappings"]
+            body = {**body, "mappings": {**mappings, "properties": {
+                **mappings["properties"], **dynamic_properties(fields)}}}
+        response = self._create(index, body, deadline)
+        if fields and response.status_code == 400 and not _already_exists(response):
+            # Too many fields for the limit (or one the engine refuses): created without them,
+            # they are left to the engine as if never declared.
+            self._refused(index, response)
+            fields = {}
+            response = self._create(index, self._base, deadline)
         if response.status_code == 200:
             log.info("created index", extra={"index": index})
+            self.fields.add(index, fields)
         elif _already_exists(response):
-            self._add_fields(index, deadline)
+            self._add_fields(index, fields, deadline)
         else:
             raise ClusterError(f"cannot create index {index}", response)
         self._known.add(index)
 
-    def _add_fields(self, index: str, deadline: float) -> None:
-        """Give an existing index the fields this version adds (a no-op when it has them).
+    def _add_fields(self, index: str, fields: Fields, deadline: float) -> None:
+        """Give an existing index the fields this version adds (a no-op when it has them), and
+        the new fields of the chunk about to be written to it, in one update.
 
-        An index that holds some of these names otherwise (``user.name`` as an alias, made by
-        an earlier version; a top-level scalar ``user`` written before the ECS fields) gets
-        the others; its documents go without those (``withheld``) until it is reindexed.
+        An index that holds some of this version's names otherwise (``user.name`` as an alias,
+        made by an earlier version; a top-level scalar ``user`` written before the ECS fields)
+        gets the others; its documents go without those (``withheld``) until it is reindexed.
         """
         added = added_properties()
-        response = self._put_mapping(index, added, deadline)
+        response = self._put_mapping(index, {**added, **dynamic_properties(fields)}, deadline)
         if response.status_code == 200:
+            self.fields.add(index, fields)
             return
+        if fields:  # the chunk's fields may be what it refused
+            self.declare(index, fields, deadline)
+            response = self._put_mapping(index, added, deadline)
+            if response.status_code == 200:
+                return
         existing = self._properties(index, deadline)
         clashing = conflicts(added, existing) if existing is not None else set()
         self._withheld[index] = frozenset(path for path in clashing if path in ecs.FIELDS) if (
@@ -307,7 +360,41 @@ class IndexCreator:
                          "error": response.text[:1000], "fields": sorted(clashing),
                          "withheld": sorted(self._withheld[index])})
 
+    def prepare(self, index: str, fields: Fields | None, deadline: float) -> None:
+        """``index`` ready for a chunk bringing ``fields``: created with them, or given them."""
+        if index not in self._known:
+            self.ensure(index, deadline, fields)
+        elif fields:
+            self.declare(index, fields, deadline)
+
+    def declare(self, index: str, fields: Fields, deadline: float) -> None:
+        """Map the ``fields`` a chunk brings to ``index`` that it lacks, in one update."""
+        if index in self._full:
+            return
+        fields = self.fields.missing(index, fields)
+        if not fields:
+            return
+        response = self._put_mapping(index, dynamic_properties(fields), deadline)
+        if response.status_code != 200 and not _field_limit(response):
+            # A name mapped otherwise already (by an earlier version): learn the index's
+            # mapping, and declare what it still lacks.
+            self._learn(index, deadline)
+            fields = self.fields.missing(index, fields)
+            if not fields:
+                return
+            response = self._put_mapping(index, dynamic_properties(fields), deadline)
+        if response.status_code == 200:
+            self.fields.add(index, fields)
+        else:
+            self._refused(index, response)
+
+    def _create(self, index: str, body: dict[str, Any], deadline: float) -> Any:
+        body = self._engine.index_body(body) if self._engine else body
+        return request_retrying(self._cluster, self._backoff, deadline, "PUT", f"/{segment(index)}",
+                                body)
+
     def _put_mapping(self, index: str, properties: dict[str, Any], deadline: float) -> Any:
+        self.updates += 1
         return request_retrying(self._cluster, self._backoff, deadline, "PUT",
                                 f"/{segment(index)}{self._mapping_suffix}",
                                 {"properties": properties})
@@ -323,6 +410,32 @@ class IndexCreator:
             return dict(mappings.get("properties", {}))
         except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
             return None
+
+    def _learn(self, index: str, deadline: float) -> None:
+        response = request_retrying(self._cluster, self._backoff, deadline, "GET",
+                                    f"/{segment(index)}{self._mapping_suffix}")
+        if response.status_code != 200:
+            return
+        try:
+            for answer in response.json().values():
+                mappings = answer.get("mappings", {})
+                mappings = mappings.get(self._engine.doc_type, mappings) if (
+                    self._engine and self._engine.doc_type) else mappings
+                self.fields.add(index, mapped_fields(mappings.get("properties", {})))
+        except (ValueError, AttributeError, TypeError):
+            return
+
+    def _refused(self, index: str, response: Any) -> None:
+        """A declaration refused: its fields are left to the engine (each document bringing one
+        is mapped, or refused and degraded and counted, as without declarations)."""
+        if _field_limit(response):
+            self._full.add(index)
+        log.info("fields left to dynamic mapping", extra={
+            "index": index, "status": response.status_code, "error": response.text[:500]})
+
+
+def _field_limit(response: Any) -> bool:
+    return response.status_code == 400 and "Limit of total fields" in response.text
 
 
 def _already_exists(response: Any) -> bool:

@@ -1,6 +1,8 @@
 """The write path of a batch of files: events -> documents -> chunks -> requests -> outcomes.
 
-Each stage hands the next an iterator, so only one chunk's events are held at a time.
+Each stage hands the next an iterator. A chunk is sent from a thread of its own while the
+next one is built (at most one chunk ahead: two chunks' events are held at a time); before
+it goes, the fields its documents bring that their index lacks are declared (``fields``).
 Every event read settles exactly once, where it settles, on its own file: indexed as it
 is, indexed in its degraded form (the cluster rejected the full one), dead-lettered
 with the reason, or filtered out by an exclusion rule (``filters``: never transformed
@@ -13,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Generator, Iterable, Iterator, NamedTuple, Protocol
 
 from cloudtrail_es.core import results
 from cloudtrail_es.core.results import FileResult
@@ -26,6 +29,7 @@ from cloudtrail_es.write.bulk import (TOO_LARGE, BulkItem, BulkWriter, ItemOutco
                                       bulk_item, chunks)
 from cloudtrail_es.read.decoder import OversizedEvent
 from cloudtrail_es.write.engine import Engine
+from cloudtrail_es.write.fields import Fields, Mapped, scan
 from cloudtrail_es.core.errors import FileFailed, LoaderError
 from cloudtrail_es.core.filters import EventFilter
 from cloudtrail_es.core.refs import ObjectRef
@@ -140,13 +144,32 @@ _new_position = partial(tuple.__new__, Position)
 EventsOf = Callable[[int, FileLoad], Iterable[Any]]
 
 
+class Indexes(Protocol):
+    """Where the pipeline's documents go: what each index has mapped, and making it ready."""
+
+    def known(self, index: str) -> Mapped: ...
+
+    def prepare(self, index: str, fields: Fields | None, deadline: float) -> None:
+        """Create ``index`` (with ``fields``) or declare ``fields`` in it; check it takes writes."""
+
+
+class _Sent(NamedTuple):
+    """A chunk in flight: its first outcomes to come, its traffic."""
+
+    chunk: list[BulkItem]
+    outcomes: "Future[tuple[list[ItemOutcome], float]]"
+    traffic: Traffic
+
+
 class Pipeline:
     """Writes the events of a batch of files through one writer, in shared ``_bulk`` chunks."""
 
     def __init__(self, writer: BulkWriter, engine: Engine,
                  max_event_bytes: int | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 indexes: Indexes | None = None) -> None:
         self.writer = writer
+        self.indexes = indexes
         self.engine = engine
         self._doc_type = engine.doc_type  # a property: read once, not per event
         self.max_event_bytes = max_event_bytes
@@ -159,15 +182,25 @@ class Pipeline:
         An event ``exclude`` drops is counted ``filtered`` on its file, never transformed or sent.
         """
         events: dict[Position, Any] = {}  # the events of the documents not yet settled
-        documents = self._documents(files, events_of, events, exclude)
+        brought: dict[str, Fields] = {}  # index -> the fields of documents built, not yet declared
+        prepared: set[str] = set()
+        documents = self._documents(files, events_of, events, exclude, brought)
+        sender = ThreadPoolExecutor(1, thread_name_prefix="bulk")
+        sent: _Sent | None = None
         try:
             for chunk in chunks(documents, self.writer.max_docs, self.writer.max_bytes):
-                traffic = Traffic()
-                for settled in self._deliver(chunk, files, events, deadline, traffic):
-                    files[settled.position.file].count(settled)
-                self._count_traffic(files, chunk, traffic)
-                for item in chunk:
-                    events.pop(item.position, None)
+                if sent is not None:  # the chunk before, sent while this one was built
+                    self._settle(sent, files, events, deadline)
+                    sent = None
+                chunk = self._prepare(chunk, files, brought, prepared, deadline)
+                if chunk:
+                    traffic = Traffic()
+                    sent = _Sent(chunk, sender.submit(self._first_outcomes, chunk, deadline, traffic),
+                                 traffic)
+            if sent is not None:
+                self._settle(sent, files, events, deadline)
+                sent = None
+            self._prepare_unwritten(files, prepared, deadline)
         except Exception as exc:  # the cluster's failure (or ours): no file is known complete
             if not isinstance(exc, LoaderError):
                 log.error("unexpected error", exc_info=exc)
@@ -175,28 +208,97 @@ class Pipeline:
                 file.fail(exc, logged=True)
         finally:
             documents.close()
+            sender.shutdown(wait=True)
 
-    def _count_traffic(self, files: list[FileLoad], chunk: list[BulkItem], traffic: Traffic) -> None:
-        """A chunk's requests count on the file that opened it; every file in it is searchable now."""
+    def _first_outcomes(self, chunk: list[BulkItem], deadline: float,
+                        traffic: Traffic) -> tuple[list[ItemOutcome], float]:
+        """The chunk sent (in the sender's thread): its outcomes, and when they were answered."""
+        outcomes = list(self.writer.outcomes(chunk, deadline, traffic))
+        return outcomes, self._wall_clock()
+
+    def _settle(self, sent: _Sent, files: list[FileLoad], events: dict[Position, Any],
+                deadline: float) -> None:
+        first, answered_at = sent.outcomes.result()
+        for settled in self._deliver(first, files, events, deadline, sent.traffic):
+            files[settled.position.file].count(settled)
+        self._count_traffic(files, sent.chunk, sent.traffic, answered_at)
+        for item in sent.chunk:
+            events.pop(item.position, None)
+
+    def _prepare(self, chunk: list[BulkItem], files: list[FileLoad], brought: dict[str, Fields],
+                 prepared: set[str], deadline: float) -> list[BulkItem]:
+        """Each index of the chunk ready for it, with the fields the chunk brings declared.
+
+        An index that cannot be made ready fails the files of its documents, alone; their
+        documents are left out of the chunk.
+        """
+        if self.indexes is None:
+            return chunk
+        failed = False
+        for index in {item.index for item in chunk}:
+            try:
+                fields = brought.get(index)
+                self.indexes.prepare(index, fields, deadline)
+                prepared.add(index)
+                if fields:
+                    fields.clear()  # in place: the documents still being built add to it
+            except Exception as exc:  # the error boundary of the files writing to that index
+                failed = True
+                for number in {item.position.file for item in chunk if item.index == index}:
+                    files[number].fail(exc)
+        if failed or any(file.failure is not None for file in files):
+            return [item for item in chunk if files[item.position.file].failure is None]
+        return chunk
+
+    def _prepare_unwritten(self, files: list[FileLoad], prepared: set[str], deadline: float) -> None:
+        """Files none of whose events were sent have their index made ready all the same."""
+        if self.indexes is None:
+            return
+        for file in files:
+            index = file.result.index
+            if file.failure is None and index and index not in prepared:
+                try:
+                    self.indexes.prepare(index, None, deadline)
+                    prepared.add(index)
+                except Exception as exc:
+                    file.fail(exc)
+
+    @staticmethod
+    def _count_traffic(files: list[FileLoad], chunk: list[BulkItem], traffic: Traffic,
+                       answered_at: float) -> None:
+        """A chunk's requests count on the file that opened it; every file in it is searchable
+        from when it was answered."""
         opener = files[chunk[0].position.file].result
         opener.bulk_requests += traffic.requests
         opener.throttled += traffic.throttled
-        answered_at = self._wall_clock()
         for number in {item.position.file for item in chunk}:
             files[number].result.searchable_at = answered_at
 
     def _documents(self, files: list[FileLoad], events_of: EventsOf, events: dict[Position, Any],
-                   exclude: EventFilter | None) -> Generator[BulkItem, None, None]:
-        """Each file's documents in turn; a file whose events cannot all be had fails alone."""
+                   exclude: EventFilter | None,
+                   brought: dict[str, Fields]) -> Generator[BulkItem, None, None]:
+        """Each file's documents in turn; a file whose events cannot all be had fails alone.
+
+        The fields each document brings that its index lacks are added to ``brought``.
+        """
         for number, file in enumerate(files):
+            if file.failure is not None:
+                continue
             try:
                 if file.ingested is None:
                     file.ingested = ingested_text(self._wall_clock())
-                for n, event in enumerate(events_of(number, file)):
+                file_events = events_of(number, file)
+                new = known = None
+                if self.indexes is not None:
+                    known = self.indexes.known(file.result.index)
+                    new = brought.setdefault(file.result.index, {})
+                for n, event in enumerate(file_events):
+                    if file.failure is not None:  # its index could not be made ready
+                        break
                     file.result.events_read += 1
                     if exclude and type(event) is dict and self._excluded(file.result, event, exclude):
                         continue
-                    item = self._document(file, _new_position((number, n)), event)
+                    item = self._document(file, _new_position((number, n)), event, known, new)
                     if item is not None:
                         events[item.position] = event
                         yield item
@@ -212,7 +314,8 @@ class Pipeline:
         result.filtered_by_rule[rule.text] += 1
         return True
 
-    def _document(self, file: FileLoad, position: Position, event: Any) -> BulkItem | None:
+    def _document(self, file: FileLoad, position: Position, event: Any,
+                  known: Mapped | None = None, new: Fields | None = None) -> BulkItem | None:
         if isinstance(event, OversizedEvent):
             limit = f", limit {self.max_event_bytes}" if self.max_event_bytes else ""
             file.dead_letter(f"event too large ({event.size} bytes{limit})", 0, None,
@@ -221,6 +324,8 @@ class Pipeline:
         results.note_event_time(file.result, event)
         doc_id = file.ids[position.event] if file.ids else transform.document_id(event)
         document = transform.document_for(event, file.ingested, file.withheld)
+        if known is not None:
+            scan(document, known, new)  # type: ignore[arg-type]
         item = bulk_item(file.result.index, doc_id, document, position,
                          self._doc_type, self.engine.accepts_ids)
         if not self.engine.accepts_ids:
@@ -242,14 +347,13 @@ class Pipeline:
         return bulk_item(item.index, doc_id, document, item.position,
                          self._doc_type, self.engine.accepts_ids)
 
-    def _deliver(self, chunk: list[BulkItem], files: list[FileLoad], events: dict[Position, Any],
+    def _deliver(self, first: list[ItemOutcome], files: list[FileLoad], events: dict[Position, Any],
                  deadline: float, traffic: Traffic) -> Iterator[Settled]:
-        """Send a chunk; send the rejected documents again in degraded form; settle each.
+        """A sent chunk's outcomes: the rejected documents sent again in degraded form; each settled.
 
         A document indexed as it is is counted on its file here, without a ``Settled`` (the
         common case, kept cheap); every other outcome is yielded.
         """
-        first = list(self.writer.outcomes(chunk, deadline, traffic))
         degraded: list[BulkItem] = []
         unbuildable: dict[Position, BaseException] = {}
         for outcome in first:

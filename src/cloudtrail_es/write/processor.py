@@ -22,6 +22,7 @@ from cloudtrail_es.write.engine import Engine, detect
 from cloudtrail_es.core.errors import DeadLetterError, FileFailed
 from cloudtrail_es.core.filters import EventFilter, parse_rules
 from cloudtrail_es.write.health import WriteGate
+from cloudtrail_es.write.fields import Fields, Mapped
 from cloudtrail_es.write.indexes import IndexCreator
 from cloudtrail_es.core.results import EventsResult, FileResult, RunResult, check_accounting
 from cloudtrail_es.write.pipeline import FileLoad, Pipeline
@@ -57,8 +58,8 @@ class Processor:
         self._limits = {"max_event_bytes": max_event_bytes, "max_file_bytes": max_file_bytes}
         self.engine = engine or Engine("opensearch")
         self.cluster = writer.cluster
-        self._pipeline = Pipeline(writer, self.engine, max_event_bytes)
         self._indexes = indexes
+        self._pipeline = Pipeline(writer, self.engine, max_event_bytes, indexes=_ReadyIndexes(self))
         self._gate = gate
         self.dead_letters = dead_letters
         self.index_prefix = index_prefix
@@ -85,6 +86,8 @@ class Processor:
                 raise content
             file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
             file.result.object_modified = getattr(content, "last_modified", None)
+            # Known before its documents are made: the ECS fields an index made by an earlier
+            # version cannot take (it is created, or given this version's fields, here).
             file.withheld = self._prepare(file.result.index, deadline)
             return iter_events(content, **self._limits)
 
@@ -102,9 +105,10 @@ class Processor:
             raise file.failure
         return EventsResult(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
 
-    def _prepare(self, index: str, deadline: float) -> frozenset[str]:
-        """The index ensured and open for writing; returns the ECS fields it cannot take."""
-        self._indexes.ensure(index, deadline)
+    def _prepare(self, index: str, deadline: float, fields: Fields | None = None) -> frozenset[str]:
+        """The index created (with ``fields``) or given ``fields``, and able to take writes;
+        returns the ECS fields it cannot take."""
+        self._indexes.prepare(index, fields, deadline)
         if self._gate:
             self._gate.check(index, deadline)
         return self._indexes.withheld(index)
@@ -154,6 +158,19 @@ class Processor:
                 f"{len(records)} events rejected and no dead letter configured, "
                 f"first: {records[0]['doc_id']}: {records[0]['reason']}")
         return self.dead_letters.put(key, records)
+
+
+class _ReadyIndexes:
+    """The pipeline's view of the processor's indexes (``pipeline.Indexes``)."""
+
+    def __init__(self, processor: Processor) -> None:
+        self._processor = processor
+
+    def known(self, index: str) -> Mapped:
+        return self._processor._indexes.fields.of(index)
+
+    def prepare(self, index: str, fields: Fields | None, deadline: float) -> None:
+        self._processor._prepare(index, deadline, fields)
 
 
 def process_objects(processor: Processor, objects: Iterable[ObjectRef],
