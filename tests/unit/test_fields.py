@@ -3,7 +3,7 @@ import time
 from typing import Any
 
 from cloudtrail_strategies import events
-from conftest import Response, quick_backoff
+from fakes import Response, quick_backoff
 from hypothesis import HealthCheck, given, settings
 
 import fakes

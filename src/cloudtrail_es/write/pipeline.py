@@ -70,8 +70,10 @@ class FileLoad:
     #: ``event.ingested`` of the file's documents: one time per file, so that its documents
     #: (and a redelivered event's) stay alike; set when its first document is built.
     ingested: str | None = None
-    #: ECS fields its index cannot take (``IndexCreator.withheld``), left out of its documents.
+    #: ECS fields its index cannot take (``IndexCreator.withheld``), left out of its documents;
+    #: those of its events before ``withheld_from`` were built before that was known.
     withheld: frozenset[str] = frozenset()
+    withheld_from: int = 0
 
     @classmethod
     def of(cls, ref: ObjectRef, index: str = "") -> "FileLoad":
@@ -152,6 +154,10 @@ class Indexes(Protocol):
     def prepare(self, index: str, fields: Fields | None, deadline: float) -> None:
         """Create ``index`` (with ``fields``) or declare ``fields`` in it; check it takes writes."""
 
+    def withheld(self, index: str) -> frozenset[str]:
+        """The ECS fields ``index`` cannot take (an index made by an earlier version holds them
+        otherwise): known once it is prepared; left out of its documents."""
+
 
 class _Sent(NamedTuple):
     """A chunk in flight: its first outcomes to come, its traffic."""
@@ -192,7 +198,7 @@ class Pipeline:
                 if sent is not None:  # the chunk before, sent while this one was built
                     self._settle(sent, files, events, deadline)
                     sent = None
-                chunk = self._prepare(chunk, files, brought, prepared, deadline)
+                chunk = self._prepare(chunk, files, brought, prepared, deadline, events)
                 if chunk:
                     traffic = Traffic()
                     sent = _Sent(chunk, sender.submit(self._first_outcomes, chunk, deadline, traffic),
@@ -226,11 +232,12 @@ class Pipeline:
             events.pop(item.position, None)
 
     def _prepare(self, chunk: list[BulkItem], files: list[FileLoad], brought: dict[str, Fields],
-                 prepared: set[str], deadline: float) -> list[BulkItem]:
+                 prepared: set[str], deadline: float, events: dict[Position, Any]) -> list[BulkItem]:
         """Each index of the chunk ready for it, with the fields the chunk brings declared.
 
         An index that cannot be made ready fails the files of its documents, alone; their
-        documents are left out of the chunk.
+        documents are left out of the chunk. Documents built before their index was found to
+        withhold some ECS fields (one made by an earlier version) are built again without them.
         """
         if self.indexes is None:
             return chunk
@@ -242,13 +249,34 @@ class Pipeline:
                 prepared.add(index)
                 if fields:
                     fields.clear()  # in place: the documents still being built add to it
+                self._note_withheld(index, self.indexes.withheld(index), files, events)
             except Exception as exc:  # the error boundary of the files writing to that index
                 failed = True
                 for number in {item.position.file for item in chunk if item.index == index}:
                     files[number].fail(exc)
+        if any(file.withheld for file in files):
+            chunk = [self._rebuilt(item, files[item.position.file], events[item.position])
+                     if item.position.event < files[item.position.file].withheld_from else item
+                     for item in chunk]
         if failed or any(file.failure is not None for file in files):
             return [item for item in chunk if files[item.position.file].failure is None]
         return chunk
+
+    @staticmethod
+    def _note_withheld(index: str, withheld: frozenset[str], files: list[FileLoad],
+                       events: dict[Position, Any]) -> None:
+        """Files of ``index`` learn what it withholds; their documents built before (this chunk's
+        and the next one's first, all still in ``events``) are to be built again."""
+        for number, file in enumerate(files):
+            if file.result.index == index and file.withheld != withheld:
+                file.withheld = withheld
+                file.withheld_from = 1 + max((p.event for p in events if p.file == number), default=-1)
+
+    def _rebuilt(self, item: BulkItem, file: FileLoad, event: Any) -> BulkItem:
+        """``item``'s document made again with its file's ``withheld`` fields left out (same id)."""
+        return bulk_item(item.index, item.doc_id,
+                         transform.document_for(event, file.ingested, file.withheld), item.position,
+                         self._doc_type, self.engine.accepts_ids)
 
     def _prepare_unwritten(self, files: list[FileLoad], prepared: set[str], deadline: float) -> None:
         """Files none of whose events were sent have their index made ready all the same."""

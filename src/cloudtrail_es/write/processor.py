@@ -86,9 +86,6 @@ class Processor:
                 raise content
             file.result.index = keys.index_name_for(file.ref.key, self.index_prefix)
             file.result.object_modified = getattr(content, "last_modified", None)
-            # Known before its documents are made: the ECS fields an index made by an earlier
-            # version cannot take (it is created, or given this version's fields, here).
-            file.withheld = self._prepare(file.result.index, deadline)
             return iter_events(content, **self._limits)
 
         self._pipeline.load(files, events_of, deadline, self.exclude)
@@ -171,6 +168,9 @@ class _ReadyIndexes:
 
     def prepare(self, index: str, fields: Fields | None, deadline: float) -> None:
         self._processor._prepare(index, deadline, fields)
+
+    def withheld(self, index: str) -> frozenset[str]:
+        return self._processor._indexes.withheld(index)
 
 
 def process_objects(processor: Processor, objects: Iterable[ObjectRef],
