@@ -12,6 +12,7 @@ them) and ASCII case folding for ``|i``; ``|cidr`` tests the value as an address
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import json
 import re
@@ -65,7 +66,8 @@ def _wildcard_regex(value: str) -> str:
     return "".join(out)
 
 
-def _string_matcher(value: str, modifiers: set[str]) -> re.Pattern[str]:
+@functools.lru_cache(maxsize=4096)
+def _string_matcher(value: str, modifiers: frozenset[str]) -> re.Pattern[str]:
     pattern = _wildcard_regex(value)
     if "contains" in modifiers:
         pattern = f".*{pattern}.*"
@@ -82,7 +84,7 @@ def _one(value: Any, modifiers: set[str], event: Mapping[str, Any], field: str) 
     if "re" in modifiers:
         flags = re.ASCII | (re.IGNORECASE if "i" in modifiers else 0) | (
             re.MULTILINE if "m" in modifiers else 0) | (re.DOTALL if "s" in modifiers else 0)
-        regex = re.compile(str(value), flags)
+        regex = _compiled(str(value), flags)
         return any(regex.search(v) for v in found)
     if "cidr" in modifiers:
         network = ipaddress.ip_network(value, strict=False)
@@ -93,8 +95,13 @@ def _one(value: Any, modifiers: set[str], event: Mapping[str, Any], field: str) 
         return any(v.lower() == _text(value) for v in found)
     if isinstance(value, (int, float)):
         return any(v == _text(value) for v in found)
-    matcher = _string_matcher(str(value), modifiers)
+    matcher = _string_matcher(str(value), frozenset(modifiers))
     return any(matcher.fullmatch(v) for v in found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str, flags: int) -> re.Pattern[str]:
+    return re.compile(pattern, flags)
 
 
 def _in(text: str, network: Any) -> bool:

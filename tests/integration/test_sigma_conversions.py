@@ -243,6 +243,8 @@ def test_conversions_that_used_to_match_nothing_or_fail(index, tmp_path, detecti
     ({"sel": {"userIdentity.userName|fieldref": "requestParameters.userName"},
       "other": {"eventName": "x"}, "condition": "sel or other"}, "under 'or' or 'not'"),
     ({"sel": ["just", "keywords"], "condition": "sel"}, "keyword search"),
+    ({"sel": {"sourceIPAddress|expand": "%trusted_ranges%"}, "condition": "not sel"},
+     "placeholder"),
 ])
 def test_what_the_engine_cannot_say_is_refused_with_the_reason(tmp_path, detection, reason):
     conversion = convert(rule_of(detection), tmp_path)

@@ -145,6 +145,9 @@ def _leaf(kind: str, name: str, value: str, case_insensitive: bool) -> dict[str,
 
 def string_query(name: str, value: SigmaString, case_insensitive: bool = True) -> dict[str, Any]:
     """term, prefix or wildcard query for a Sigma string (``*`` and ``?`` are wildcards)."""
+    if value.contains_placeholder():
+        raise NotConvertible(f"{name}: a placeholder (|expand %name%) has no value here; "
+                             "replace it in the rule")
     if name in _TYPED and not value.contains_special():
         return {"term": {name: value.to_plain()}}
     target = _string_field(name)
