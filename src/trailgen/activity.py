@@ -12,6 +12,10 @@ from typing import Callable
 from trailgen.organisation import (BUCKETS, CI_ADDRESS, CONSOLE_AGENT, FUNCTIONS, OFFICE_ADDRESSES,
                                    PEOPLE, USER_AGENTS, IamUser, Organisation, event_id, iso, token)
 
+#: The backup script on an old server, with the CLI its distribution shipped.
+LEGACY_AGENT = "aws-cli/1.14.44 Python/3.6.9 Linux/4.15.0-1057-aws botocore/1.8.48"
+LEGACY_ADDRESS = "198.51.100.23"
+
 Event = dict
 Activity = Callable[[random.Random, Organisation, datetime], Event]
 
@@ -93,8 +97,10 @@ def caller(rng: random.Random, org: Organisation, account: str,
     draw = rng.random()
     if draw < 0.45:
         return (*person(rng, org, account, when), True)
-    if draw < 0.6:
+    if draw < 0.57:
         return org.ci_user(account).identity(), CI_ADDRESS, USER_AGENTS[3], True
+    if draw < 0.6:
+        return org.users[account][1].identity(), LEGACY_ADDRESS, LEGACY_AGENT, True
     return (*function(rng, org, account, when), False)
 
 
@@ -194,7 +200,13 @@ def ec2_run_instances(rng: random.Random, org: Organisation, when: datetime) -> 
 def ec2_tags_and_rules(rng: random.Random, org: Organisation, when: datetime) -> Event:
     account, region = account_of(rng, org), region_of(rng, org)
     identity, address, agent, may = caller(rng, org, account, when)
-    if rng.random() < 0.5:
+    draw = rng.random()
+    if draw < 0.15:
+        event = api_call(
+            rng, when, account, region, identity, "ec2.amazonaws.com", "DeleteSecurityGroup", address,
+            agent, read_only=False, request={"groupId": "sg-0" + token(rng, 16, HEX)},
+            response={"requestId": event_id(rng), "_return": True})
+    elif draw < 0.6:
         event = api_call(
             rng, when, account, region, identity, "ec2.amazonaws.com", "CreateTags", address, agent,
             read_only=False,
@@ -275,12 +287,23 @@ def sts_caller_identity(rng: random.Random, org: Organisation, when: datetime) -
 
 
 def kms_crypto(rng: random.Random, org: Organisation, when: datetime) -> Event:
+    """Data keys for S3 objects (on a function's behalf) and for the trail's own files (CloudTrail)."""
     account, region = account_of(rng, org), region_of(rng, org)
     key_arn = f"arn:aws:kms:{region}:{account}:key/{org.kms_keys[account]}"
+    name = rng.choice(("Decrypt", "GenerateDataKey"))
+    if rng.random() < 0.4:
+        trail = f"arn:aws:cloudtrail:{org.home_region}:{org.accounts[0]}:trail/org-trail"
+        return api_call(rng, when, account, region,
+                        {"type": "AWSService", "invokedBy": "cloudtrail.amazonaws.com"},
+                        "kms.amazonaws.com", "GenerateDataKey", "cloudtrail.amazonaws.com",
+                        "cloudtrail.amazonaws.com", read_only=True,
+                        request={"keyId": key_arn, "keySpec": "AES_256",
+                                 "encryptionContext": {"aws:cloudtrail:arn": trail}},
+                        extra={"resources": [{"accountId": account, "type": "AWS::KMS::Key",
+                                              "ARN": key_arn}]})
     bucket = org.bucket(account, rng.choice(BUCKETS))
     role = rng.choice(org.function_roles[account])
     identity = role.session(rng, role.name.removesuffix("-role"), when, invoked_by="s3.amazonaws.com")
-    name = rng.choice(("Decrypt", "GenerateDataKey"))
     request: dict = {"encryptionContext": {"aws:s3:arn": f"arn:aws:s3:::{bucket}"},
                      "encryptionAlgorithm": "SYMMETRIC_DEFAULT"}
     if name == "GenerateDataKey":
