@@ -409,7 +409,7 @@ def _findings_in_index(url: str, prefix: str) -> dict[str, dict]:
     return {hit["_id"]: hit["_source"] for hit in hits}
 
 
-def test_findings_idempotent_and_published_once(env, capsys, opensearch_url, moto_url):
+def test_findings_idempotent_and_published_once(env, trail_manifest, capsys, opensearch_url, moto_url):
     sns, sqs = boto3.client("sns"), boto3.client("sqs")
     topic = sns.create_topic(Name=f"findings-{uuid.uuid4().hex[:8]}")["TopicArn"]
     queue = sqs.create_queue(QueueName=f"findings-{uuid.uuid4().hex[:8]}")["QueueUrl"]
@@ -418,7 +418,8 @@ def test_findings_idempotent_and_published_once(env, capsys, opensearch_url, mot
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
                   Attributes={"RawMessageDelivery": "true"})
     os.environ["FINDINGS_TOPIC_ARN"] = topic
-    window = ("--from", "2024-01-01T00:00:00Z", "--to", "2025-01-01T00:00:00Z")
+    # A year of the corpus; the generated trail (a few planted findings) with the crafted events.
+    window = EVERYTHING if trail_manifest else ("--from", "2024-01-01T00:00:00Z", "--to", "2025-01-01T00:00:00Z")
 
     code, first, err = run_json(capsys, str(RULES), *window)
     assert code == detect.EXIT_OK, err

@@ -24,4 +24,5 @@ def test_corpus_documents_are_unchanged(corpus_dir, trail_manifest):
                 del document[name]
             digest.update(transform.document_id(event).encode() + b"\n" + dumps(document) + b"\n")
             events += 1
-    assert (events, digest.hexdigest()) == (int(count), expected)
+    assert (events, digest.hexdigest()) == (int(count), expected), \
+        f"{golden.name} says {count} {expected}; now {events} {digest.hexdigest()}"
