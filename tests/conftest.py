@@ -22,6 +22,9 @@ TRAILS_DIR = ROOT / "build" / "trails"
 #: the tests that want them make themselves.
 TEST_TRAIL = trailgen.TrailOptions(events=8000, start=date(2025, 3, 24), days=14, accounts=3,
                                    regions=("us-east-1", "eu-west-1"), broken_every=0, digests=False)
+#: For a test that needs more monthly indexes than the test trail's two: five months, one account.
+FIVE_MONTHS = trailgen.TrailOptions(events=3000, start=date(2025, 1, 13), days=112, accounts=1,
+                                    regions=("us-east-1",), broken_every=0, digests=False)
 #: Every test of a trail runs on the generated one, and on the shared corpus where it is there.
 TRAILS = ["generated"] + (["corpus"] if (CORPUS_DIR / "AWSLogs").is_dir() else [])
 
@@ -101,3 +104,10 @@ def trail_manifest(corpus_dir) -> dict | None:
     """What the generator says it wrote (None for the shared corpus)."""
     manifest = corpus_dir / trailgen.MANIFEST_NAME
     return trailgen.read_manifest(corpus_dir) if manifest.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def five_month_files() -> list[tuple[str, bytes]]:
+    """(key, bytes) of a generated trail of five months (FIVE_MONTHS)."""
+    root = make_trail(FIVE_MONTHS)
+    return [(str(p.relative_to(root)), p.read_bytes()) for p in sorted((root / "AWSLogs").rglob("*.json.gz"))]
