@@ -1,15 +1,32 @@
-"""Shared fixtures: where the real services are, and the shared corpus."""
+"""Shared fixtures: where the real services are, and the trails tests load."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+from datetime import date
 from pathlib import Path
 
 import pytest
 import requests
 
+import trailgen
+
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS_DIR = Path(__file__).resolve().parent / "events"
 CORPUS_DIR = ROOT.parent / "shared" / "corpus"
+TRAILS_DIR = ROOT / "build" / "trails"
+#: The generated trail the tests load: about the shared corpus's size in files (877 against 976),
+#: two months (two monthly indexes), the planted intrusion; no broken or digest files, which
+#: the tests that want them make themselves.
+TEST_TRAIL = trailgen.TrailOptions(events=8000, start=date(2025, 3, 24), days=14, accounts=3,
+                                   regions=("us-east-1", "eu-west-1"), broken_every=0, digests=False)
+#: For a test that needs more monthly indexes than the test trail's two: five months, one account.
+FIVE_MONTHS = trailgen.TrailOptions(events=3000, start=date(2025, 1, 13), days=112, accounts=1,
+                                    regions=("us-east-1",), broken_every=0, digests=False)
+#: Every test of a trail runs on the generated one, and on the shared corpus where it is there.
+TRAILS = ["generated"] + (["corpus"] if (CORPUS_DIR / "AWSLogs").is_dir() else [])
 
 OPENSEARCH_URL = os.environ.get(
     "OPENSEARCH_URL", f"http://127.0.0.1:{os.environ.get('OPENSEARCH_PORT', '9200')}"
@@ -52,9 +69,45 @@ def aws_env(moto_url, monkeypatch):
     return moto_url
 
 
+def make_trail(options: trailgen.TrailOptions = TEST_TRAIL) -> Path:
+    """The trail made by ``trailgen`` with ``options``, kept under build/trails/ and made again
+    only when the options or the generator's code change."""
+    code = b"".join(path.read_bytes() for path in sorted(Path(trailgen.__file__).parent.glob("*.py")))
+    name = hashlib.sha256(code + repr(options).encode()).hexdigest()[:16]
+    root = TRAILS_DIR / name
+    if not (root / trailgen.MANIFEST_NAME).is_file():
+        TRAILS_DIR.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=TRAILS_DIR, prefix=f".{name}-"))
+        trailgen.generate(partial, options)
+        try:
+            partial.rename(root)
+        except OSError:  # made meanwhile by another session: theirs is the same trail
+            shutil.rmtree(partial)
+    return root
+
+
+@pytest.fixture(scope="session", params=TRAILS)
+def corpus_dir(request) -> Path:
+    """A trail of CloudTrail files laid out as CloudTrail delivers them: the generated trail
+    (``trailgen``), and the real events of ../shared/corpus where it is there."""
+    return CORPUS_DIR if request.param == "corpus" else make_trail()
+
+
 @pytest.fixture(scope="session")
-def corpus_dir() -> Path:
-    """../shared/corpus: real CloudTrail files; absent outside this workspace."""
-    if not (CORPUS_DIR / "AWSLogs").is_dir():
-        pytest.skip(f"shared corpus not found at {CORPUS_DIR} (it lives beside the repo)")
-    return CORPUS_DIR
+def generated_trail() -> Path:
+    """The generated test trail alone: its manifest says what the rules must find in it."""
+    return make_trail()
+
+
+@pytest.fixture(scope="session")
+def trail_manifest(corpus_dir) -> dict | None:
+    """What the generator says it wrote (None for the shared corpus)."""
+    manifest = corpus_dir / trailgen.MANIFEST_NAME
+    return trailgen.read_manifest(corpus_dir) if manifest.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def five_month_files() -> list[tuple[str, bytes]]:
+    """(key, bytes) of a generated trail of five months (FIVE_MONTHS)."""
+    root = make_trail(FIVE_MONTHS)
+    return [(str(p.relative_to(root)), p.read_bytes()) for p in sorted((root / "AWSLogs").rglob("*.json.gz"))]

@@ -20,15 +20,27 @@ import lambda_function
 from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.backfill.selection import Filters, S3Listing
+from cloudtrail_es.read.keys import parse_log_file_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def components(key):
-    parts = key.split("/")
-    name = parts[-1].split("_")
-    return {"account": parts[1], "region": parts[3], "day": date.fromisoformat(
-        f"{name[-2][:4]}-{name[-2][4:6]}-{name[-2][6:8]}")}
+    name = parse_log_file_key(key)
+    return {"account": name.account, "region": name.region, "day": name.day}
+
+
+def filter_case(trail_manifest):
+    """(accounts, regions, start, end, prefixes the plan must hold) that select a part of the trail."""
+    if trail_manifest is None:  # the shared corpus
+        return ({"309303190113", "974349055189", "123456789012"}, {"us-east-1", "eu-west-1"},
+                date(2016, 2, 14), date(2024, 3, 31),
+                ["AWSLogs/974349055189/CloudTrail/us-east-1/2016/02/14/",
+                 "AWSLogs/974349055189/CloudTrail/us-east-1/2016/03/"])
+    org, accounts = trail_manifest["organisation"], sorted(trail_manifest["accounts"])
+    return ({accounts[0], accounts[2]}, {"us-east-1"}, date(2025, 3, 28), date(2025, 4, 3),
+            [f"AWSLogs/{org}/{accounts[0]}/CloudTrail/us-east-1/2025/03/28/",
+             f"AWSLogs/{org}/{accounts[2]}/CloudTrail/us-east-1/2025/04/03/"])
 
 
 def run_cli(args, env=None, **kwargs):
@@ -44,10 +56,8 @@ def loaded_bucket(s3, bucket, corpus_files):
 
 
 def test_filters_select_exactly_the_expected_files_and_list_only_their_prefixes(
-        loader_env, loaded_bucket, s3, corpus_files, capsys):
-    accounts = {"309303190113", "974349055189", "123456789012"}
-    regions = {"us-east-1", "eu-west-1"}
-    start, end = date(2016, 2, 14), date(2024, 3, 31)
+        loader_env, loaded_bucket, s3, corpus_files, trail_manifest, capsys):
+    accounts, regions, start, end, prefixes = filter_case(trail_manifest)
     expected = sorted(k for k, _ in corpus_files
                       if components(k)["account"] in accounts and components(k)["region"] in regions
                       and start <= components(k)["day"] <= end)
@@ -62,9 +72,9 @@ def test_filters_select_exactly_the_expected_files_and_list_only_their_prefixes(
     assert summary["bytes"] == sum(len(d) for k, d in corpus_files if k in set(expected))
     planned = S3Listing(s3).plan(loaded_bucket, "AWSLogs/", Filters(
         start, end, frozenset(accounts), frozenset(regions)))
-    assert all(p.split("/")[1] in accounts and p.split("/")[3] in regions for p in planned)
-    assert "AWSLogs/974349055189/CloudTrail/us-east-1/2016/02/14/" in planned
-    assert "AWSLogs/974349055189/CloudTrail/us-east-1/2016/03/" in planned
+    layout = [p.split("/")[2:5] if trail_manifest else p.split("/")[1:4] for p in planned]
+    assert all(account in accounts and region in regions for account, _, region in layout)
+    assert set(prefixes) <= set(planned)
     # A dry run writes nothing.
     assert requests.get(f"{os.environ['ES_HOSTNAME']}/{loader_env}-*", timeout=30).json() == {}
 
@@ -175,7 +185,7 @@ def test_local_directory_with_workers_and_filters(loader_env, corpus_dir, opense
                      "--regions", "sa-east-1", "eu-west-1"]) == cli.EXIT_OK
     summary = json.loads(capsys.readouterr().out)
     expected = [p for p in (corpus_dir / "AWSLogs").rglob("*.json.gz")
-                if p.relative_to(corpus_dir).parts[3] in ("sa-east-1", "eu-west-1")]
+                if parse_log_file_key(p.name).region in ("sa-east-1", "eu-west-1")]
     assert summary["files_loaded"] == len(expected) > 10
     events = sum(len(json.loads(gzip.decompress(p.read_bytes()))["Records"]) for p in expected)
     refresh(opensearch_url, loader_env)

@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("BREAKER_TEST_PORT", "9320"))
 #: Far beyond the breaker's time: a run that waited it out would fail the bound below.
 RETRY_LIMIT = 900
-#: A month of the corpus: 227 files, 4,440 events, one index to create; in groups of
-#: GROUP_FILES files, so that a run has many groups and files complete early.
+#: A month of the corpus: 227 files, 4,440 events, one index to create (of the generated trail:
+#: its first month, 4,773 events); in groups of GROUP_FILES files, so that a run has many groups
+#: and files complete early.
 MONTHS = ("2014/09",)
 GROUP_FILES = 10
 
@@ -54,12 +55,14 @@ def own_opensearch(loader_env, monkeypatch):
 
 
 @pytest.fixture()
-def two_months(corpus_dir, tmp_path):
+def two_months(corpus_dir, trail_manifest, tmp_path):
     """(directory, eventID -> YYYY-MM) for the corpus files of MONTHS, laid out as CloudTrail does."""
     root, expected = tmp_path / "logs", {}
+    months = MONTHS if trail_manifest is None else (
+        next(iter(trail_manifest["events_by_month"])).replace("-", "/"),)
     for path in sorted((corpus_dir / "AWSLogs").rglob("*.json.gz")):
         key = str(path.relative_to(corpus_dir))
-        if any(f"/{month}/" in key for month in MONTHS):
+        if any(f"/{month}/" in key for month in months):
             (root / key).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, root / key)
             for event in json.loads(gzip.decompress(path.read_bytes()))["Records"]:

@@ -12,15 +12,23 @@ from cloudtrail_es.write.indexes import index_body
 
 pytestmark = pytest.mark.integration
 
-MONTH = ("2018", "04")
+#: A month of the corpus with many files and many distinct keys.
+CORPUS_MONTH = ("2018", "04")
 
 
 @pytest.fixture()
-def month_dir(corpus_dir, tmp_path):
-    """The corpus files of one month (many files, many distinct keys)."""
+def month(trail_manifest):
+    """(YYYY, MM): of the generated trail, its first month."""
+    return CORPUS_MONTH if trail_manifest is None else tuple(
+        next(iter(trail_manifest["events_by_month"])).split("-"))
+
+
+@pytest.fixture()
+def month_dir(corpus_dir, month, tmp_path):
+    """The trail's files of one month (many files, many distinct keys)."""
     root = tmp_path / "logs"
     files = [p for p in (corpus_dir / "AWSLogs").rglob("*.json.gz")
-             if p.parent.parent.name == MONTH[1] and p.parent.parent.parent.name == MONTH[0]]
+             if p.parent.parent.name == month[1] and p.parent.parent.parent.name == month[0]]
     assert len(files) > 50
     for path in files:
         target = root / path.relative_to(corpus_dir)
@@ -30,8 +38,8 @@ def month_dir(corpus_dir, tmp_path):
 
 
 def test_events_degraded_by_the_field_limit_are_counted_and_warned_about_once(
-        loader_env, opensearch_url, month_dir, tmp_path, capsys, caplog):
-    index = f"{loader_env}-{MONTH[0]}-{MONTH[1]}"
+        loader_env, opensearch_url, month, month_dir, tmp_path, capsys, caplog):
+    index = f"{loader_env}-{month[0]}-{month[1]}"
     created = requests.put(f"{opensearch_url}/{index}", json=index_body(shards=1, replicas=0), timeout=60)
     assert created.status_code == 200, created.text
     # Our mapping takes what it takes; from now on no new field fits.

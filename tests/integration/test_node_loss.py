@@ -202,13 +202,15 @@ def test_a_node_killed_mid_load_with_replicas_loses_nothing(
 
 
 def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
-        cluster, index_prefix, corpus_files, tmp_path):
+        cluster, index_prefix, corpus_files, trail_manifest, five_month_files, tmp_path):
     prefix = index_prefix
     victim = cluster.names[-1]
     by_month: dict[str, list[tuple[str, bytes]]] = {}
-    for key, data in corpus_files:
+    # Four monthly indexes: the generated test trail has two, so a generated trail of five.
+    for key, data in corpus_files if trail_manifest is None else five_month_files:
         by_month.setdefault(keys.index_name_for(key, "")[1:], []).append((key, data))
-    red_a, red_b, green_a, green_b = "2014-09", "2017-06", "2018-02", "2018-03"
+    red_a, red_b, green_a, green_b = ("2014-09", "2017-06", "2018-02", "2018-03") \
+        if trail_manifest is None else sorted(by_month)[:4]
     red_a_before, red_a_after = by_month[red_a][:3], by_month[red_a][3:4]
     red_b_after = by_month[red_b][:2]
     before = by_month[green_a][:10] + red_a_before
