@@ -383,17 +383,10 @@ def document_for(event: Mapping[str, Any], ingested: str | None = None,
     """
     document: dict[str, Any] = {}
     verbatim = _VERBATIM
-    kinds = _TOP_LEVEL_KIND
     for key, value in event.items():
         if type(value) is str and key in verbatim:  # most fields of most events
             document[key] = value
-        elif value is None:
-            continue
-        elif (kind := kinds.get(key)) is _STRUCTURED:  # userIdentity, tlsDetails...: inlined
-            document.update(_parts(key, key, value))
-        elif kind is None and type(value) is dict:  # requestParameters...: inlined
-            document.update(_parts(key, _TOP_LEVEL_NAMES.get(key) or top_level_name(key), value))
-        else:
+        elif value is not None:
             _add_field(document, key, value)
     add_ecs_fields(document, event, ingested, withheld)
     return document
@@ -419,7 +412,8 @@ def _add_field(document: dict[str, Any], key: str, value: Any) -> None:
     elif kind is None and not isinstance(value, (dict, list)):
         document[top_level_name(key)] = scalar_text(value)
     else:
-        document.update(_parts(key, key if kind is _STRUCTURED else top_level_name(key), value))
+        for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key), value):
+            document[field] = part
 
 
 #: Kept, as exact values, in the degraded form of an event the cluster rejected.
