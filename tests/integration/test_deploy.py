@@ -246,3 +246,25 @@ class LambdaContext:
     @staticmethod
     def get_remaining_time_in_millis() -> int:
         return 300_000
+
+
+def test_the_companion_template_deploys_as_documented(deployment):
+    """docs/deploy.md's command for the trail bucket's account (sent inline: it is small)."""
+    command = next(c for block in sh_blocks(DEPLOY_DOC.read_text(), "## Organization trails: the bucket in another account")
+                   for c in block if "cloudformation-trail-bucket.yml" in c)
+    assert "--s3-bucket" not in command
+    queue = boto3.client("sqs").create_queue(QueueName=f"{deployment['stack']}-queue")["QueueUrl"]
+    queue_arn = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    command = (command.replace("--stack-name cloudtrail-es-bucket ", f"--stack-name {deployment['stack']} ")
+               .replace("TrailBucket=my-trail-bucket", f"TrailBucket={deployment['bucket']}"))
+    command = re.sub(r"EventQueueArn=\S+", f"EventQueueArn={queue_arn}", command)
+    run_shell(command, deployment["env"])
+    created = {r["LogicalResourceId"] for r in boto3.client("cloudformation").describe_stack_resources(
+        StackName=deployment["stack"])["StackResources"] if r.get("LogicalResourceId")}
+    assert created == {"NotificationLogGroup", "NotificationRole", "NotificationFunction",
+                       "TrailBucketNotification"}
+    function = boto3.client("lambda").get_function_configuration(
+        FunctionName=next(r["PhysicalResourceId"] for r in boto3.client("cloudformation").describe_stack_resources(
+            StackName=deployment["stack"])["StackResources"] if r.get("LogicalResourceId") == "NotificationFunction"))
+    assert function["Handler"] == "index.handler" and function["Runtime"] == "python3.12"
