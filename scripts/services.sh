@@ -348,7 +348,8 @@ os_security_config() {
     }
     chmod -R a+rX "$plugin" "$OS_HOME/config"
   fi
-  # -y: no questions, -i: initialise the security index from the demo files, -s: no cluster check
+  # -y: no questions, -i: initialise the security index from the demo files, -s: nothing done
+  # when opensearch.yml already has the demo configuration (it does not: written on each start)
   env "${engine_env[@]}" OPENSEARCH_INITIAL_ADMIN_PASSWORD="$OS_ADMIN_PASSWORD" \
     bash "$plugin/tools/install_demo_configuration.sh" -y -i -s >>"$RUN_DIR/$OS_ID.tools.log" 2>&1 || {
     tail -n 20 "$RUN_DIR/$OS_ID.tools.log" >&2
