@@ -672,14 +672,16 @@ def detector_for(settings: Settings, detection: DetectionSettings, cluster: Clus
 
 
 def run_scheduled(settings: Settings, cluster: Cluster, engine: Engine,
-                  bundle: Path | None = None,
-                  detection: DetectionSettings | None = None) -> tuple[dict[str, Any], DetectionRun]:
+                  bundle: Path | None = None, detection: DetectionSettings | None = None,
+                  deadline: Callable[[], float] | None = None) -> tuple[dict[str, Any], DetectionRun]:
     """The Lambda's scheduled detection: the packaged rules, each over its own window."""
     bundle = bundle or PACKAGED_RULES
     if not bundle.exists():
         raise DetectionError(f"no packaged rules at {bundle.name} (build with scripts/package.py)")
     ruleset = load_rules([bundle])
     detector = detector_for(settings, detection or DetectionSettings.from_env(), cluster, engine)
+    if deadline is not None:  # a write's retries stop before the Lambda's time runs out
+        detector.deadline = deadline
     run = detector.run(ruleset)
     summary = run.summary()
     log.info("detection done", extra={k: v for k, v in summary.items() if k not in ("per_rule", "rules")})
