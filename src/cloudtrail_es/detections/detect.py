@@ -387,7 +387,15 @@ class Store:
                 yield BulkItem(self.findings, finding["finding_id"],
                                self._create_line(finding["finding_id"]) + dumps(finding) + b"\n")
 
-        for outcome in self.writer.outcomes(items(), deadline):
+        outcomes = self.writer.outcomes(items(), deadline)
+        while True:
+            try:
+                outcome = next(outcomes)
+            except StopIteration:
+                return
+            except ValueError as exc:  # a proxy's page instead of the cluster's JSON answer
+                raise ClusterError(f"cannot write findings to {self.findings}: the answer is "
+                                   f"not JSON ({exc})") from None
             finding = in_flight.pop(outcome.doc_id)
             yield finding, outcome.status, "" if outcome.ok else outcome.reason
 
