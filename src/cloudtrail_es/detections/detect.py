@@ -237,8 +237,9 @@ def scheduled_window(position: RulePosition, now: datetime, delay: timedelta,
     """The rule's next window by arrival, and where it starts if the catch-up bound cut it
     (events that arrived between the old position and that start are not checked: said)."""
     end = now - delay
-    start = position.window_end or end - FIRST_RUN_LOOKBACK
-    gap_end = None
+    if position.window_end is None:  # a first run: nothing skipped, nothing to report
+        return Window(end - min(FIRST_RUN_LOOKBACK, catch_up), end, ARRIVAL, from_state=True), None
+    start, gap_end = position.window_end, None
     if start < end - catch_up:
         start = gap_end = end - catch_up
     return Window(start, max(start, end), ARRIVAL, from_state=True), gap_end
