@@ -418,7 +418,7 @@ def test_search_contexts_are_released_when_a_run_stops_midway(deployment, monkey
     assert len([next(hits) for _ in range(3)]) == 3
     hits.close()
 
-    released = "/_pit" if detect.pit_api(deployment[2]) else "/_search/scroll"
+    released = "/_pit" if detect.pages_by_pit(deployment[2]) else "/_search/scroll"
     assert sent[-1] == ("DELETE", released)
 
 

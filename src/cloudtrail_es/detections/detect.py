@@ -31,7 +31,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Iterator, Sequence, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 
 from cloudtrail_es.core import names
 from cloudtrail_es.core.config import (DETECTION_CATCH_UP_HOURS, DETECTION_MAX_FINDINGS,
@@ -329,7 +329,7 @@ class Store:
             "size": PAGE_SIZE, "sort": [{window.field: "asc"}],
             "_source": list(EVENT_FIELDS) + ["userIdentity.arn", "userIdentity.type"],
             "query": {"bool": {"filter": [window.query(), {"terms": {"_index": indexes}}, query]}}}
-        if pit_api(self.engine) is not None:
+        if pages_by_pit(self.engine):
             yield from self._pit_pages(body)
         else:
             yield from self._scroll_pages(body)
@@ -339,11 +339,10 @@ class Store:
         return list(page["hits"]["hits"])
 
     def _pit_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        opening, closing, id_key = cast(tuple[str, str, str], pit_api(self.engine))
-        # The point in time names the indexes; the search itself must not.
-        response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/{opening}"
+        # The point in time names the indexes; the searches through it must not.
+        response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/_pit"
                                         f"?keep_alive={KEEP_ALIVE}")
-        pit_id = answer(response, "cannot open a point in time")[id_key]
+        pit_id = answer(response, "cannot open a point in time")["id"]
         try:
             body = {**body, "sort": [*body["sort"], {"_shard_doc": "asc"}]}
             while True:
@@ -353,8 +352,7 @@ class Store:
                     return
                 body = {**body, "search_after": hits[-1]["sort"]}
         finally:
-            close = {"pit_id": [pit_id]} if id_key == "pit_id" else {"id": pit_id}
-            _release(self.cluster, "DELETE", f"/{closing}", close)
+            _release(self.cluster, "DELETE", "/_pit", {"id": pit_id})
 
     def _scroll_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         page = answer(self.cluster.request(
@@ -407,14 +405,12 @@ class Store:
         return dumps({"create": action}) + b"\n"
 
 
-def pit_api(engine: Engine) -> tuple[str, str, str] | None:
-    """(open path, close path, id key) of the engine's point in time, where paging through it
-    by ``search_after`` is exact: Elasticsearch 7.12+, whose ``_shard_doc`` breaks ties.
-    OpenSearch's point in time has no such tiebreaker (hits of one millisecond would be
-    skipped or repeated at a page's edge), so there, and on older engines, a scroll pages."""
-    if engine.distribution == "elasticsearch" and engine.version >= (7, 12):
-        return "_pit", "_pit", "id"
-    return None
+def pages_by_pit(engine: Engine) -> bool:
+    """Whether hits are paged through a point in time by ``search_after``, which is exact only
+    where ``_shard_doc`` breaks ties: Elasticsearch 7.12+. OpenSearch's point in time has no
+    such tiebreaker (hits of one millisecond would be skipped or repeated at a page's edge),
+    so there, and on older engines, a scroll pages."""
+    return engine.distribution == "elasticsearch" and engine.version >= (7, 12)
 
 
 def _release(cluster: Cluster, method: str, path: str, body: dict[str, Any]) -> None:
