@@ -139,3 +139,9 @@ def test_runs_under_a_cap_take_every_hit_once_in_order(moments, cap):
         start = int(outcome.resume_from.timestamp() * 1000)
         assert run and start > run[-1]["sort"][0]
     assert taken == [hit["_id"] for hit in hits]
+
+
+def test_a_first_run_looks_back_no_further_than_the_catch_up_and_reports_no_gap():
+    now = datetime(2026, 1, 10, tzinfo=timezone.utc)
+    window, gap = detect.scheduled_window(detect.RulePosition(), now, timedelta(0), timedelta(hours=2))
+    assert gap is None and window.start == now - timedelta(hours=2)

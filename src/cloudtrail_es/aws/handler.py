@@ -54,7 +54,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     invocation = parse_invocation(event)
     deadline_for: Deadline = lambda: deadline(context)  # noqa: E731 - read at each file's start
     if isinstance(invocation, DetectionRequest):
-        return run_detection(getattr(context, "function_name", None))
+        return run_detection(getattr(context, "function_name", None), deadline_for)
     if isinstance(invocation, RetentionRequest):
         return handle_retention()
     function_name = getattr(context, "function_name", None)  # the metrics' FunctionName
@@ -151,7 +151,8 @@ def emit_metrics(runs: list[RunResult], function_name: str | None) -> None:
     metrics.emit(runs, index_prefix_from_env(), function_name)
 
 
-def run_detection(function_name: str | None = None) -> dict[str, Any]:
+def run_detection(function_name: str | None = None,
+                  deadline_for: Deadline | None = None) -> dict[str, Any]:
     """The DetectionSchedule: each packaged Sigma rule over what arrived since its last run.
 
     A bad detection setting fails this route alone (ConfigurationError naming it); the
@@ -162,7 +163,7 @@ def run_detection(function_name: str | None = None) -> dict[str, Any]:
     detection = DetectionSettings.from_env()
     loader = processor()
     summary, run = detect.run_scheduled(settings_from_env(), loader.cluster, loader.engine,
-                                        detection=detection)
+                                        detection=detection, deadline=deadline_for)
     metrics.emit_detection(summary, function_name)
     errors = run.all_errors()
     if errors:  # retried by Lambda: positions and the outbox make a rerun add nothing twice

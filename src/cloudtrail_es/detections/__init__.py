@@ -1,1 +1,2 @@
-"""Sigma detections: rules -> queries (``sigma``, build time: needs pySigma) and the detector (``detect``)."""
+"""Sigma detections: rules -> queries (``sigma``, build time: needs pySigma), the detector
+(``detect``), and findings with their exactly-once notifications (``findings``)."""

@@ -31,7 +31,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterable, Iterator, Sequence, cast
+from typing import Any, Callable, Generator, Iterable, Iterator, Sequence
 
 from cloudtrail_es.core import names
 from cloudtrail_es.core.config import (DETECTION_CATCH_UP_HOURS, DETECTION_MAX_FINDINGS,
@@ -230,8 +230,9 @@ def scheduled_window(position: RulePosition, now: datetime, delay: timedelta,
     """The rule's next window by arrival, and where it starts if the catch-up bound cut it
     (events that arrived between the old position and that start are not checked: said)."""
     end = now - delay
-    start = position.window_end or end - FIRST_RUN_LOOKBACK
-    gap_end = None
+    if position.window_end is None:  # a first run: nothing skipped, nothing to report
+        return Window(end - min(FIRST_RUN_LOOKBACK, catch_up), end, ARRIVAL, from_state=True), None
+    start, gap_end = position.window_end, None
     if start < end - catch_up:
         start = gap_end = end - catch_up
     return Window(start, max(start, end), ARRIVAL, from_state=True), gap_end
@@ -322,7 +323,7 @@ class Store:
             "size": PAGE_SIZE, "sort": [{window.field: "asc"}],
             "_source": [*EVENT_FIELDS, "userIdentity.arn", "userIdentity.type", *fields],
             "query": {"bool": {"filter": [window.query(), {"terms": {"_index": indexes}}, query]}}}
-        if pit_api(self.engine) is not None:
+        if pages_by_pit(self.engine):
             yield from self._pit_pages(body)
         else:
             yield from self._scroll_pages(body)
@@ -332,11 +333,10 @@ class Store:
         return list(page["hits"]["hits"])
 
     def _pit_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        opening, closing, id_key = cast(tuple[str, str, str], pit_api(self.engine))
-        # The point in time names the indexes; the search itself must not.
-        response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/{opening}"
+        # The point in time names the indexes; the searches through it must not.
+        response = self.cluster.request("POST", f"/{search_pattern(self.prefix)}/_pit"
                                         f"?keep_alive={KEEP_ALIVE}")
-        pit_id = answer(response, "cannot open a point in time")[id_key]
+        pit_id = answer(response, "cannot open a point in time")["id"]
         try:
             body = {**body, "sort": [*body["sort"], {"_shard_doc": "asc"}]}
             while True:
@@ -346,8 +346,7 @@ class Store:
                     return
                 body = {**body, "search_after": hits[-1]["sort"]}
         finally:
-            close = {"pit_id": [pit_id]} if id_key == "pit_id" else {"id": pit_id}
-            _release(self.cluster, "DELETE", f"/{closing}", close)
+            _release(self.cluster, "DELETE", "/_pit", {"id": pit_id})
 
     def _scroll_pages(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         page = answer(self.cluster.request(
@@ -381,7 +380,15 @@ class Store:
                 yield BulkItem(self.findings, finding["finding_id"],
                                self._create_line(finding["finding_id"]) + dumps(finding) + b"\n")
 
-        for outcome in self.writer.outcomes(items(), deadline):
+        outcomes = self.writer.outcomes(items(), deadline)
+        while True:
+            try:
+                outcome = next(outcomes)
+            except StopIteration:
+                return
+            except ValueError as exc:  # a proxy's page instead of the cluster's JSON answer
+                raise ClusterError(f"cannot write findings to {self.findings}: the answer is "
+                                   f"not JSON ({exc})") from None
             finding = in_flight.pop(outcome.doc_id)
             yield finding, outcome.status, "" if outcome.ok else outcome.reason
 
@@ -392,14 +399,12 @@ class Store:
         return dumps({"create": action}) + b"\n"
 
 
-def pit_api(engine: Engine) -> tuple[str, str, str] | None:
-    """(open path, close path, id key) of the engine's point in time, where paging through it
-    by ``search_after`` is exact: Elasticsearch 7.12+, whose ``_shard_doc`` breaks ties.
-    OpenSearch's point in time has no such tiebreaker (hits of one millisecond would be
-    skipped or repeated at a page's edge), so there, and on older engines, a scroll pages."""
-    if engine.distribution == "elasticsearch" and engine.version >= (7, 12):
-        return "_pit", "_pit", "id"
-    return None
+def pages_by_pit(engine: Engine) -> bool:
+    """Whether hits are paged through a point in time by ``search_after``, which is exact only
+    where ``_shard_doc`` breaks ties: Elasticsearch 7.12+. OpenSearch's point in time has no
+    such tiebreaker (hits of one millisecond would be skipped or repeated at a page's edge),
+    so there, and on older engines, a scroll pages."""
+    return engine.distribution == "elasticsearch" and engine.version >= (7, 12)
 
 
 def _release(cluster: Cluster, method: str, path: str, body: dict[str, Any]) -> None:
@@ -667,14 +672,16 @@ def detector_for(settings: Settings, detection: DetectionSettings, cluster: Clus
 
 
 def run_scheduled(settings: Settings, cluster: Cluster, engine: Engine,
-                  bundle: Path | None = None,
-                  detection: DetectionSettings | None = None) -> tuple[dict[str, Any], DetectionRun]:
+                  bundle: Path | None = None, detection: DetectionSettings | None = None,
+                  deadline: Callable[[], float] | None = None) -> tuple[dict[str, Any], DetectionRun]:
     """The Lambda's scheduled detection: the packaged rules, each over its own window."""
     bundle = bundle or PACKAGED_RULES
     if not bundle.exists():
         raise DetectionError(f"no packaged rules at {bundle.name} (build with scripts/package.py)")
     ruleset = load_rules([bundle])
     detector = detector_for(settings, detection or DetectionSettings.from_env(), cluster, engine)
+    if deadline is not None:  # a write's retries stop before the Lambda's time runs out
+        detector.deadline = deadline
     run = detector.run(ruleset)
     summary = run.summary()
     log.info("detection done", extra={k: v for k, v in summary.items() if k not in ("per_rule", "rules")})
