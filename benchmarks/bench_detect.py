@@ -8,7 +8,7 @@ written straight into a fresh ``PREFIX-2024-05`` index (the loader's mapping, ea
 publishes none. The child reports its peak RSS (``ru_maxrss``), the wall time and the
 findings written; the cluster must then hold exactly that many findings.
 
-    python scripts/bench_detect.py --events 100000 1000000
+    python benchmarks/bench_detect.py --events 100000 1000000
 
 Needs the services (``make services``: OpenSearch on OPENSEARCH_PORT).
 """

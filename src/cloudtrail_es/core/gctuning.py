@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 
 #: Allocations (net) before a young collection; young collections before a middle one; middle
-#: ones before a full one. Measured with ``scripts/bench_cpu.py --instructions`` against the
+#: ones before a full one. Measured with ``benchmarks/bench_cpu.py --instructions`` against the
 #: defaults and other settings (``docs/performance.md``).
 THRESHOLDS = (100_000, 50, 1000)
 
