@@ -26,6 +26,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from cfn_template import (CfnLoader, as_list, condition_holds, deployed_of_type, deployed_resources, load_template, one_of_type, readable, resolve, resources_of_type, template_parameters)
 from hypothesis import given, settings
 from hypothesis import strategies
 
@@ -69,43 +71,12 @@ BUCKET = "my-trail-bucket"
 DEAD_LETTER_BUCKET = "my-dead-letters"
 
 
-# ---------------------------------------------------------------------------
-# Loading
-# ---------------------------------------------------------------------------
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that accepts any `!Tag` and returns its long form."""
-
-
-def _construct_tag(loader: yaml.Loader, tag_suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
 @pytest.fixture(scope="module")
 def template() -> dict:
     assert TEMPLATE.is_file(), f"{TEMPLATE} is missing"
-    with TEMPLATE.open(encoding="utf-8") as fh:
-        doc = yaml.load(fh, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    doc = load_template(TEMPLATE)
     assert isinstance(doc, dict) and "Resources" in doc
     return doc
-
-
-def _resources_of_type(template: dict, rtype: str) -> dict[str, dict]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == rtype}
 
 
 def _named(template: dict, name: str) -> tuple[str, dict]:
@@ -114,116 +85,6 @@ def _named(template: dict, name: str) -> tuple[str, dict]:
     assert resource["Type"] == LOADER_TYPES[name], name
     return name, resource
 
-
-def _one(template: dict, rtype: str) -> tuple[str, dict]:
-    found = _resources_of_type(template, rtype)
-    assert len(found) == 1, f"expected exactly one {rtype}, found {sorted(found)}"
-    return next(iter(found.items()))
-
-
-# ---------------------------------------------------------------------------
-# A minimal evaluator of the intrinsic functions used for conditions
-# ---------------------------------------------------------------------------
-NO_VALUE = object()
-
-
-def _params(template: dict, **overrides: Any) -> dict[str, Any]:
-    """Parameter values as CloudFormation sees them (lists split on commas)."""
-    values: dict[str, Any] = {}
-    for name, spec in template["Parameters"].items():
-        raw = overrides.get(name, spec.get("Default", f"<{name}>"))
-        if spec["Type"] == "CommaDelimitedList" and isinstance(raw, str):
-            raw = raw.split(",")
-        values[name] = raw if isinstance(raw, list) else str(raw)
-    return values
-
-
-def _condition(template: dict, name: str, params: dict) -> bool:
-    result = _resolve(template["Conditions"][name], template, params)
-    assert isinstance(result, bool), f"condition {name} did not evaluate to a bool"
-    return result
-
-
-def _substitute(text: str, variables: dict[str, Any]) -> str:
-    for name, value in variables.items():
-        if isinstance(value, str):
-            text = text.replace("${" + name + "}", value)
-    return text
-
-
-def _resolve(node: Any, template: dict, params: dict) -> Any:
-    if isinstance(node, list):
-        out = [_resolve(item, template, params) for item in node]
-        return [item for item in out if item is not NO_VALUE]
-    if not isinstance(node, dict):
-        return node
-    if len(node) == 1:
-        (key, arg), = node.items()
-        if key == "Ref":
-            if arg == "AWS::NoValue":
-                return NO_VALUE
-            return params.get(arg, node)
-        if key == "Condition":
-            return _condition(template, arg, params)
-        if key == "Fn::If":
-            name, when_true, when_false = arg
-            chosen = when_true if _condition(template, name, params) else when_false
-            return _resolve(chosen, template, params)
-        if key == "Fn::Not":
-            return not _resolve(arg[0], template, params)
-        if key == "Fn::And":
-            return all(_resolve(a, template, params) for a in arg)
-        if key == "Fn::Or":
-            return any(_resolve(a, template, params) for a in arg)
-        if key == "Fn::Equals":
-            left, right = (_resolve(a, template, params) for a in arg)
-            return str(left) == str(right)
-        if key == "Fn::Join":
-            sep, items = arg
-            items = _resolve(items, template, params)
-            assert isinstance(items, list) and all(isinstance(i, str) for i in items)
-            return sep.join(items)
-        if key == "Fn::Split":
-            sep, text = arg
-            return _resolve(text, template, params).split(sep)
-        if key == "Fn::Select":
-            index, items = arg
-            return _resolve(items, template, params)[int(index)]
-        if key == "Fn::FindInMap":
-            map_name, top, second = (_resolve(a, template, params) for a in arg)
-            return template["Mappings"][map_name][str(top)][second]
-        if key == "Fn::Sub":
-            # Substitute the Sub's own variables and plain parameters only;
-            # ${AWS::...} and ${X.Attr} stay.
-            if isinstance(arg, str):
-                return _substitute(arg, params)
-            text, variables = arg
-            variables = _resolve(variables, template, params)
-            return _substitute(_substitute(text, variables), params)
-    out = {k: _resolve(v, template, params) for k, v in node.items()}
-    return {k: v for k, v in out.items() if v is not NO_VALUE}
-
-
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def _deployed(template: dict, params: dict) -> dict[str, dict]:
-    """The resources that exist for `params` (their Condition holds)."""
-    return {
-        name: res
-        for name, res in template["Resources"].items()
-        if "Condition" not in res or _condition(template, res["Condition"], params)
-    }
-
-
-def _deployed_of_type(template: dict, params: dict, rtype: str) -> dict[str, dict]:
-    return {k: v for k, v in _deployed(template, params).items() if v["Type"] == rtype}
-
-
-def _key(value: Any) -> str:
-    """A hashable, readable form of a resolved resource / principal."""
-    return value if isinstance(value, str) else repr(value)
 
 
 # Parameter sets the security checks are evaluated under.
@@ -266,20 +127,20 @@ def _expected_role_grants(template: dict, params: dict) -> set[tuple[str, str]]:
     trail += f"{prefix}/*" if prefix else "*"
     dl_bucket = params["DeadLetterBucket"] or params["CloudTrailBucket"]
     dead_letters = f"arn:${{AWS::Partition}}:s3:::{dl_bucket}/{params['DeadLetterPrefix']}*"
-    domain, _ = _one(template, "AWS::OpenSearchService::Domain")
+    domain, _ = one_of_type(template, "AWS::OpenSearchService::Domain")
     grants = {(a, r) for a in LOG_ACTIONS for r in (log_group, log_group + ":*")}
     grants |= {("s3:GetObject", trail), ("s3:PutObject", dead_letters)}
-    grants |= {(a, _key(r)) for a in ES_ACTIONS
+    grants |= {(a, readable(r)) for a in ES_ACTIONS
                for r in (_get_att(domain), "${" + domain + ".Arn}/*")}
     if params["RetentionMonths"] != "0":
         grants.add(("es:ESHttpDelete", "${" + domain + ".Arn}/" + params["IndexPrefix"] + "-*"))
-    grants.add(("sqs:SendMessage", _key(_get_att("AsyncFailureQueue"))))
+    grants.add(("sqs:SendMessage", readable(_get_att("AsyncFailureQueue"))))
     if params["TrailKmsKeyArn"]:
         grants.add(("kms:Decrypt", params["TrailKmsKeyArn"]))
     if params["DeadLetterKmsKeyArn"]:
         grants |= {(a, params["DeadLetterKmsKeyArn"]) for a in ("kms:GenerateDataKey", "kms:Decrypt")}
     if params["TriggerMode"] != "None":
-        grants |= {(a, _key(_get_att("EventQueue"))) for a in SQS_CONSUMER_ACTIONS}
+        grants |= {(a, readable(_get_att("EventQueue"))) for a in SQS_CONSUMER_ACTIONS}
     return grants
 
 
@@ -381,9 +242,9 @@ def test_lambda_function_settings(template):
 
 @pytest.mark.parametrize(("reserved", "expected"), [("-1", None), ("0", "0"), ("20", "20")])
 def test_reserved_concurrency(template, reserved, expected):
-    params = _params(template, CloudTrailBucket=BUCKET, ReservedConcurrency=reserved)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, ReservedConcurrency=reserved)
     _, function = _named(template, LOADER_FUNCTION)
-    props = _resolve(function["Properties"], template, params)
+    props = resolve(function["Properties"], template, params)
     assert props.get("ReservedConcurrentExecutions") == expected
 
 
@@ -403,8 +264,8 @@ def test_handler_exists_in_source(template):
 def test_lambda_environment(template):
     _, function = _named(template, LOADER_FUNCTION)
     env = function["Properties"]["Environment"]["Variables"]
-    domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
-    deployed = _resolve(env, template, _params(template, CloudTrailBucket=BUCKET))
+    domain_name, _ = one_of_type(template, "AWS::OpenSearchService::Domain")
+    deployed = resolve(env, template, template_parameters(template, CloudTrailBucket=BUCKET))
     assert deployed["ES_HOSTNAME"] == {"Fn::GetAtt": [domain_name, "DomainEndpoint"]}
     assert deployed["ES_AUTH"] == "sigv4"
     assert "ES_SECRET_ARN" not in deployed and "ES_SERVICE" not in deployed
@@ -419,9 +280,9 @@ def test_lambda_environment(template):
     ("dead_letter_bucket", "expected"), [("", BUCKET), (DEAD_LETTER_BUCKET, DEAD_LETTER_BUCKET)]
 )
 def test_dead_letter_bucket_defaults_to_the_trail_bucket(template, dead_letter_bucket, expected):
-    params = _params(template, CloudTrailBucket=BUCKET, DeadLetterBucket=dead_letter_bucket)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, DeadLetterBucket=dead_letter_bucket)
     _, function = _named(template, LOADER_FUNCTION)
-    env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
+    env = resolve(function["Properties"]["Environment"]["Variables"], template, params)
     assert env["DEAD_LETTER_BUCKET"] == expected
     assert env["DEAD_LETTER_PREFIX"] == "cloudtrail-es-dead-letter/"
 
@@ -443,7 +304,7 @@ def test_the_code_reads_the_variables_the_template_sets(template):
 def _role_statements(template: dict, params: dict) -> list[dict]:
     """Every statement granted to the Lambda role, resolved for `params`."""
     role_name, role = _named(template, LOADER_ROLE)
-    props = _resolve(role["Properties"], template, params)
+    props = resolve(role["Properties"], template, params)
     assert not props.get("ManagedPolicyArns"), "no managed policies expected"
     documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
     for rtype, key in (
@@ -451,13 +312,13 @@ def _role_statements(template: dict, params: dict) -> list[dict]:
         ("AWS::IAM::Policy", "Roles"),
         ("AWS::IAM::ManagedPolicy", "Roles"),
     ):
-        for res in _deployed_of_type(template, params, rtype).values():
-            targets = _as_list(res["Properties"].get(key, []))
+        for res in deployed_of_type(template, params, rtype).values():
+            targets = as_list(res["Properties"].get(key, []))
             if {"Ref": role_name} in targets:
-                documents.append(_resolve(res["Properties"]["PolicyDocument"], template, params))
+                documents.append(resolve(res["Properties"]["PolicyDocument"], template, params))
     statements = []
     for doc in documents:
-        statements.extend(_as_list(doc["Statement"]))
+        statements.extend(as_list(doc["Statement"]))
     return statements
 
 
@@ -467,22 +328,22 @@ def _role_grants(template: dict, params: dict) -> set[tuple[str, str]]:
         assert st["Effect"] == "Allow"
         assert "NotAction" not in st and "NotResource" not in st
         assert "Condition" not in st or st["Condition"], "empty condition"
-        if any(a.startswith("kms:") for a in _as_list(st["Action"])):
+        if any(a.startswith("kms:") for a in as_list(st["Action"])):
             assert st["Condition"] == VIA_S3, f"{st.get('Sid')}: KMS only through S3"
         else:
             assert "Condition" not in st, st.get("Sid")
-        for action in _as_list(st["Action"]):
+        for action in as_list(st["Action"]):
             assert "*" not in action, f"wildcard action {action!r}"
-            for resource in _as_list(st["Resource"]):
+            for resource in as_list(st["Resource"]):
                 assert resource != "*", f"statement {st.get('Sid')} applies to every resource"
-                grants.add((action, _key(resource)))
+                grants.add((action, readable(resource)))
     return grants
 
 
 @pytest.mark.parametrize(("scenario", "mode"), ROLE_CASES)
 def test_role_grants_exactly_the_allowed_set(template, scenario, mode):
     """Actions *and* resources: nothing beyond the list, for every TriggerMode."""
-    params = _params(template, TriggerMode=mode, **SCENARIOS[scenario])
+    params = template_parameters(template, TriggerMode=mode, **SCENARIOS[scenario])
     grants = _role_grants(template, params)
     expected = _expected_role_grants(template, params)
     assert grants - expected == set(), f"granted beyond the list: {sorted(grants - expected)}"
@@ -506,15 +367,15 @@ def test_role_only_assumable_by_lambda(template):
     ],
 )
 def test_s3_access_only_on_the_trail_prefix_and_dead_letters(template, prefix, expected):
-    params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix=prefix)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, CloudTrailPrefix=prefix)
     reads, writes = set(), set()
     for st in _role_statements(template, params):
-        actions = set(_as_list(st["Action"]))
+        actions = set(as_list(st["Action"]))
         if any(a.startswith("s3:") for a in actions):
             assert actions in ({"s3:GetObject"}, {"s3:PutObject"}), actions
-            (reads if actions == {"s3:GetObject"} else writes).update(_as_list(st["Resource"]))
+            (reads if actions == {"s3:GetObject"} else writes).update(as_list(st["Resource"]))
         else:
-            for resource in _as_list(st["Resource"]):
+            for resource in as_list(st["Resource"]):
                 assert ":s3:::" not in str(resource)
     assert reads == {expected}
     # Writes only under the dead-letter prefix, never the trail's own files.
@@ -523,15 +384,15 @@ def test_s3_access_only_on_the_trail_prefix_and_dead_letters(template, prefix, e
 
 @pytest.mark.parametrize("retention", ["0", "1", "13"])
 def test_es_and_logs_access_scoped(template, retention):
-    params = _params(template, RetentionMonths=retention, **SCENARIOS["defaults-no-prefix"])
-    domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
+    params = template_parameters(template, RetentionMonths=retention, **SCENARIOS["defaults-no-prefix"])
+    domain_name, _ = one_of_type(template, "AWS::OpenSearchService::Domain")
     domain_arn = {"Fn::GetAtt": [domain_name, "Arn"]}
     # (the evaluator has already turned `!Sub "${Domain.Arn}/*"` into a string)
     domain_children = "${" + domain_name + ".Arn}/*"
     es_grants = deletes = 0
     for st in _role_statements(template, params):
-        actions = set(_as_list(st["Action"]))
-        resources = _as_list(st["Resource"])
+        actions = set(as_list(st["Action"]))
+        resources = as_list(st["Resource"])
         if actions & ES_ACTIONS:
             es_grants += 1
             assert actions == ES_ACTIONS
@@ -553,27 +414,27 @@ def test_es_and_logs_access_scoped(template, retention):
 
 @pytest.mark.parametrize("mode", TRIGGER_MODES)
 def test_sqs_access_only_on_the_stack_queues(template, mode):
-    params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
     consumer, sender = set(), set()
     for st in _role_statements(template, params):
-        actions = set(_as_list(st["Action"]))
+        actions = set(as_list(st["Action"]))
         if not any(a.startswith("sqs:") for a in actions):
             continue
-        resources = {_key(r) for r in _as_list(st["Resource"])}
+        resources = {readable(r) for r in as_list(st["Resource"])}
         if actions == {"sqs:SendMessage"}:
             sender |= resources
         else:
             assert actions == SQS_CONSUMER_ACTIONS
             consumer |= resources
-    assert sender == {_key(_get_att("AsyncFailureQueue"))}
-    assert consumer == (set() if mode == "None" else {_key(_get_att("EventQueue"))})
+    assert sender == {readable(_get_att("AsyncFailureQueue"))}
+    assert consumer == (set() if mode == "None" else {readable(_get_att("EventQueue"))})
 
 
 # ---------------------------------------------------------------------------
 # OpenSearch domain
 # ---------------------------------------------------------------------------
 def test_domain_transport_and_encryption(template):
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
     props = domain["Properties"]
     assert props["DomainName"] == {"Ref": "ElasticsearchDomainName"}
     assert props["EngineVersion"] == {"Ref": "EngineVersion"}
@@ -592,14 +453,14 @@ def test_domain_transport_and_encryption(template):
 
 def test_fine_grained_access_control(template):
     """No anonymous access: FGAC on, internal master user, generated password."""
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
     fgac = domain["Properties"]["AdvancedSecurityOptions"]
     assert fgac["Enabled"] is True
     assert fgac["InternalUserDatabaseEnabled"] is True
     assert fgac.get("AnonymousAuthEnabled", False) is False
     master = fgac["MasterUserOptions"]
     assert master["MasterUserName"] == {"Ref": "MasterUserName"}
-    secret_name, secret = _one(template, "AWS::SecretsManager::Secret")
+    secret_name, secret = one_of_type(template, "AWS::SecretsManager::Secret")
     assert master["MasterUserPassword"] == {
         "Fn::Sub": "{{resolve:secretsmanager:${" + secret_name + "}:SecretString:password}}"
     }
@@ -615,14 +476,14 @@ def test_fine_grained_access_control(template):
 
 
 def test_domain_logs_published(template):
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
     options = domain["Properties"]["LogPublishingOptions"]
     for log_type in ("ES_APPLICATION_LOGS", "AUDIT_LOGS"):
         assert options[log_type]["Enabled"] is True
         group = options[log_type]["CloudWatchLogsLogGroupArn"]["Fn::GetAtt"][0]
         assert template["Resources"][group]["Type"] == "AWS::Logs::LogGroup"
         assert int(template["Resources"][group]["Properties"]["RetentionInDays"]) > 0
-    assert not _resources_of_type(template, "AWS::Logs::ResourcePolicy"), "one shared policy, not one per stack"
+    assert not resources_of_type(template, "AWS::Logs::ResourcePolicy"), "one shared policy, not one per stack"
     policy = template["Resources"]["SharedLogsResourcePolicy"]
     assert policy["Type"] == "Custom::LogsResourcePolicy"
     assert policy["Properties"]["ServiceToken"] == _get_att("SetupFunction")
@@ -662,9 +523,9 @@ def test_domain_logs_published(template):
     ],
 )
 def test_cluster_config_from_parameters(template, overrides, masters, zones):
-    params = _params(template, CloudTrailBucket=BUCKET, **overrides)
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
-    cluster = _resolve(domain["Properties"]["ClusterConfig"], template, params)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, **overrides)
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
+    cluster = resolve(domain["Properties"]["ClusterConfig"], template, params)
     assert cluster["InstanceCount"] == params["InstanceCount"]
     if masters is None:
         assert cluster["DedicatedMasterEnabled"] is False
@@ -684,9 +545,9 @@ def test_cluster_config_from_parameters(template, overrides, masters, zones):
 
 @pytest.mark.parametrize(("storage", "iops"), [("gp3", False), ("gp2", False), ("io1", True)])
 def test_storage_type(template, storage, iops):
-    params = _params(template, CloudTrailBucket=BUCKET, StorageType=storage)
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
-    ebs = _resolve(domain["Properties"]["EBSOptions"], template, params)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, StorageType=storage)
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
+    ebs = resolve(domain["Properties"]["EBSOptions"], template, params)
     assert ebs["VolumeType"] == storage
     assert ("Iops" in ebs) is iops
 
@@ -696,7 +557,7 @@ def _is_public(statement: dict) -> bool:
     if principal == "*":
         return True
     if isinstance(principal, dict):
-        return any("*" in _as_list(v) for v in principal.values())
+        return any("*" in as_list(v) for v in principal.values())
     return False
 
 
@@ -715,11 +576,11 @@ def _is_non_empty_allowed_ips(condition: Any) -> bool:
 
 
 def test_public_principal_only_with_ip_condition_when_ips_given(template):
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
     policy = domain["Properties"]["AccessPolicies"]
     assert "NotPrincipal" not in str(policy)
     public_statements = 0
-    for entry in _as_list(policy["Statement"]):
+    for entry in as_list(policy["Statement"]):
         if "Fn::If" not in entry:
             assert not _is_public(entry), f"unguarded public statement {entry.get('Sid')}"
             continue
@@ -750,13 +611,13 @@ def test_public_principal_only_with_ip_condition_when_ips_given(template):
 )
 def test_access_policy_as_deployed(template, allowed_ips, expected_ips, retention):
     """Nothing beyond the Lambda role's es:ESHttp* and the IP-conditioned statement."""
-    params = _params(
+    params = template_parameters(
         template, CloudTrailBucket=BUCKET, AllowedIPs=allowed_ips, RetentionMonths=retention
     )
-    domain_name, domain = _one(template, "AWS::OpenSearchService::Domain")
+    domain_name, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
     role_name, _ = _named(template, LOADER_ROLE)
-    statements = _as_list(
-        _resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"]
+    statements = as_list(
+        resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"]
     )
     domain_arn = (
         "arn:${AWS::Partition}:es:${AWS::Region}:${AWS::AccountId}"
@@ -769,7 +630,7 @@ def test_access_policy_as_deployed(template, allowed_ips, expected_ips, retentio
     for st in private:
         assert st["Principal"] == {"AWS": {"Fn::GetAtt": [role_name, "Arn"]}}
         assert "Condition" not in st
-        role_grants |= {(a, r) for a in _as_list(st["Action"]) for r in _as_list(st["Resource"])}
+        role_grants |= {(a, r) for a in as_list(st["Action"]) for r in as_list(st["Resource"])}
     expected = {(a, r) for a in ES_ACTIONS for r in (domain_arn, domain_arn + "/*")}
     if retention != "0":
         expected.add(("es:ESHttpDelete", f"{domain_arn}/{params['IndexPrefix']}-*"))
@@ -779,11 +640,11 @@ def test_access_policy_as_deployed(template, allowed_ips, expected_ips, retentio
     else:
         assert len(public) == 1
         assert public[0]["Condition"] == {"IpAddress": {"aws:SourceIp": expected_ips}}
-        assert all(a.startswith("es:ESHttp") for a in _as_list(public[0]["Action"]))
-        assert _as_list(public[0]["Resource"]) == [domain_arn + "/*"]
+        assert all(a.startswith("es:ESHttp") for a in as_list(public[0]["Action"]))
+        assert as_list(public[0]["Resource"]) == [domain_arn + "/*"]
     for st in statements:
         assert st["Effect"] == "Allow"
-        for resource in _as_list(st["Resource"]):
+        for resource in as_list(st["Resource"]):
             assert f":domain/{params['ElasticsearchDomainName']}" in resource
 
 
@@ -793,11 +654,11 @@ def test_only_the_domain_and_what_operates_it_are_retained(template):
         for name, res in template["Resources"].items()
         if res.get("DeletionPolicy") == "Retain" or res.get("UpdateReplacePolicy") == "Retain"
     }
-    domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
-    secret_name, _ = _one(template, "AWS::SecretsManager::Secret")
+    domain_name, _ = one_of_type(template, "AWS::OpenSearchService::Domain")
+    secret_name, _ = one_of_type(template, "AWS::SecretsManager::Secret")
     log_groups = {"DomainApplicationLogGroup", "DomainAuditLogGroup"}
     assert retained == {domain_name, secret_name} | log_groups
-    assert set(_resources_of_type(template, "AWS::Logs::LogGroup")) == log_groups | {
+    assert set(resources_of_type(template, "AWS::Logs::LogGroup")) == log_groups | {
         "SetupLogGroup", "LambdaLogGroup", "NotificationLogGroup"}
     # The secret gets a generated name; the log groups one with the stack id in it (see
     # test_domain_logs_published), so that creating the stack again does not collide with them.
@@ -821,8 +682,8 @@ TRIGGER_RESOURCES = {
 
 @pytest.mark.parametrize("mode", TRIGGER_MODES)
 def test_trigger_mode_selects_what_exists(template, mode):
-    params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
-    deployed = set(_deployed(template, params))
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
+    deployed = set(deployed_resources(template, params))
     trigger_kinds = (
         "AWS::SQS::Queue", "AWS::SQS::QueuePolicy", "AWS::Lambda::EventSourceMapping",
     )
@@ -836,30 +697,30 @@ def test_trigger_mode_selects_what_exists(template, mode):
     assert trigger_like - {"AsyncFailureQueue"} == TRIGGER_RESOURCES[mode]
     assert "AsyncFailureQueue" in deployed
     # No S3 -> Lambda permission: S3 and EventBridge deliver to the queue only.
-    for name, res in _deployed_of_type(template, params, "AWS::Lambda::Permission").items():
+    for name, res in deployed_of_type(template, params, "AWS::Lambda::Permission").items():
         assert res["Properties"]["Principal"] != "s3.amazonaws.com", name
 
 
 def test_trigger_plumbing_is_deleted_with_the_stack(template):
     for rtype in ("AWS::SQS::Queue", "AWS::SQS::QueuePolicy", "AWS::Events::Rule",
                   "AWS::Lambda::EventSourceMapping", "AWS::Lambda::EventInvokeConfig"):
-        for name, res in _resources_of_type(template, rtype).items():
+        for name, res in resources_of_type(template, rtype).items():
             assert res.get("DeletionPolicy", "Delete") == "Delete", name
             assert res.get("UpdateReplacePolicy", "Delete") == "Delete", name
 
 
 def test_queues_encrypted(template):
-    for name, queue in _resources_of_type(template, "AWS::SQS::Queue").items():
+    for name, queue in resources_of_type(template, "AWS::SQS::Queue").items():
         props = queue["Properties"]
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
 
 
 @pytest.mark.parametrize("timeout", ["60", "120", "180", "300", "600", "900"])
 def test_queue_visibility_at_least_six_times_the_function_timeout(template, timeout):
-    params = _params(template, CloudTrailBucket=BUCKET, LambdaTimeout=timeout)
-    queue = _resolve(template["Resources"]["EventQueue"]["Properties"], template, params)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, LambdaTimeout=timeout)
+    queue = resolve(template["Resources"]["EventQueue"]["Properties"], template, params)
     _, function = _named(template, LOADER_FUNCTION)
-    function_timeout = int(_resolve(function["Properties"]["Timeout"], template, params))
+    function_timeout = int(resolve(function["Properties"]["Timeout"], template, params))
     assert int(queue["VisibilityTimeout"]) >= 6 * function_timeout
 
 
@@ -886,7 +747,7 @@ def test_dead_letter_queue_and_redrive(template):
 
 
 def test_event_source_mapping(template):
-    name, mapping = _one(template, "AWS::Lambda::EventSourceMapping")
+    name, mapping = one_of_type(template, "AWS::Lambda::EventSourceMapping")
     function_name, _ = _named(template, LOADER_FUNCTION)
     props = mapping["Properties"]
     assert props["EventSourceArn"] == _get_att("EventQueue")
@@ -899,15 +760,15 @@ def test_event_source_mapping(template):
 
 @pytest.mark.parametrize("mode", ["SQS", "EventBridge", "Both"])
 def test_queue_policy_only_lets_the_bucket_and_the_rule_send(template, mode):
-    params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
-    _, policy = next(iter(_deployed_of_type(template, params, "AWS::SQS::QueuePolicy").items()))
-    props = _resolve(policy["Properties"], template, params)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TriggerMode=mode)
+    _, policy = next(iter(deployed_of_type(template, params, "AWS::SQS::QueuePolicy").items()))
+    props = resolve(policy["Properties"], template, params)
     assert props["Queues"] == [{"Ref": "EventQueue"}]
     by_service = {}
-    for st in _as_list(props["PolicyDocument"]["Statement"]):
+    for st in as_list(props["PolicyDocument"]["Statement"]):
         assert st["Effect"] == "Allow"
         assert set(st["Principal"]) == {"Service"}
-        assert _as_list(st["Action"]) == ["sqs:SendMessage"]
+        assert as_list(st["Action"]) == ["sqs:SendMessage"]
         assert st["Resource"] == _get_att("EventQueue")
         by_service[st["Principal"]["Service"]] = st["Condition"]
     expected = set()
@@ -929,9 +790,9 @@ def test_queue_policy_only_lets_the_bucket_and_the_rule_send(template, mode):
 
 @pytest.mark.parametrize(("prefix", "key_prefix"), [("", "AWSLogs/"), ("org/trail", "org/trail/AWSLogs/")])
 def test_eventbridge_rule_feeds_the_same_queue(template, prefix, key_prefix):
-    params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix=prefix,
+    params = template_parameters(template, CloudTrailBucket=BUCKET, CloudTrailPrefix=prefix,
                      TriggerMode="EventBridge")
-    rule = _resolve(template["Resources"]["ObjectCreatedRule"]["Properties"], template, params)
+    rule = resolve(template["Resources"]["ObjectCreatedRule"]["Properties"], template, params)
     # Log files only: under the trail prefix and ending in .json.gz.
     assert rule["EventPattern"] == {
         "source": ["aws.s3"],
@@ -944,7 +805,7 @@ def test_eventbridge_rule_feeds_the_same_queue(template, prefix, key_prefix):
     (target,) = rule["Targets"]
     assert target["DeadLetterConfig"] == {"Arn": _get_att("EventDeadLetterQueue")}
     assert int(target["RetryPolicy"]["MaximumRetryAttempts"]) > 0
-    dlq_policy = _resolve(template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"],
+    dlq_policy = resolve(template["Resources"]["EventDeadLetterQueuePolicy"]["Properties"],
                           template, params)
     assert dlq_policy["Queues"] == [{"Ref": "EventDeadLetterQueue"}]
     (statement,) = dlq_policy["PolicyDocument"]["Statement"]
@@ -958,7 +819,7 @@ def test_eventbridge_rule_feeds_the_same_queue(template, prefix, key_prefix):
 # Asynchronous failures and the retention schedule
 # ---------------------------------------------------------------------------
 def test_async_failures_go_to_a_queue(template):
-    _, config = _one(template, "AWS::Lambda::EventInvokeConfig")
+    _, config = one_of_type(template, "AWS::Lambda::EventInvokeConfig")
     function_name, _ = _named(template, LOADER_FUNCTION)
     props = config["Properties"]
     assert props["FunctionName"] == {"Ref": function_name}
@@ -972,16 +833,16 @@ def test_async_failures_go_to_a_queue(template):
 
 @pytest.mark.parametrize(("months", "scheduled"), [("0", False), ("1", True), ("24", True)])
 def test_retention_schedule_only_when_months_given(template, months, scheduled):
-    params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=months)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, RetentionMonths=months)
     function_name, _ = _named(template, LOADER_FUNCTION)
     rules = {
-        name: _resolve(res["Properties"], template, params)
-        for name, res in _deployed_of_type(template, params, "AWS::Events::Rule").items()
+        name: resolve(res["Properties"], template, params)
+        for name, res in deployed_of_type(template, params, "AWS::Events::Rule").items()
         if "ScheduleExpression" in res["Properties"]
     }
     permissions = {
-        name: _resolve(res["Properties"], template, params)
-        for name, res in _deployed_of_type(template, params, "AWS::Lambda::Permission").items()
+        name: resolve(res["Properties"], template, params)
+        for name, res in deployed_of_type(template, params, "AWS::Lambda::Permission").items()
     }
     if not scheduled:
         assert rules == {} and permissions == {}
@@ -1005,7 +866,7 @@ def test_retention_schedule_only_when_months_given(template, months, scheduled):
 def test_outputs(template):
     outputs = template["Outputs"]
     values = [o["Value"] for o in outputs.values()]
-    domain_name, _ = _one(template, "AWS::OpenSearchService::Domain")
+    domain_name, _ = one_of_type(template, "AWS::OpenSearchService::Domain")
     assert {"Fn::GetAtt": [domain_name, "DomainEndpoint"]} in values
     assert {"Fn::Sub": "https://${" + domain_name + ".DomainEndpoint}/_dashboards/"} in values
     function_name, _ = _named(template, LOADER_FUNCTION)
@@ -1019,8 +880,8 @@ def test_outputs(template):
 
 @pytest.mark.parametrize("mapped", ["true", "false"])
 def test_role_mapping_step(template, mapped):
-    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped)
-    text = _resolve(template["Outputs"]["RoleMappingStep"]["Value"], template, params)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped)
+    text = resolve(template["Outputs"]["RoleMappingStep"]["Value"], template, params)
     assert "${LambdaRole.Arn}" in text
     if mapped == "true":
         assert text.startswith("done by the stack") and LOADER_OPENSEARCH_ROLE in text
@@ -1041,9 +902,9 @@ def test_role_mapping_step(template, mapped):
     ],
 )
 def test_bucket_notification_step(template, mode, expected):
-    params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix="org/trail",
+    params = template_parameters(template, CloudTrailBucket=BUCKET, CloudTrailPrefix="org/trail",
                      TriggerMode=mode, ManageBucketNotification="false")
-    assert _resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template,
+    assert resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template,
                     params) == expected
 
 
@@ -1074,7 +935,7 @@ def _rule_value(node: Any, params: dict) -> Any:
 
 def _refusals(template: dict, **overrides: Any) -> list[str]:
     """The AssertDescriptions CloudFormation would answer for these parameter values."""
-    params = _params(template, **{"CloudTrailBucket": BUCKET, "ElasticsearchDomainName": "trail",
+    params = template_parameters(template, **{"CloudTrailBucket": BUCKET, "ElasticsearchDomainName": "trail",
                                   **overrides})
     refused = []
     for name, rule in template["Rules"].items():
@@ -1188,21 +1049,21 @@ def test_setup_role_grants_exactly(template):
     assert not role.get("ManagedPolicyArns")
     grants = set()
     for policy in role["Policies"]:
-        for statement in _as_list(policy["PolicyDocument"]["Statement"]):
+        for statement in as_list(policy["PolicyDocument"]["Statement"]):
             assert statement["Effect"] == "Allow" and "Condition" not in statement
-            grants |= {(a, _key(r)) for a in _as_list(statement["Action"])
-                       for r in _as_list(statement["Resource"])}
+            grants |= {(a, readable(r)) for a in as_list(statement["Action"])
+                       for r in as_list(statement["Resource"])}
     assert grants == {
-        ("logs:CreateLogStream", _key(_get_att("SetupLogGroup"))),
-        ("logs:PutLogEvents", _key(_get_att("SetupLogGroup"))),
-        ("secretsmanager:GetSecretValue", _key({"Ref": "MasterUserSecret"})),
+        ("logs:CreateLogStream", readable(_get_att("SetupLogGroup"))),
+        ("logs:PutLogEvents", readable(_get_att("SetupLogGroup"))),
+        ("secretsmanager:GetSecretValue", readable({"Ref": "MasterUserSecret"})),
         ("logs:PutResourcePolicy", "*"),  # no resource-level permission exists for it
     }
     # No other role or policy names the setup role.
     for rtype in ("AWS::IAM::RolePolicy", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-        for res in _resources_of_type(template, rtype).values():
-            assert {"Ref": "SetupRole"} not in _as_list(res["Properties"].get("RoleName", []))
-            assert {"Ref": "SetupRole"} not in _as_list(res["Properties"].get("Roles", []))
+        for res in resources_of_type(template, rtype).values():
+            assert {"Ref": "SetupRole"} not in as_list(res["Properties"].get("RoleName", []))
+            assert {"Ref": "SetupRole"} not in as_list(res["Properties"].get("Roles", []))
     assert template["Resources"]["SetupFunction"]["Properties"]["LoggingConfig"] == {
         "LogGroup": {"Ref": "SetupLogGroup"}}
 
@@ -1224,11 +1085,11 @@ def _symbolic(value: Any) -> Any:
 def test_role_mapping_resource(template, retention, deletes):
     from cloudtrail_es.aws import rolemapping
 
-    params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=retention)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, RetentionMonths=retention)
     resource = template["Resources"]["LambdaRoleMapping"]
     assert resource["Type"] == "Custom::RoleMapping"
     assert resource["Condition"] == "MapsLambdaRole"
-    props = _symbolic(_resolve(resource["Properties"], template, params))
+    props = _symbolic(resolve(resource["Properties"], template, params))
     assert props["Endpoint"] == "<Domain.DomainEndpoint>"
     assert props["MasterUserSecretArn"] == "<MasterUserSecret>"
     assert props["BackendRoles"] == ["<LambdaRole.Arn>"]
@@ -1250,10 +1111,10 @@ def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
     """The unsigned basic-auth calls may reach the one role and mapping, nothing else."""
     from cloudtrail_es.aws import rolemapping
 
-    params = _params(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped, EngineVersion=engine)
-    deployed = _deployed(template, params)
-    _, domain = _one(template, "AWS::OpenSearchService::Domain")
-    statements = _as_list(_resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"])
+    params = template_parameters(template, CloudTrailBucket=BUCKET, MapLambdaRole=mapped, EngineVersion=engine)
+    deployed = deployed_resources(template, params)
+    _, domain = one_of_type(template, "AWS::OpenSearchService::Domain")
+    statements = as_list(resolve(domain["Properties"]["AccessPolicies"], template, params)["Statement"])
     mapping = [s for s in statements if s.get("Sid") == "MapLoaderRole"]
     if mapped == "false":
         assert "LambdaRoleMapping" not in deployed and mapping == []
@@ -1265,7 +1126,7 @@ def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
     assert set(statement["Action"]) == {"es:ESHttpGet", "es:ESHttpPut", "es:ESHttpDelete"}
     domain_arn = (f"arn:${{AWS::Partition}}:es:${{AWS::Region}}:${{AWS::AccountId}}:domain/"
                   f"{params['ElasticsearchDomainName']}")
-    properties = _symbolic(_resolve(template["Resources"]["LambdaRoleMapping"]["Properties"], template,
+    properties = _symbolic(resolve(template["Resources"]["LambdaRoleMapping"]["Properties"], template,
                                     params))
     request = rolemapping.mapping_request(properties)
     assert request.api_path == api
@@ -1281,11 +1142,11 @@ def test_role_mapping_reaches_two_urls_only(template, mapped, engine, api):
 @pytest.mark.parametrize("trail_key", ["", TRAIL_KEY])
 @pytest.mark.parametrize("dead_letter_key", ["", DEAD_LETTER_KEY])
 def test_kms_keys_only_through_s3(template, trail_key, dead_letter_key):
-    params = _params(template, CloudTrailBucket=BUCKET, TrailKmsKeyArn=trail_key,
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TrailKmsKeyArn=trail_key,
                      DeadLetterKmsKeyArn=dead_letter_key)
     kms = {}
     for statement in _role_statements(template, params):
-        actions = _as_list(statement["Action"])
+        actions = as_list(statement["Action"])
         if any(a.startswith("kms:") for a in actions):
             assert statement["Condition"] == VIA_S3
             kms[statement["Resource"]] = set(actions)
@@ -1347,14 +1208,14 @@ DOMAIN_ALARMS = {
 
 
 def _alarms(template: dict, params: dict) -> dict[str, dict]:
-    return {name: _resolve(res["Properties"], template, params)
-            for name, res in _deployed_of_type(template, params, "AWS::CloudWatch::Alarm").items()}
+    return {name: resolve(res["Properties"], template, params)
+            for name, res in deployed_of_type(template, params, "AWS::CloudWatch::Alarm").items()}
 
 
 @pytest.mark.parametrize("mode", TRIGGER_MODES)
 @pytest.mark.parametrize("lag", ["3600", "900"])
 def test_alarms_on_by_default(template, mode, lag):
-    params = _params(template, CloudTrailBucket=BUCKET, TriggerMode=mode, IngestionLagAlarmSeconds=lag)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TriggerMode=mode, IngestionLagAlarmSeconds=lag)
     alarms = _alarms(template, params)
     expected = set(ALARMS) - ({"EventDeadLetterQueueAlarm"} if mode == "None" else set())
     assert set(alarms) == expected | set(DOMAIN_ALARMS)
@@ -1376,7 +1237,7 @@ def test_alarms_on_by_default(template, mode, lag):
 
 def test_alarms_notify_the_topic_when_given(template):
     topic = "arn:aws:sns:eu-west-1:111122223333:ops"
-    alarms = _alarms(template, _params(template, CloudTrailBucket=BUCKET, AlarmTopicArn=topic))
+    alarms = _alarms(template, template_parameters(template, CloudTrailBucket=BUCKET, AlarmTopicArn=topic))
     assert set(alarms) == set(ALARMS) | set(DOMAIN_ALARMS)
     for props in alarms.values():
         assert props["AlarmActions"] == [topic] and props["OKActions"] == [topic]
@@ -1384,7 +1245,7 @@ def test_alarms_notify_the_topic_when_given(template):
 
 @pytest.mark.parametrize("free_mb", ["2048", "10000"])
 def test_domain_alarms(template, free_mb):
-    params = _params(template, CloudTrailBucket=BUCKET, FreeStorageAlarmMegabytes=free_mb)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, FreeStorageAlarmMegabytes=free_mb)
     alarms = {name: props for name, props in _alarms(template, params).items()
               if props["Namespace"] == "AWS/ES"}
     assert set(alarms) == set(DOMAIN_ALARMS)
@@ -1400,7 +1261,7 @@ def test_domain_alarms(template, free_mb):
 
 
 def test_alarms_can_be_turned_off(template):
-    assert _alarms(template, _params(template, CloudTrailBucket=BUCKET, CreateAlarms="false")) == {}
+    assert _alarms(template, template_parameters(template, CloudTrailBucket=BUCKET, CreateAlarms="false")) == {}
     assert template["Parameters"]["CreateAlarms"]["Default"] == "true"
     assert int(template["Parameters"]["IngestionLagAlarmSeconds"]["Default"]) == 3600
 
@@ -1516,8 +1377,8 @@ TOPIC = "arn:aws:sns:us-east-1:123456789012:findings"
 
 def _schedules(template: dict, params: dict, input_kind: str) -> dict[str, dict]:
     return {
-        name: _resolve(res["Properties"], template, params)
-        for name, res in _deployed_of_type(template, params, "AWS::Events::Rule").items()
+        name: resolve(res["Properties"], template, params)
+        for name, res in deployed_of_type(template, params, "AWS::Events::Rule").items()
         if json.loads(res["Properties"]["Targets"][0].get("Input", "{}")).get("cloudtrail_es")
         == input_kind
     }
@@ -1525,13 +1386,13 @@ def _schedules(template: dict, params: dict, input_kind: str) -> dict[str, dict]
 
 @pytest.mark.parametrize("schedule", ["", "rate(15 minutes)", "cron(0/10 * * * ? *)"])
 def test_detection_schedule_only_when_given(template, schedule):
-    params = _params(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule)
     assert re.fullmatch(template["Parameters"]["DetectionSchedule"]["AllowedPattern"], schedule)
     function_name, _ = _named(template, LOADER_FUNCTION)
     rules = _schedules(template, params, "detect")
-    permissions = [_resolve(res["Properties"], template, params) for res in
-                   _deployed_of_type(template, params, "AWS::Lambda::Permission").values()]
-    assert _condition(template, "HasDetectionSchedule", params) == bool(schedule)
+    permissions = [resolve(res["Properties"], template, params) for res in
+                   deployed_of_type(template, params, "AWS::Lambda::Permission").values()]
+    assert condition_holds(template, "HasDetectionSchedule", params) == bool(schedule)
     if not schedule:
         assert rules == {} and permissions == []
         return
@@ -1548,13 +1409,13 @@ def test_detection_schedule_only_when_given(template, schedule):
     ("", "", False), ("", TOPIC, False), ("rate(15 minutes)", "", False),
     ("rate(15 minutes)", TOPIC, True)])
 def test_findings_topic_grant_only_when_publishing(template, schedule, topic, publishes):
-    base = _params(template, CloudTrailBucket=BUCKET)
-    params = _params(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule,
+    base = template_parameters(template, CloudTrailBucket=BUCKET)
+    params = template_parameters(template, CloudTrailBucket=BUCKET, DetectionSchedule=schedule,
                      FindingsTopicArn=topic)
     extra = _role_grants(template, params) - _role_grants(template, base)
     assert extra == ({("sns:Publish", TOPIC)} if publishes else set())
     _, function = _named(template, LOADER_FUNCTION)
-    env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
+    env = resolve(function["Properties"]["Environment"]["Variables"], template, params)
     assert env.get("FINDINGS_TOPIC_ARN") == (TOPIC if publishes else None)
 
 

@@ -5,7 +5,8 @@ import re
 
 import pytest
 import yaml
-from test_cloudformation import TEMPLATE, CfnLoader, _params, _resolve
+from cfn_template import CfnLoader, resolve, template_parameters
+from test_cloudformation import TEMPLATE
 
 from cloudtrail_es.core.errors import ConfigurationError
 from cloudtrail_es.core.filters import parse_rules
@@ -29,9 +30,9 @@ def test_exclude_events_parameter_defaults_to_nothing_excluded(template):
 @pytest.mark.parametrize("rules", ["", ISSUE_EXAMPLE, "eventName=Get*;eventName=List*;",
                                    "userIdentity.invokedBy=*.amazonaws.com,readOnly=true"])
 def test_the_function_gets_the_rules(template, rules):
-    params = _params(template, CloudTrailBucket="my-trail-bucket", ExcludeEvents=rules)
+    params = template_parameters(template, CloudTrailBucket="my-trail-bucket", ExcludeEvents=rules)
     function = template["Resources"]["LambdaFunction"]  # the loader (SetupFunction: custom resources)
-    env = _resolve(function["Properties"]["Environment"]["Variables"], template, params)
+    env = resolve(function["Properties"]["Environment"]["Variables"], template, params)
     assert env["EXCLUDE_EVENTS"] == rules
 
 

@@ -19,17 +19,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from test_cloudformation import (  # the same loader and evaluator
-    BUCKET,
-    CfnLoader,
-    _condition,
-    _deployed,
-    _get_att,
-    _params,
-    _refusals,
-    _resolve,
-    _role_statements,
-)
+from cfn_template import CfnLoader, condition_holds, deployed_resources, resolve, template_parameters
+from test_cloudformation import BUCKET, _get_att, _refusals, _role_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "cloudformation.yml"
@@ -153,35 +144,35 @@ def test_notification_role_may_touch_the_trail_bucket_notification_only(path):
     ("None", "true", "", False), ("SQS", "false", "", False), ("SQS", "false", "444455556666", False),
 ])
 def test_the_stack_manages_the_notification_when_it_can(template, mode, managed, account, exists):
-    params = _params(template, CloudTrailBucket=BUCKET, CloudTrailPrefix="org", TriggerMode=mode,
+    params = template_parameters(template, CloudTrailBucket=BUCKET, CloudTrailPrefix="org", TriggerMode=mode,
                      ManageBucketNotification=managed, TrailBucketAccountId=account)
-    deployed = _deployed(template, params)
+    deployed = deployed_resources(template, params)
     assert ("TrailBucketNotification" in deployed) is exists
     assert ("NotificationFunction" in deployed) is exists
     if not exists:
         return
-    props = _resolve(deployed["TrailBucketNotification"]["Properties"], template, params)
+    props = resolve(deployed["TrailBucketNotification"]["Properties"], template, params)
     assert props["Bucket"] == BUCKET and props["Prefix"] == "org/AWSLogs/" and props["Suffix"] == ".json.gz"
     assert props["QueueArn"] == (_get_att("EventQueue") if mode in ("SQS", "Both") else "")
     assert props["EventBridge"] == ("true" if mode in ("EventBridge", "Both") else "false")
     # S3 tests the destination when the entry is put: the queue policy must exist first.
     assert deployed["TrailBucketNotification"]["DependsOn"] == "EventQueuePolicy"
-    step = _resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template, params)
+    step = resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template, params)
     assert step.startswith("done by the stack")
 
 
 def test_a_bucket_of_another_account_may_send_to_the_queue(template):
-    params = _params(template, CloudTrailBucket=BUCKET, TrailBucketAccountId="444455556666",
+    params = template_parameters(template, CloudTrailBucket=BUCKET, TrailBucketAccountId="444455556666",
                      ManageBucketNotification="false")
-    policy = _resolve(template["Resources"]["EventQueuePolicy"]["Properties"], template, params)
+    policy = resolve(template["Resources"]["EventQueuePolicy"]["Properties"], template, params)
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
     assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "444455556666"}
     assert statement["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:${{AWS::Partition}}:s3:::{BUCKET}"}
-    step = _resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template, params)
+    step = resolve(template["Outputs"]["BucketNotificationStep"]["Value"], template, params)
     assert "444455556666" in step and "cloudformation-trail-bucket.yml" in step
-    own = _resolve(template["Resources"]["EventQueuePolicy"]["Properties"], template,
-                   _params(template, CloudTrailBucket=BUCKET))
+    own = resolve(template["Resources"]["EventQueuePolicy"]["Properties"], template,
+                   template_parameters(template, CloudTrailBucket=BUCKET))
     assert own["PolicyDocument"]["Statement"][0]["Condition"]["StringEquals"] == {
         "aws:SourceAccount": {"Ref": "AWS::AccountId"}}
 
@@ -206,23 +197,23 @@ def test_cross_account_rules(template, overrides, refused_by):
 
 
 def test_the_companion_hands_back_narrow_statements(companion):
-    params = _params(companion, TrailBucket=BUCKET, TrailPrefix="org",
+    params = template_parameters(companion, TrailBucket=BUCKET, TrailPrefix="org",
                      LoaderRoleArn="arn:aws:iam::111122223333:role/loader",
                      EventQueueArn="arn:aws:sqs:us-east-1:111122223333:q",
                      TrailKmsKeyArn="arn:aws:kms:us-east-1:444455556666:key/abc")
-    outputs = {name: _resolve(out["Value"], companion, params) for name, out in companion["Outputs"].items()
-               if "Condition" not in out or _condition(companion, out["Condition"], params)}
+    outputs = {name: resolve(out["Value"], companion, params) for name, out in companion["Outputs"].items()
+               if "Condition" not in out or condition_holds(companion, out["Condition"], params)}
     bucket = json.loads(outputs["BucketPolicyStatement"].replace("${AWS::Partition}", "aws"))
     assert bucket["Principal"] == {"AWS": "arn:aws:iam::111122223333:role/loader"}
     assert bucket["Action"] == "s3:GetObject" and bucket["Resource"] == f"arn:aws:s3:::{BUCKET}/org/*"
     key = json.loads(outputs["KeyPolicyStatement"].replace("${AWS::Region}", "us-east-1"))
     assert key["Action"] == "kms:Decrypt"
     assert key["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
-    notification = _resolve(companion["Resources"]["TrailBucketNotification"]["Properties"], companion, params)
+    notification = resolve(companion["Resources"]["TrailBucketNotification"]["Properties"], companion, params)
     assert notification["QueueArn"] == "arn:aws:sqs:us-east-1:111122223333:q"
     assert notification["Prefix"] == "org/AWSLogs/" and notification["EventBridge"] == "false"
-    no_queue = _params(companion, TrailBucket=BUCKET, LoaderRoleArn="arn:aws:iam::111122223333:role/l")
-    assert not {"TrailBucketNotification", "NotificationFunction"} & set(_deployed(companion, no_queue))
+    no_queue = template_parameters(companion, TrailBucket=BUCKET, LoaderRoleArn="arn:aws:iam::111122223333:role/l")
+    assert not {"TrailBucketNotification", "NotificationFunction"} & set(deployed_resources(companion, no_queue))
 
 
 # ---------------------------------------------------------------------------
@@ -230,31 +221,31 @@ def test_the_companion_hands_back_narrow_statements(companion):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("auth", list(EXISTING))
 def test_existing_cluster_mode_creates_only_the_loader(template, auth):
-    params = _params(template, CloudTrailBucket=BUCKET, **EXISTING[auth])
+    params = template_parameters(template, CloudTrailBucket=BUCKET, **EXISTING[auth])
     assert _refusals(template, ElasticsearchDomainName="", **EXISTING[auth]) == []
-    deployed = _deployed(template, params)
+    deployed = deployed_resources(template, params)
     assert not DOMAIN_ONLY & set(deployed)
     assert {"LambdaFunction", "LambdaRole", "EventQueue", "EventQueueMapping", "LambdaLogGroup",
             "LoaderErrorsAlarm", "IngestionLagAlarm"} <= set(deployed)
-    env = _resolve(deployed["LambdaFunction"]["Properties"]["Environment"]["Variables"], template, params)
+    env = resolve(deployed["LambdaFunction"]["Properties"]["Environment"]["Variables"], template, params)
     assert env["ES_HOSTNAME"] == EXISTING[auth]["ClusterEndpoint"]
     assert env["ES_AUTH"] == {"sigv4": "sigv4", "aoss": "sigv4", "basic": "basic", "apikey": "apikey"}[auth]
     assert env.get("ES_SERVICE") == ("aoss" if auth == "aoss" else None)
     assert env.get("ES_SECRET_ARN") == (SECRET_ARN if auth in ("basic", "apikey") else None)
     assert not {"ES_PASSWORD", "ES_USERNAME", "ES_API_KEY"} & env.keys()  # never in clear
     for name, output in template["Outputs"].items():  # no output names what does not exist
-        if "Condition" in output and not _condition(template, output["Condition"], params):
+        if "Condition" in output and not condition_holds(template, output["Condition"], params):
             continue
-        named = referenced(_resolve(output["Value"], template, params))
+        named = referenced(resolve(output["Value"], template, params))
         assert not named & DOMAIN_ONLY, (name, named & DOMAIN_ONLY)
 
 
 @pytest.mark.parametrize(("auth", "retention"), [(a, r) for a in EXISTING for r in ("0", "13")])
 def test_existing_cluster_grants(template, auth, retention):
-    params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=retention, **EXISTING[auth])
+    params = template_parameters(template, CloudTrailBucket=BUCKET, RetentionMonths=retention, **EXISTING[auth])
     cluster = [st for st in _role_statements(template, params)
-               if any(str(a).startswith(("es:", "aoss:", "secretsmanager:")) for a in _as_list(st["Action"]))]
-    grants = {(a, r) for st in cluster for a in _as_list(st["Action"]) for r in _as_list(st["Resource"])}
+               if any(str(a).startswith(("es:", "aoss:", "secretsmanager:")) for a in as_list(st["Action"]))]
+    grants = {(a, r) for st in cluster for a in as_list(st["Action"]) for r in as_list(st["Resource"])}
     es = {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut"}
     expected = {
         "sigv4": {(a, r) for a in es for r in (DOMAIN_ARN, DOMAIN_ARN + "/*")}
@@ -268,10 +259,10 @@ def test_existing_cluster_grants(template, auth, retention):
 
 @pytest.mark.parametrize("retention", ["0", "13"])
 def test_serverless_data_access_policy_covers_the_loader_indexes_only(template, retention):
-    params = _params(template, CloudTrailBucket=BUCKET, RetentionMonths=retention, **EXISTING["aoss"])
+    params = template_parameters(template, CloudTrailBucket=BUCKET, RetentionMonths=retention, **EXISTING["aoss"])
     params["AWS::StackId"] = "arn:aws:cloudformation:us-east-1:111122223333:stack/s/1a2b3c4d-aaaa-bbbb-cccc-dddd"
-    deployed = _deployed(template, params)
-    props = _resolve(deployed["ServerlessAccessPolicy"]["Properties"], template, params)
+    deployed = deployed_resources(template, params)
+    props = resolve(deployed["ServerlessAccessPolicy"]["Properties"], template, params)
     assert props["Type"] == "data"
     assert re.fullmatch(r"[a-z][a-z0-9-]{2,31}", props["Name"]) and props["Name"] == "ct-loader-1a2b3c4d"
     policy = json.loads(props["Policy"])
@@ -392,7 +383,7 @@ def referenced(node: Any) -> set[str]:
     return set().union(*(referenced(value) for value in node.values())) if node else set()
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
@@ -421,8 +412,8 @@ def test_the_rules_accept_exactly_the_whole_descriptions(template, endpoint, aut
     if refusals:
         return
     # Accepted: the role reaches exactly one cluster, by exactly one means.
-    params = _params(template, CloudTrailBucket=BUCKET, **values)
-    actions = {a for st_ in _role_statements(template, params) for a in _as_list(st_["Action"])}
+    params = template_parameters(template, CloudTrailBucket=BUCKET, **values)
+    actions = {a for st_ in _role_statements(template, params) for a in as_list(st_["Action"])}
     means = {prefix for prefix in ("es:", "aoss:", "secretsmanager:") if any(a.startswith(prefix) for a in actions)}
     expected = {"sigv4": "es:", "aoss": "aoss:", "basic": "secretsmanager:", "apikey": "secretsmanager:"}
     assert means == ({"es:"} if not endpoint else {expected[auth]})
