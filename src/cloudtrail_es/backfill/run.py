@@ -266,7 +266,7 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
             if breaker and breaker.is_open:
                 _stop(collector, breaker)
                 break
-            collector.in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
+            collector.in_flight[pool.submit(_load_group, processor, group, deadline_for)] = group
         while collector.in_flight:
             collector.wait()
     except KeyboardInterrupt:
@@ -283,6 +283,13 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     finally:
         pool.shutdown(wait=not interrupted or not collector.in_flight, cancel_futures=True)
     return run, interrupted
+
+
+def _load_group(processor: Processor, group: list[ObjectRef],
+                deadline_for: Callable[[], float]) -> list[Any]:
+    """A worker's group of files; its retry deadline counts from now, when the work starts,
+    not from when the group was queued behind the others."""
+    return processor.process_files(group, deadline_for())
 
 
 def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
