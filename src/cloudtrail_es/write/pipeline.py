@@ -58,7 +58,8 @@ class FileLoad:
     ref: ObjectRef
     result: FileResult
     failure: FileFailed | None = None
-    dead: list[dict[str, Any]] = field(default_factory=list)
+    #: Its dead-letter records, spooled out as each is decided (memory flat however many).
+    dead: deadletter.Spool = field(default_factory=deadletter.Spool)
     #: doc id -> fingerprint of the first document sent under it (duplicates told apart).
     seen: dict[str, int] = field(default_factory=dict)
     #: Ids to use instead of ``transform.document_id`` (a redrive keeps the recorded ones).
