@@ -228,12 +228,17 @@ class S3DeadLetters:
         return decode(data, f"s3://{self.bucket}/{name}")
 
     def replace(self, name: str, records: list[dict[str, Any]]) -> None:
-        """Keep only ``records`` in the file; remove it when none are left."""
-        if records:
-            self._s3.put_object(Bucket=self.bucket, Key=name, Body=encode(records),
-                                ContentType="application/x-ndjson", ContentEncoding="gzip")
-        else:
-            self._s3.delete_object(Bucket=self.bucket, Key=name)
+        """Keep only ``records`` in the file (a PUT replaces an object whole); remove it when none
+        are left. DeadLetterError naming the object when S3 refuses."""
+        try:
+            if records:
+                self._s3.put_object(Bucket=self.bucket, Key=name, Body=gzipped(records),
+                                    ContentType="application/x-ndjson", ContentEncoding="gzip")
+            else:
+                self._s3.delete_object(Bucket=self.bucket, Key=name)
+        except Exception as exc:  # botocore's errors: this file is left as it was
+            action = "rewrite" if records else "delete"
+            raise DeadLetterError(f"cannot {action} s3://{self.bucket}/{name}: {exc}") from exc
 
 
 class LocalDeadLetters:
