@@ -132,10 +132,10 @@ EventsOf = Callable[[int, FileLoad], Iterable[Any]]
 class Pipeline:
     """Writes the events of a batch of files through one writer, in shared ``_bulk`` chunks."""
 
-    def __init__(self, writer: BulkWriter, engine: Engine,
+    def __init__(self, writer: BulkWriter | None, engine: Engine,
                  max_event_bytes: int | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        self.writer = writer
+        self.writer = writer  # None: documents only, sent nowhere (an export)
         self.engine = engine
         self._doc_type = engine.doc_type  # a property: read once, not per event
         self.max_event_bytes = max_event_bytes
@@ -147,6 +147,8 @@ class Pipeline:
 
         An event ``exclude`` drops is counted ``filtered`` on its file, never transformed or sent.
         """
+        if self.writer is None:
+            raise TypeError("this pipeline has no writer: it makes documents, never sends them")
         events: dict[Position, Any] = {}  # the events of the documents not yet settled
         documents = self._documents(files, events_of, events, exclude)
         try:
@@ -162,6 +164,21 @@ class Pipeline:
                 log.error("unexpected error", exc_info=exc)
             for file in files:
                 file.fail(exc, logged=True)
+        finally:
+            documents.close()
+
+    def documents(self, files: list[FileLoad], events_of: EventsOf,
+                  exclude: EventFilter | None = None) -> Iterator[BulkItem]:
+        """The documents ``load`` would send for these files, in its order, under the ids it
+        would give them (a different event under an id already taken gets the derived one);
+        sent nowhere. An event too large is dead-lettered on its file as a load does; a file
+        that cannot be read fails alone (``file.failure``). The export's one code path."""
+        events: dict[Position, Any] = {}
+        documents = self._documents(files, events_of, events, exclude)
+        try:
+            for item in documents:
+                events.pop(item.position, None)
+                yield item
         finally:
             documents.close()
 
@@ -234,6 +251,7 @@ class Pipeline:
         A document indexed as it is is counted on its file here, without a ``Settled`` (the
         common case, kept cheap); every other outcome is yielded.
         """
+        assert self.writer is not None  # load() refuses to run without one
         first = list(self.writer.outcomes(chunk, deadline, traffic))
         degraded: list[BulkItem] = []
         unbuildable: dict[Position, BaseException] = {}
