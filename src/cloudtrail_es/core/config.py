@@ -100,6 +100,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if environ is None else environ
+        redact.register_environment(env)  # before anything is checked: errors quote values
         hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
         if not hostname:
             raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
@@ -143,8 +144,8 @@ class Settings:
             max_event_bytes=_setting(env, "max_event_bytes"),
             max_file_bytes=_setting(env, "max_file_bytes"),
             findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
-            detection_delay_minutes=float(env.get(DETECTION_DELAY_MINUTES) or
-                                          cls.detection_delay_minutes),
+            detection_delay_minutes=number_from_env(env, DETECTION_DELAY_MINUTES,
+                                                    cls.detection_delay_minutes, float, unit="minutes"),
         )
         settings = replace(settings, **overrides).validated()
         redact.register([settings.password, settings.api_key])
@@ -206,19 +207,24 @@ def base_url(hostname: str) -> str:
     """A bare host name (or host:443) means HTTPS on 443 (Amazon's endpoints); a URL is kept;
     a scheme-less ``host:port`` on another port is refused: HTTP or HTTPS would be a guess."""
     hostname = hostname.strip().rstrip("/")
+    shown = redact.without_url_password(hostname)  # a refusal quotes it, never its password
     if "://" not in hostname:
         try:
             port = urlsplit("//" + hostname).port
         except ValueError:
-            raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r}: expected {HOSTNAME_RULE}") from None
+            raise ConfigurationError(f"{ES_HOSTNAME}={shown!r}: expected {HOSTNAME_RULE}") from None
         if port not in (None, 443):
             raise ConfigurationError(
-                f"{ES_HOSTNAME}={hostname!r} has a port but no scheme: write http://{hostname} or "
-                f"https://{hostname} (expected {HOSTNAME_RULE})")
+                f"{ES_HOSTNAME}={shown!r} has a port but no scheme: write http://{shown} or "
+                f"https://{shown} (expected {HOSTNAME_RULE})")
         hostname = "https://" + hostname
-    parts = urlsplit(hostname)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = urlunsplit(split_credentials_parts(parts)[0])
+    try:
+        parts = urlsplit(hostname)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - read for its check: an invalid port raises ValueError
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range...
+        raise ConfigurationError(f"{ES_HOSTNAME}={shown!r}: {exc}; expected {HOSTNAME_RULE}") from None
+    if not valid:
         raise ConfigurationError(f"{ES_HOSTNAME}={shown!r} is neither a host name nor a URL")
     return hostname
 
