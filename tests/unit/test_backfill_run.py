@@ -108,3 +108,22 @@ def test_transient_classifies_statuses_and_silence():
         raise ClusterUnreachable("connection refused")
 
     assert transient(unreachable) == Retry("connection refused")
+
+
+def test_a_queued_group_gets_its_whole_retry_time_from_when_it_starts(monkeypatch):
+    """Groups queued behind a slow one: each deadline counts from the start of its own work."""
+    monkeypatch.setattr(backfill, "GROUP_FILES", 1)
+    now = [0.0]
+    given: list[tuple[float, float]] = []  # (deadline handed to the worker, time it started)
+
+    class SlowProcessor:
+        def process_files(self, refs, deadline):
+            given.append((deadline, now[0]))
+            now[0] += 1000.0  # each group takes far longer than the retry limit
+            return [FileFailed("b", ref.key, "not loaded") for ref in refs]
+
+    refs = [ObjectRef("b", fakes.log_key(f"FileNumber{n:05d}"), size=1) for n in range(4)]
+    run, _ = backfill.run_parallel(SlowProcessor(), refs, 1, lambda: now[0] + 60.0)
+
+    assert len(run.failed) == 4 and len(given) == 4
+    assert [deadline - started for deadline, started in given] == [60.0] * 4

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import fakes
 from cloudtrail_es.aws import handler as routes
 from cloudtrail_es.aws import metrics
-from cloudtrail_es.core.config import DetectionSettings, bounded_number
+from cloudtrail_es.core.config import DetectionSettings, number_from_env
 from cloudtrail_es.core.errors import ClusterError, ConfigurationError
 from cloudtrail_es.detections import detect
 from cloudtrail_es.detections.findings import answer
@@ -38,9 +38,9 @@ def test_detection_settings_defaults_and_values():
 
 
 @given(st.text(max_size=12))
-def test_bounded_number_returns_a_finite_non_negative_number_or_refuses(text):
+def test_a_number_setting_is_finite_and_non_negative_or_refused(text):
     try:
-        value = bounded_number({"X": text}, "X", 1.0, float)
+        value = number_from_env({"X": text}, "X", 1.0, float)
     except ConfigurationError as exc:
         assert str(exc).startswith("X=")
     else:

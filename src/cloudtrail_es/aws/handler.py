@@ -13,9 +13,10 @@ from typing import Any, Callable
 from cloudtrail_es.aws import metrics
 from cloudtrail_es.aws.clustersecret import environment_with_secret
 from cloudtrail_es.commands import retention
+from cloudtrail_es.core import redact
 from cloudtrail_es.core.config import (DetectionSettings, Settings, index_prefix_from_env,
-                                       retention_months_from_env)
-from cloudtrail_es.core.errors import BatchFailed, LoadFailed, LoaderError, reason_of
+                                       log_level_from_env, retention_months_from_env)
+from cloudtrail_es.core.errors import BatchFailed, ConfigurationError, LoadFailed, LoaderError, reason_of
 from cloudtrail_es.core.logs import configure_logging
 from cloudtrail_es.aws.notifications import (
     DetectionRequest, NotUnderstood, ObjectSource, RetentionRequest, SnsBatch, SqsBatch, SqsMessage,
@@ -35,6 +36,18 @@ NOT_STARTED = (f"not started: less than {SAFETY_MARGIN_SECONDS:.0f} s of the inv
                f"(SQS delivers it again)")
 
 
+def start_logging() -> None:
+    """First thing in each invocation: the environment's secrets registered (so that no log
+    line, error or exception text can show them, whatever is checked first) and our JSON
+    logs at LOG_LEVEL (INFO while that is not a level: ``processor`` then refuses it)."""
+    redact.register_environment()
+    try:
+        level = log_level_from_env()
+    except ConfigurationError:
+        level = "INFO"
+    configure_logging(level)
+
+
 @lru_cache(maxsize=1)
 def processor() -> Processor:
     """Built once per execution environment (cold start), reused by later invocations."""
@@ -51,6 +64,7 @@ def settings_from_env() -> Settings:
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    start_logging()
     invocation = parse_invocation(event)
     deadline_for: Deadline = lambda: deadline(context)  # noqa: E731 - read at each file's start
     if isinstance(invocation, DetectionRequest):

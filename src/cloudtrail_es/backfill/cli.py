@@ -323,7 +323,10 @@ def export(source: Any, objects: list[ObjectRef], args: argparse.Namespace, sett
             continue
         try:
             backfill.export_file(source, ref, out_dir, settings.index_prefix,
-                                 shards=settings.index_shards, replicas=settings.index_replicas)
+                                 shards=settings.index_shards, replicas=settings.index_replicas,
+                                 max_event_bytes=settings.max_event_bytes,
+                                 max_file_bytes=settings.max_file_bytes,
+                                 exclude=parse_rules(settings.exclude_events))
             written += 1
         except Exception as exc:  # one file's failure, whatever it is, never stops the others
             reason = reason_of(exc)

@@ -18,18 +18,17 @@ from typing import IO, Any, Callable, Iterable
 from urllib.parse import quote_plus
 
 from cloudtrail_es.read import keys
-from cloudtrail_es.documents import transform
-from cloudtrail_es.documents.ecs import ingested_text
 from cloudtrail_es.core.breaker import CircuitBreaker
-from cloudtrail_es.write.bulk import Position, bulk_item
-from cloudtrail_es.read.decoder import OversizedEvent
 from cloudtrail_es.core.errors import FileFailed, RetryDeadlineExceeded, StateFileError
 from cloudtrail_es.write.indexes import index_body
 from cloudtrail_es.core.results import RunResult
 from cloudtrail_es.write.processor import Processor
 from cloudtrail_es.core.refs import ObjectRef
 from cloudtrail_es.core.retry import Backoff, Retry, retrying
-from cloudtrail_es.read.decoder import events_in
+from cloudtrail_es.read.decoder import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FILE_BYTES, iter_events
+from cloudtrail_es.core.filters import EventFilter
+from cloudtrail_es.write.engine import Engine
+from cloudtrail_es.write.pipeline import FileLoad, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
             if breaker and breaker.is_open:
                 _stop(collector, breaker)
                 break
-            collector.in_flight[pool.submit(processor.process_files, group, deadline_for())] = group
+            collector.in_flight[pool.submit(_load_group, processor, group, deadline_for)] = group
         while collector.in_flight:
             collector.wait()
     except KeyboardInterrupt:
@@ -286,15 +285,27 @@ def run_parallel(processor: Processor, objects: Iterable[ObjectRef], workers: in
     return run, interrupted
 
 
-def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
-                shards: int = 1, replicas: int = 1) -> tuple[str, int]:
-    """Write the ``_bulk`` NDJSON a file would send (and its index's body) instead of sending it.
+def _load_group(processor: Processor, group: list[ObjectRef],
+                deadline_for: Callable[[], float]) -> list[Any]:
+    """A worker's group of files; its retry deadline counts from now, when the work starts,
+    not from when the group was queued behind the others."""
+    return processor.process_files(group, deadline_for())
 
-    Its documents' ``event.ingested`` is the time of the export (when they were built).
+
+def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
+                shards: int = 1, replicas: int = 1, *,
+                max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                exclude: EventFilter | None = None) -> tuple[str, int]:
+    """Write the ``_bulk`` NDJSON a load of the file would send (and its index's body) instead
+    of sending it: the same documents under the same ids, made by the load's own code
+    (``Pipeline.documents``: a different event under an id already taken gets the derived id).
+
+    The NDJSON is written beside its place and renamed there once whole; a file that cannot
+    be read through raises FileFailed and leaves no NDJSON. Returns (path, events read).
     """
     index = keys.index_name_for(ref.key, index_prefix)
-    ingested = ingested_text(time.time())
-    events = events_in(source.read(ref.bucket, ref.key))
+    data = source.read(ref.bucket, ref.key)
     out_dir.mkdir(parents=True, exist_ok=True)
     body_path = out_dir / f"{index}.index.json"
     if not body_path.exists():
@@ -302,15 +313,24 @@ def export_file(source: Any, ref: ObjectRef, out_dir: Path, index_prefix: str,
     stem = ref.key.rsplit("/", 1)[-1].removesuffix(".gz").removesuffix(".json")
     target = out_dir / index / f"{stem}.ndjson"
     target.parent.mkdir(exist_ok=True)
-    with target.open("wb") as out:
-        for n, event in enumerate(events):
-            if isinstance(event, OversizedEvent):  # a load dead-letters it: nothing to send
-                log.warning("event too large, not exported", extra={
-                    "key": ref.key, "size": event.size, "event_id": event.event_id})
-                continue
-            out.write(bulk_item(index, transform.document_id(event),
-                                transform.document_for(event, ingested), Position(0, n)).lines)
-    return str(target), len(events)
+    partial = target.with_name(target.name + ".partial")
+    file = FileLoad.of(ref, index)
+    pipeline = Pipeline(None, Engine("opensearch"), max_event_bytes)
+    try:
+        with partial.open("wb") as out:
+            for item in pipeline.documents([file], lambda _, __: iter_events(
+                    data, max_event_bytes=max_event_bytes, max_file_bytes=max_file_bytes), exclude):
+                out.write(item.lines)
+        if file.failure is not None:
+            raise file.failure
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+        file.dead.close()
+    if file.dead:  # a load dead-letters them: nothing to send
+        log.warning("events too large, not exported", extra={
+            "key": ref.key, "count": len(file.dead), "event_ids": [r["doc_id"] for r in file.dead.first]})
+    return str(target), file.result.events_read
 
 
 def notification_for(ref: ObjectRef) -> str:

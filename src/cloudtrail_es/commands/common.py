@@ -10,7 +10,7 @@ from cloudtrail_es.write.cluster import Cluster, create_cluster
 from cloudtrail_es.core.config import LOG_LEVELS, Settings, log_level_from_env
 from cloudtrail_es.write.engine import detect
 from cloudtrail_es.core.logs import configure_logging
-from cloudtrail_es.core.redact import redact
+from cloudtrail_es.core.redact import redact, register_environment
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
@@ -51,7 +51,10 @@ def start_logging(args: argparse.Namespace, quiet: bool = False,
 
     On a terminal (stderr a tty) the progress bar and warnings are what a person reads: the
     per-file INFO lines come only at a level asked for explicitly, or go to ``--log-file``.
+    Every command calls it first: the environment's secrets are registered before anything
+    (a setting refused, say) can quote them.
     """
+    register_environment()
     asked = args.log_level or log_level_from_env(default="")
     log_file = getattr(args, "log_file", None)
     if log_file:

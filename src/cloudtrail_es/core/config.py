@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Mapping, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from cloudtrail_es.core import names
 from cloudtrail_es.core import redact
 from cloudtrail_es.core.errors import ConfigurationError
-from cloudtrail_es.core.filters import parse_rules
+from cloudtrail_es.core.filters import parse_rules, split_rules
 
 # Environment variables the code reads (the README lists exactly these).
 ES_HOSTNAME = "ES_HOSTNAME"
@@ -100,6 +100,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         env = os.environ if environ is None else environ
+        redact.register_environment(env)  # before anything is checked: errors quote values
         hostname = overrides.pop("es_url", None) or env.get(ES_HOSTNAME)
         if not hostname:
             raise ConfigurationError(f"{ES_HOSTNAME} is not set (the cluster's host name or URL)")
@@ -120,11 +121,11 @@ class Settings:
             username=username,
             password=password,
             index_prefix=index_prefix_from_env(env),
-            index_shards=_int(env, INDEX_SHARDS, cls.index_shards),
-            index_replicas=_int(env, INDEX_REPLICAS, cls.index_replicas),
-            bulk_max_docs=_int(env, BULK_MAX_DOCS, cls.bulk_max_docs),
-            bulk_max_bytes=_int(env, BULK_MAX_BYTES, cls.bulk_max_bytes),
-            retry_limit_seconds=_float(env, RETRY_LIMIT_SECONDS, cls.retry_limit_seconds),
+            index_shards=_setting(env, "index_shards"),
+            index_replicas=_setting(env, "index_replicas"),
+            bulk_max_docs=_setting(env, "bulk_max_docs"),
+            bulk_max_bytes=_setting(env, "bulk_max_bytes"),
+            retry_limit_seconds=_setting(env, "retry_limit_seconds"),
             compress_requests=_bool(env, ES_COMPRESS_REQUESTS, cls.compress_requests),
             dead_letter_bucket=env.get(DEAD_LETTER_BUCKET) or None,
             dead_letter_prefix=env.get(DEAD_LETTER_PREFIX, cls.dead_letter_prefix),
@@ -136,12 +137,12 @@ class Settings:
                            ("aoss" if (urlsplit(url).hostname or "").endswith(".aoss.amazonaws.com")
                             else "es")).lower(),
             client_ids=env.get(AOSS_COLLECTION, "search").lower() != "timeseries",
-            breaker_seconds=_float(env, BREAKER_SECONDS, cls.breaker_seconds),
-            exclude_events=tuple(rule for rule in env.get(EXCLUDE_EVENTS, "").split(";") if rule.strip()),
+            breaker_seconds=_setting(env, "breaker_seconds"),
+            exclude_events=tuple(split_rules(env.get(EXCLUDE_EVENTS, ""))),
             log_level=log_level_from_env(env),
             retention_months=retention_months_from_env(env),
-            max_event_bytes=_int(env, MAX_EVENT_BYTES, cls.max_event_bytes),
-            max_file_bytes=_int(env, MAX_FILE_BYTES, cls.max_file_bytes),
+            max_event_bytes=_setting(env, "max_event_bytes"),
+            max_file_bytes=_setting(env, "max_file_bytes"),
             findings_topic_arn=env.get(FINDINGS_TOPIC_ARN) or None,
         )
         settings = replace(settings, **overrides).validated()
@@ -160,32 +161,19 @@ class Settings:
             raise ConfigurationError(f"{ES_AUTH}=apikey needs {ES_API_KEY}")
         if self.sigv4_service not in ("es", "aoss"):
             raise ConfigurationError(f"{ES_SERVICE}={self.sigv4_service!r}: expected es or aoss")
-        if self.bulk_max_docs < 1 or self.bulk_max_bytes < 1024:
-            raise ConfigurationError("bulk limits must be at least 1 document and 1024 bytes")
-        if not self.breaker_seconds > 0:
-            raise ConfigurationError(f"{BREAKER_SECONDS} must be more than 0 seconds")
+        for name in NUMBERS:  # explicit arguments (--retry-limit nan) are held to the same rules
+            _check(name, getattr(self, name))
         names.validate_prefix(self.index_prefix)
         parse_rules(self.exclude_events)  # a bad rule is a ConfigurationError naming it
-        if self.max_event_bytes < 1 or self.max_file_bytes < 1:
-            raise ConfigurationError(f"{MAX_EVENT_BYTES} and {MAX_FILE_BYTES} must be at least 1")
         return self._validated_limits()
 
     def _validated_limits(self) -> "Settings":
         """The numbers and names the cluster would refuse file after file: refused here, once."""
         if not self.index_prefix.strip():
             raise ConfigurationError(f"{INDEX_PREFIX} is empty: indexes are named PREFIX-YYYY-MM")
-        if self.index_shards < 1:
-            raise ConfigurationError(f"{INDEX_SHARDS}={self.index_shards}: expected 1 or more")
-        if self.index_replicas < 0:
-            raise ConfigurationError(f"{INDEX_REPLICAS}={self.index_replicas}: expected 0 or more")
-        if self.retry_limit_seconds < 0:
-            raise ConfigurationError(
-                f"{RETRY_LIMIT_SECONDS}={self.retry_limit_seconds:g}: expected 0 or more seconds")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigurationError(
                 f"{LOG_LEVEL}={self.log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
-        if self.retention_months < 0:
-            raise ConfigurationError(f"{RETENTION_MONTHS}={self.retention_months}: expected 0 (off) or more")
         return self
 
 
@@ -205,10 +193,11 @@ class DetectionSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "DetectionSettings":
         env = os.environ if environ is None else environ
         return cls(
-            delay_minutes=bounded_number(env, DETECTION_DELAY_MINUTES, cls.delay_minutes, float),
-            max_findings=bounded_number(env, DETECTION_MAX_FINDINGS, cls.max_findings, int, 1),
-            catch_up_hours=bounded_number(env, DETECTION_CATCH_UP_HOURS, cls.catch_up_hours,
-                                          float, 1),
+            delay_minutes=number_from_env(env, DETECTION_DELAY_MINUTES, cls.delay_minutes, float,
+                                          unit="minutes"),
+            max_findings=number_from_env(env, DETECTION_MAX_FINDINGS, cls.max_findings, int, 1),
+            catch_up_hours=number_from_env(env, DETECTION_CATCH_UP_HOURS, cls.catch_up_hours, float,
+                                           1, unit="hours"),
         )
 
 
@@ -228,10 +217,7 @@ def log_level_from_env(environ: Mapping[str, str] | None = None, default: str = 
 
 def retention_months_from_env(environ: Mapping[str, str] | None = None) -> int:
     """``RETENTION_MONTHS``: months kept by the scheduled retention (0 or unset: off)."""
-    months = _int(os.environ if environ is None else environ, RETENTION_MONTHS, 0)
-    if months < 0:
-        raise ConfigurationError(f"{RETENTION_MONTHS}={months}: expected 0 (off) or more months")
-    return months
+    return _setting(os.environ if environ is None else environ, "retention_months")
 
 
 #: How ES_HOSTNAME is read, quoted when it is refused.
@@ -243,19 +229,24 @@ def base_url(hostname: str) -> str:
     """A bare host name (or host:443) means HTTPS on 443 (Amazon's endpoints); a URL is kept;
     a scheme-less ``host:port`` on another port is refused: HTTP or HTTPS would be a guess."""
     hostname = hostname.strip().rstrip("/")
+    shown = redact.without_url_password(hostname)  # a refusal quotes it, never its password
     if "://" not in hostname:
         try:
             port = urlsplit("//" + hostname).port
         except ValueError:
-            raise ConfigurationError(f"{ES_HOSTNAME}={hostname!r}: expected {HOSTNAME_RULE}") from None
+            raise ConfigurationError(f"{ES_HOSTNAME}={shown!r}: expected {HOSTNAME_RULE}") from None
         if port not in (None, 443):
             raise ConfigurationError(
-                f"{ES_HOSTNAME}={hostname!r} has a port but no scheme: write http://{hostname} or "
-                f"https://{hostname} (expected {HOSTNAME_RULE})")
+                f"{ES_HOSTNAME}={shown!r} has a port but no scheme: write http://{shown} or "
+                f"https://{shown} (expected {HOSTNAME_RULE})")
         hostname = "https://" + hostname
-    parts = urlsplit(hostname)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        shown = urlunsplit(split_credentials_parts(parts)[0])
+    try:
+        parts = urlsplit(hostname)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - read for its check: an invalid port raises ValueError
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range...
+        raise ConfigurationError(f"{ES_HOSTNAME}={shown!r}: {exc}; expected {HOSTNAME_RULE}") from None
+    if not valid:
         raise ConfigurationError(f"{ES_HOSTNAME}={shown!r} is neither a host name nor a URL")
     return hostname
 
@@ -274,37 +265,89 @@ def split_credentials_parts(parts: SplitResult) -> tuple[SplitResult, str | None
     return parts._replace(netloc=hostport), unquote(username), unquote(password) or None
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return _number(env, name, default, int, "a whole number")
+#: Each numeric setting's field -> (variable, lowest value, whether that value itself is
+#: refused, unit): read with ``number_from_env``, checked again with ``check_number`` when given
+#: explicitly (a command-line option).
+NUMBERS: dict[str, tuple[str, float, bool, str]] = {
+    "index_shards": (INDEX_SHARDS, 1, False, ""),
+    "index_replicas": (INDEX_REPLICAS, 0, False, ""),
+    "bulk_max_docs": (BULK_MAX_DOCS, 1, False, "documents"),
+    "bulk_max_bytes": (BULK_MAX_BYTES, 1024, False, "bytes"),
+    "retry_limit_seconds": (RETRY_LIMIT_SECONDS, 0, False, "seconds"),
+    "breaker_seconds": (BREAKER_SECONDS, 0, True, "seconds"),
+    "retention_months": (RETENTION_MONTHS, 0, False, "months (0: off)"),
+    "max_event_bytes": (MAX_EVENT_BYTES, 1, False, "bytes"),
+    "max_file_bytes": (MAX_FILE_BYTES, 1, False, "bytes"),
+}
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    return _number(env, name, default, float, "a number")
+def _setting(env: Mapping[str, str], name: str) -> Any:
+    variable, minimum, above, unit = NUMBERS[name]
+    default = getattr(Settings, name)
+    return number_from_env(env, variable, default, type(default), minimum, above, unit)
+
+
+def _check(name: str, number: Any) -> None:
+    variable, minimum, above, unit = NUMBERS[name]
+    check_number(variable, number, minimum, above, unit)
 
 
 N = TypeVar("N", int, float)
 
 
-def _number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N], what: str) -> N:
+def number_from_env(env: Mapping[str, str], name: str, default: N, kind: type[N],
+                    minimum: float = 0, above: bool = False, unit: str = "") -> N:
+    """The number in ``env[name]`` (``default`` when unset or blank), refused in one line that
+    names the variable when it is not one: garbage, a fraction where a whole number is
+    expected, NaN, an infinity, or below ``minimum`` (at or below it when ``above``).
+
+    Surrounding blanks, a sign, ``_`` digit groups and exponents are taken (``5e6`` is a whole
+    number). Every numeric setting goes through here (or ``check_number``, for an explicit
+    argument), so each refuses the same forms the same way.
+    """
     value = env.get(name)
-    if value is None or value == "":
+    if value is None or not value.strip():
         return default
+    number = _parse(value.strip(), kind)
+    if number is None:
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigurationError(
+            f"{name}={value!r} is not {what}: expected {_expected(kind, minimum, above, unit)}")
+    return check_number(name, number, minimum, above, unit, shown=repr(value))
+
+
+def _parse(text: str, kind: type[N]) -> N | None:
+    """``text`` as a ``kind``; a whole number may be written ``5e6`` or ``5.0`` too."""
     try:
-        return parse(value)
+        return kind(text)
     except ValueError:
-        raise ConfigurationError(f"{name}={value!r} is not {what}") from None
+        pass
+    if kind is int:
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        if number.is_integer():
+            return kind(number)
+    return None
 
 
-def bounded_number(env: Mapping[str, str], name: str, default: N, parse: Callable[[str], N],
-                   minimum: N | None = None) -> N:
-    """A finite number of at least ``minimum`` (0 unless said), or ConfigurationError naming
-    the variable: nan, inf, negatives and garbage are refused, never passed on."""
-    value = _number(env, name, default, parse, "a whole number" if parse is int else "a number")
-    floor = 0 if minimum is None else minimum
-    if not math.isfinite(value) or value < floor:
-        raise ConfigurationError(f"{name}={env.get(name)!r}: expected a finite number of at least "
-                                 f"{floor}")
-    return value
+def check_number(name: str, number: N, minimum: float = 0, above: bool = False, unit: str = "",
+                 shown: str | None = None) -> N:
+    """``number`` if it is finite and at least ``minimum`` (more than it when ``above``);
+    else ConfigurationError naming ``name``."""
+    kind = type(number)
+    if (not math.isfinite(number) or number < minimum or (above and number == minimum)):
+        raise ConfigurationError(
+            f"{name}={shown if shown is not None else repr(number)}: "
+            f"expected {_expected(kind, minimum, above, unit)}")
+    return number
+
+
+def _expected(kind: type, minimum: float, above: bool, unit: str) -> str:
+    what = "a whole number" if kind is int else "a finite number"
+    bound = f"more than {minimum:g}" if above else f"{minimum:g} or more"
+    return f"{what}, {bound}{' ' + unit if unit else ''}"
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudtrail_es.core.redact import redact
+
 
 class LoaderError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose.
+
+    Its text has every secret this process knows blanked out (``redact``), wherever it goes:
+    a usage line, a summary, a log line, or the exception the Lambda runtime reports.
+    """
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
 
 class ConfigurationError(LoaderError):

@@ -1,8 +1,9 @@
 """Cost filters: events the user does not want indexed, dropped before they cost anything.
 
 A rule is one or more conditions ``FIELD=PATTERN`` joined by ``,``; an event is excluded
-when every condition of some rule matches. Rules are separated by ``;`` (``EXCLUDE_EVENTS``)
-or given one per ``--exclude`` option::
+when every condition of some rule matches. Rules are separated by ``;`` or line breaks
+(``EXCLUDE_EVENTS``: one rule per line is the same as ``;`` between them) or given one per
+``--exclude`` option::
 
     readOnly=true,eventSource=ec2.amazonaws.com;eventName=Decrypt,userIdentity.type=AWSService
 
@@ -14,7 +15,7 @@ or given one per ``--exclude`` option::
 * A value is matched by its JSON spelling, the one the index shows: the boolean ``true``
   as ``true``, the number ``42`` as ``42``. A missing field, ``null``, an object or an
   array never matches (so ``errorCode=*`` means "the call failed").
-* ``,`` and ``;`` cannot appear in a pattern (they separate conditions and rules): match
+* ``,``, ``;`` and line breaks cannot appear in a pattern (they separate conditions and rules): match
   them with ``?``. An empty pattern is refused (an unset shell variable, most likely).
 
 Matching costs a few dictionary look-ups per rule and condition: literal patterns are
@@ -150,10 +151,15 @@ def parse_rule(text: str) -> Rule:
     return Rule(rule, tuple(conditions))
 
 
+def split_rules(text: str) -> list[str]:
+    """The rules of one string, separated by ``;`` or line breaks; blank ones dropped."""
+    return [rule.strip() for line in text.splitlines() for rule in line.split(RULE_SEPARATOR)
+            if rule.strip()]
+
+
 def parse_rules(texts: str | Iterable[str]) -> EventFilter:
-    """Rules separated by ``;`` (a string: ``EXCLUDE_EVENTS``), or from several such strings
-    (repeated ``--exclude``). Blank rules between separators are ignored."""
+    """Rules separated by ``;`` or line breaks (a string: ``EXCLUDE_EVENTS``), or from several
+    such strings (repeated ``--exclude``). Blank rules between separators are ignored."""
     if isinstance(texts, str):
         texts = [texts]
-    return EventFilter(tuple(parse_rule(rule) for text in texts
-                             for rule in text.split(RULE_SEPARATOR) if rule.strip()))
+    return EventFilter(tuple(parse_rule(rule) for text in texts for rule in split_rules(text)))

@@ -4,30 +4,41 @@ A dead-letter file is gzipped NDJSON, one record per event:
 ``{"reason", "status", "error", "bucket", "key", "index", "doc_id", "failed_at", "event"}``
 where ``event`` is the original CloudTrail event, so that a redrive goes
 through the same transform as the first attempt.
+
+A file's records are written to a ``Spool`` as each event is decided (gzipped, in memory up
+to ``SPOOL_MEMORY_BYTES``, then in a temporary file), so that a file's memory does not grow
+with the number of its events the cluster rejects; the spool is what is stored.
 """
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import IO, Any, Iterable, Iterator, Protocol
 
 from cloudtrail_es.core import deepjson
 from cloudtrail_es.documents import transform
 from cloudtrail_es.core.errors import DeadLetterError, DeadLetterUnreadable
+from cloudtrail_es.core.redact import redact
 
 __all__ = ["DeadLetterError", "DeadLetterUnreadable", "DeadLetters", "DeadLetterStore",
-           "LocalDeadLetters", "S3DeadLetters", "record", "encode", "decode", "file_name"]
+           "LocalDeadLetters", "S3DeadLetters", "Spool", "record", "encode", "decode", "file_name"]
 
 
 #: What a record must hold for a redrive: where it came from (and its event, or its head).
 RECORD_FIELDS = {"bucket": str, "key": str, "index": str}
 
 
+#: A spool is held in memory up to this many gzipped bytes, then moves to a temporary file.
+SPOOL_MEMORY_BYTES = 1 << 20
+
+
 class DeadLetters(Protocol):
-    def put(self, source_key: str, records: list[dict[str, Any]]) -> str: ...
+    def put(self, source_key: str, records: Iterable[dict[str, Any]]) -> str: ...
 
 
 class DeadLetterStore(Protocol):
@@ -51,18 +62,92 @@ def record(*, reason: str, status: int, error: Any, bucket: str, key: str, index
     }
 
 
-def encode(records: list[dict[str, Any]]) -> bytes:
+def encode(records: Iterable[dict[str, Any]]) -> bytes:
     """Gzipped NDJSON of any records: at any depth, and a record holding lone surrogates
     (not UTF-8) has them replaced with U+FFFD and says so in ``transform.REPAIRED_REASON``."""
-    return gzip.compress(b"".join(transform.utf8_json(_plain(r))[0] + b"\n" for r in records))
+    return gzip.compress(b"".join(_line(r) for r in records))
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return transform.utf8_json(_plain(record))[0] + b"\n"
 
 
 def _plain(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with a cluster error that is not JSON (an exception, ...) as its text."""
+    """The record with a cluster error that is not JSON (an exception, ...) as its text, and
+    any secret this process knows blanked out of the reason and the error (never the event)."""
     error = record.get("error")
-    if error is None or isinstance(error, (str, int, float, bool, dict, list)):
+    reason = record.get("reason")
+    if isinstance(reason, str) and redact(reason) != reason:
+        record = {**record, "reason": redact(reason)}
+    if error is None or isinstance(error, (int, float, bool)):
         return record
-    return {**record, "error": str(error)}
+    if not isinstance(error, (str, dict, list)):
+        record = {**record, "error": str(error)}
+        error = record["error"]
+    text = error if isinstance(error, str) else json.dumps(error, default=str)
+    return {**record, "error": redact(text)} if redact(text) != text else record
+
+
+class Spool:
+    """One file's dead-letter records as they are decided: gzipped NDJSON, in memory up to
+    ``SPOOL_MEMORY_BYTES`` then in a temporary file; ``first`` keeps a few for the error line.
+
+    Iterating reads the records back (the spool is finished then: no more appends).
+    """
+
+    def __init__(self, keep: int = 10) -> None:
+        self._file: IO[bytes] | None = None  # made at the first record: most files have none
+        self._gzip: gzip.GzipFile | None = None
+        self._keep = keep
+        self.count = 0
+        self.first: list[dict[str, Any]] = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES)
+            self._gzip = gzip.GzipFile(fileobj=self._file, mode="wb")
+        if self._gzip is None:
+            raise ValueError("dead-letter spool already finished")
+        self._gzip.write(_line(record))
+        self.count += 1
+        if len(self.first) < self._keep:
+            self.first.append(record)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def gzipped(self) -> IO[bytes]:
+        """The dead-letter file's bytes (gzipped NDJSON), from the start."""
+        if self._file is None:
+            self._file = tempfile.SpooledTemporaryFile(SPOOL_MEMORY_BYTES)
+            self._file.write(gzip.compress(b""))
+        if self._gzip is not None:
+            self._gzip.close()
+            self._gzip = None
+        self._file.seek(0)
+        return self._file
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with gzip.GzipFile(fileobj=self.gzipped(), mode="rb") as lines:
+            for line in lines:
+                yield _loads(line.decode("utf-8"))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def gzipped(records: Iterable[dict[str, Any]]) -> IO[bytes]:
+    """A spool's own bytes, or other records spooled now: what a dead letter stores."""
+    if not isinstance(records, Spool):
+        spool = Spool(keep=0)
+        for entry in records:
+            spool.append(entry)
+        records = spool
+    return records.gzipped()
 
 
 def decode(data: bytes, name: str = "dead-letter file") -> list[dict[str, Any]]:
@@ -119,10 +204,10 @@ class S3DeadLetters:
         self.bucket = bucket
         self.prefix = prefix
 
-    def put(self, source_key: str, records: list[dict[str, Any]]) -> str:
+    def put(self, source_key: str, records: Iterable[dict[str, Any]]) -> str:
         key = self.prefix + file_name(source_key)
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=encode(records),
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=gzipped(records),
                                 ContentType="application/x-ndjson", ContentEncoding="gzip")
         except Exception as exc:  # any failure to store means the events are not safe
             raise DeadLetterError(f"cannot write s3://{self.bucket}/{key}: {exc}") from exc
@@ -143,12 +228,17 @@ class S3DeadLetters:
         return decode(data, f"s3://{self.bucket}/{name}")
 
     def replace(self, name: str, records: list[dict[str, Any]]) -> None:
-        """Keep only ``records`` in the file; remove it when none are left."""
-        if records:
-            self._s3.put_object(Bucket=self.bucket, Key=name, Body=encode(records),
-                                ContentType="application/x-ndjson", ContentEncoding="gzip")
-        else:
-            self._s3.delete_object(Bucket=self.bucket, Key=name)
+        """Keep only ``records`` in the file (a PUT replaces an object whole); remove it when none
+        are left. DeadLetterError naming the object when S3 refuses."""
+        try:
+            if records:
+                self._s3.put_object(Bucket=self.bucket, Key=name, Body=gzipped(records),
+                                    ContentType="application/x-ndjson", ContentEncoding="gzip")
+            else:
+                self._s3.delete_object(Bucket=self.bucket, Key=name)
+        except Exception as exc:  # botocore's errors: this file is left as it was
+            action = "rewrite" if records else "delete"
+            raise DeadLetterError(f"cannot {action} s3://{self.bucket}/{name}: {exc}") from exc
 
 
 class LocalDeadLetters:
@@ -157,11 +247,11 @@ class LocalDeadLetters:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
-    def put(self, source_key: str, records: list[dict[str, Any]]) -> str:
+    def put(self, source_key: str, records: Iterable[dict[str, Any]]) -> str:
         path = self.directory / file_name(source_key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(encode(records))
+            write_atomically(path, gzipped(records))
         except OSError as exc:
             raise DeadLetterError(f"cannot write {path}: {exc}") from exc
         return str(path)
@@ -177,7 +267,24 @@ class LocalDeadLetters:
         return decode(data, name)
 
     def replace(self, name: str, records: list[dict[str, Any]]) -> None:
+        """Keep only ``records`` in the file (rewritten atomically); remove it when none are left."""
         if records:
-            Path(name).write_bytes(encode(records))
+            write_atomically(Path(name), gzipped(records))
         else:
             Path(name).unlink()
+
+
+def write_atomically(path: Path, data: IO[bytes]) -> None:
+    """``data`` in ``path``, or ``path`` as it was: written beside it, synced, then renamed
+    over it, so that a write cut short (disk full, Ctrl-C, a crash) leaves the old file whole."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with partial.open("wb") as out:
+            while block := data.read(1 << 20):
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise

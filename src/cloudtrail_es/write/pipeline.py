@@ -62,7 +62,8 @@ class FileLoad:
     ref: ObjectRef
     result: FileResult
     failure: FileFailed | None = None
-    dead: list[dict[str, Any]] = field(default_factory=list)
+    #: Its dead-letter records, spooled out as each is decided (memory flat however many).
+    dead: deadletter.Spool = field(default_factory=deadletter.Spool)
     #: doc id -> fingerprint of the first document sent under it (duplicates told apart).
     seen: dict[str, int] = field(default_factory=dict)
     #: Ids to use instead of ``transform.document_id`` (a redrive keeps the recorded ones).
@@ -170,11 +171,11 @@ class _Sent(NamedTuple):
 class Pipeline:
     """Writes the events of a batch of files through one writer, in shared ``_bulk`` chunks."""
 
-    def __init__(self, writer: BulkWriter, engine: Engine,
+    def __init__(self, writer: BulkWriter | None, engine: Engine,
                  max_event_bytes: int | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  indexes: Indexes | None = None) -> None:
-        self.writer = writer
+        self.writer = writer  # None: documents only, sent nowhere (an export)
         self.indexes = indexes
         self.engine = engine
         self._doc_type = engine.doc_type  # a property: read once, not per event
@@ -187,6 +188,8 @@ class Pipeline:
 
         An event ``exclude`` drops is counted ``filtered`` on its file, never transformed or sent.
         """
+        if self.writer is None:
+            raise TypeError("this pipeline has no writer: it makes documents, never sends them")
         events: dict[Position, Any] = {}  # the events of the documents not yet settled
         brought: dict[str, Fields] = {}  # index -> the fields of documents built, not yet declared
         prepared: set[str] = set()
@@ -216,9 +219,25 @@ class Pipeline:
             documents.close()
             sender.shutdown(wait=True)
 
+    def documents(self, files: list[FileLoad], events_of: EventsOf,
+                  exclude: EventFilter | None = None) -> Iterator[BulkItem]:
+        """The documents ``load`` would send for these files, in its order, under the ids it
+        would give them (a different event under an id already taken gets the derived one);
+        sent nowhere. An event too large is dead-lettered on its file as a load does; a file
+        that cannot be read fails alone (``file.failure``). The export's one code path."""
+        events: dict[Position, Any] = {}
+        documents = self._documents(files, events_of, events, exclude, {})
+        try:
+            for item in documents:
+                events.pop(item.position, None)
+                yield item
+        finally:
+            documents.close()
+
     def _first_outcomes(self, chunk: list[BulkItem], deadline: float,
                         traffic: Traffic) -> tuple[list[ItemOutcome], float]:
         """The chunk sent (in the sender's thread): its outcomes, and when they were answered."""
+        assert self.writer is not None  # load() refuses to run without one
         outcomes = list(self.writer.outcomes(chunk, deadline, traffic))
         return outcomes, self._wall_clock()
 
@@ -391,6 +410,7 @@ class Pipeline:
                                                    files[outcome.item.position.file]))
                 except Exception as exc:  # that event's file fails, alone
                     unbuildable[outcome.item.position] = exc
+        assert self.writer is not None  # load() refuses to run without one
         second = {o.item.position: o for o in self.writer.outcomes(degraded, deadline, traffic)}
         for outcome in first:
             item = outcome.item

@@ -100,7 +100,9 @@ class Processor:
         self._pipeline.load([file], lambda number, file: events, deadline)
         if file.failure is not None:
             raise file.failure
-        return EventsResult(file.result.indexed, file.result.degraded, file.result.retried, file.dead)
+        undeliverable = list(file.dead)
+        file.dead.close()
+        return EventsResult(file.result.indexed, file.result.degraded, file.result.retried, undeliverable)
 
     def _prepare(self, index: str, deadline: float, fields: Fields | None = None) -> frozenset[str]:
         """The index created (with ``fields``) or given ``fields``, and able to take writes;
@@ -136,6 +138,7 @@ class Processor:
                 check_accounting(result)
             except Exception as exc:  # the dead letter failed too: the file fails
                 file.fail(exc)
+        file.dead.close()  # its count and first records stay for the summary
         if file.failure is not None:
             file.failure.retried = result.retried
             log.error("file failed", extra={**result.summary(), "error": file.failure.reason})
@@ -143,17 +146,17 @@ class Processor:
         if file.dead:
             log.error("file loaded, some events dead-lettered", extra={
                 **result.summary(),
-                "reasons": [f"{r['doc_id']}: {r['reason']}" for r in file.dead[:FAILURES_LOGGED]],
+                "reasons": [f"{r['doc_id']}: {r['reason']}" for r in file.dead.first[:FAILURES_LOGGED]],
             })
         else:
             log.info("file loaded", extra=result.summary())
         return result
 
-    def _dead_letter(self, key: str, records: list[dict[str, Any]]) -> str:
+    def _dead_letter(self, key: str, records: deadletter.Spool) -> str:
         if self.dead_letters is None:
             raise DeadLetterError(
                 f"{len(records)} events rejected and no dead letter configured, "
-                f"first: {records[0]['doc_id']}: {records[0]['reason']}")
+                f"first: {records.first[0]['doc_id']}: {records.first[0]['reason']}")
         return self.dead_letters.put(key, records)
 
 
