@@ -191,7 +191,9 @@ def test_the_make_targets_section_names_every_target_of_both_makefiles():
     section = README.read_text().split("## Make targets", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([a-z-]+)`", section))
     for makefile in ("Makefile.pip", "Makefile.poetry"):
-        phony = re.findall(r"^\.PHONY:(.*)$", (ROOT / makefile).read_text(), re.MULTILINE)
+        text = (ROOT / makefile).read_text()
+        text += "".join((ROOT / name).read_text() for name in re.findall(r"^include (\S+)$", text, re.M))
+        phony = re.findall(r"^\.PHONY:(.*)$", text, re.MULTILINE)
         targets = {t for line in phony for t in line.split()} - {"help"}
         assert targets, makefile
         assert not targets - named, f"{makefile} targets missing from README's Make targets"
