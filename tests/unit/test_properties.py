@@ -9,6 +9,7 @@ import gzip
 import json
 import re
 
+import hypothesis
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cloudtrail_es.core import deepjson
@@ -143,24 +144,47 @@ def test_decoded_events_are_the_events_in_the_file(records, spacing, ascii_only,
             assert same_json(item, json.loads(text))
 
 
-@EXAMPLES
+def token_ends(text):
+    """Offsets (of the UTF-8 bytes) just after a structural character outside strings, where
+    JSON allows whitespace."""
+    ends, in_string, escaped, offset = [0], False, False, 0
+    for char in text:
+        offset += len(char.encode("utf-8", "surrogatepass"))
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "{}[],:":
+            ends.append(offset)
+    return ends
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(events, min_size=1, max_size=4), st.booleans(), st.integers(16, 400), st.data())
 def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
     text = json.dumps({"Records": records}, separators=(",", ":"))
     raw = bytearray(text.encode("utf-8", "surrogatepass"))
-    mutation = data.draw(st.sampled_from(["truncate", "flip", "insert", "garbage"]))
+    # "none" and "space" (whitespace between tokens) keep the file valid: the property must hold
+    # for valid files as often as for broken ones.
+    mutation = data.draw(st.sampled_from(["none", "space", "truncate", "flip", "insert", "garbage"]))
     at = data.draw(st.integers(0, len(raw)))
-    if mutation == "truncate":
+    if mutation == "space":
+        for at in sorted(data.draw(st.sets(st.sampled_from(token_ends(text)), max_size=5)) or {0},
+                         reverse=True):
+            raw[at:at] = data.draw(st.sampled_from([b" ", b"\n", b"\r\n\t"]))
+    elif mutation == "truncate":
         del raw[at:]
     elif mutation == "flip" and at < len(raw):
         raw[at] = data.draw(st.integers(0, 255))
     elif mutation == "insert":
         raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
-    else:
+    elif mutation == "garbage":
         raw = bytearray(data.draw(st.binary(max_size=200)))
     blob = gzip.compress(bytes(raw)) if zipped else bytes(raw)
     if zipped and data.draw(st.booleans()):
         blob = blob[:data.draw(st.integers(0, len(blob)))]
+        mutation += " (gzip cut)"
     saved = decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES
     decoder.READ_SIZE, decoder.WHOLE_FILE_BYTES = window, data.draw(st.sampled_from([0, 10 ** 9]))
     try:
@@ -179,6 +203,7 @@ def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
              and isinstance(expected["Records"], list)
              and all(isinstance(record, dict) for record in expected["Records"])
              and plain.count(b'"Records"') == 1)
+    hypothesis.event(f"{mutation}: " + ("valid" if valid else "not JSON" if expected is None else "other JSON"))
     if valid:
         assert decoded is not None and same_json(decoded, expected["Records"])
     elif expected is None:
