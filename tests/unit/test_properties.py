@@ -57,6 +57,28 @@ def test_documents_are_the_same_as_before_the_speed_up(event):
         assert transform.document_id(event) == reference.document_id(event) == event_id
 
 
+def every_documented_field(schema, value):
+    """An object holding every field of ``schema`` (leaf -> None), each leaf set to ``value``."""
+    return {key: value if child is None else every_documented_field(child, value)
+            for key, child in schema.items()}
+
+
+def test_every_documented_field_is_indexed_as_the_reference_says():
+    """Each documented top-level scalar and each documented sub-field of the structured objects
+    (the reference's own tables), set at once: a field dropped from or added to the loader's
+    tables changes the document."""
+    for value in ("v", 7, ["a", "b"], {"x": "y"}):
+        event = {**{name: value for name in reference._SCALAR_FIELDS},
+                 **{name: every_documented_field(schema, value)
+                    for name, schema in reference.STRUCTURED_FIELDS.items()},
+                 "undocumented": {"k": value}, "sourceIPAddress": "192.0.2.1"}
+        assert transform.document_for(event) == reference.document_for(event)
+    for name in ("ConsoleLogin", "SwitchRole", "CheckMfa"):
+        for answer in ("Failure", "Success"):
+            event = {"eventName": name, "responseElements": {name: answer}}
+            assert transform.document_for(event) == reference.document_for(event)
+
+
 @EXAMPLES
 @given(events, st.integers(0, 3000))
 def test_every_event_serialises_to_valid_utf8_json_with_an_id_the_cluster_accepts(event, depth):
