@@ -12,7 +12,7 @@ from support import MemorySource, assert_corpus_indexed
 from cloudtrail_es.write.bulk import ClusterBlocked
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.deadletter import LocalDeadLetters
-from cloudtrail_es.core.errors import ClusterError
+from cloudtrail_es.core.errors import ClusterError, FileFailed
 from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
 from cloudtrail_es.core.retry import Backoff
 
@@ -96,7 +96,7 @@ def test_a_write_blocked_index_gives_one_clear_error(opensearch_url, index_prefi
                  json={"index.blocks.write": True}, timeout=30).raise_for_status()
     try:
         fresh = processor_for(opensearch_url, index_prefix, [(key, data)], tmp_path)
-        with pytest.raises(Exception) as raised:
+        with pytest.raises(FileFailed) as raised:
             fresh.process_file("b", key, time.monotonic() + 30)
         assert isinstance(raised.value.__cause__, ClusterBlocked)
         assert f"writes to {index} are blocked by index.blocks.write" in str(raised.value)
@@ -113,7 +113,7 @@ def test_a_red_index_gives_one_clear_error(opensearch_url, index_prefix, tmp_pat
         "number_of_replicas": 0, "index.routing.allocation.require._name": "no-such-node"}},
         params={"wait_for_active_shards": 0}, timeout=30).raise_for_status()
     processor = processor_for(opensearch_url, index_prefix, [(key, data)], tmp_path)
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(FileFailed) as raised:
         processor.process_file("b", key, time.monotonic() + 30)
     assert isinstance(raised.value.__cause__, ClusterError)
     assert f"index {index} is red" in str(raised.value)
