@@ -182,14 +182,8 @@ def token_ends(text):
     return ends
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(events, min_size=1, max_size=4), st.booleans(), st.integers(16, 400), st.data())
-def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
-    text = json.dumps({"Records": records}, separators=(",", ":"))
-    raw = bytearray(text.encode("utf-8", "surrogatepass"))
-    # "none" and "space" (whitespace between tokens) keep the file valid: the property must hold
-    # for valid files as often as for broken ones.
-    mutation = data.draw(st.sampled_from(["none", "space", "truncate", "flip", "insert", "garbage"]))
+def mutated(raw, text, mutation, data):
+    """The file's bytes with ``mutation`` applied, at places ``data`` draws."""
     at = data.draw(st.integers(0, len(raw)))
     if mutation == "space":
         for at in sorted(data.draw(st.sets(st.sampled_from(token_ends(text)), max_size=5)) or {0},
@@ -203,6 +197,18 @@ def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
         raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
     elif mutation == "garbage":
         raw = bytearray(data.draw(st.binary(max_size=200)))
+    return raw
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events, min_size=1, max_size=4), st.booleans(), st.integers(16, 400), st.data())
+def test_hostile_files_raise_only_bad_log_file(records, zipped, window, data):
+    text = json.dumps({"Records": records}, separators=(",", ":"))
+    raw = bytearray(text.encode("utf-8", "surrogatepass"))
+    # "none" and "space" (whitespace between tokens) keep the file valid: the property must hold
+    # for valid files as often as for broken ones.
+    mutation = data.draw(st.sampled_from(["none", "space", "truncate", "flip", "insert", "garbage"]))
+    raw = mutated(raw, text, mutation, data)
     blob = gzip.compress(bytes(raw)) if zipped else bytes(raw)
     if zipped and data.draw(st.booleans()):
         blob = blob[:data.draw(st.integers(0, len(blob)))]
