@@ -28,12 +28,19 @@ def deep(depth, leaf="deep"):
 
 identity = st.fixed_dictionaries({}, optional={
     "type": scalars, "principalId": hostile_text, "arn": hostile_text, "accountId": scalars,
-    "userName": json_values, "extra.key": json_values,
+    "userName": json_values, "extra.key": json_values, "accessKeyId": scalars, "invokedBy": scalars,
+    "onBehalfOf": json_values, "inScopeOf": json_values,
     "sessionContext": st.fixed_dictionaries({}, optional={
         "attributes": st.dictionaries(st.sampled_from(["creationDate", "mfaAuthenticated", "x"]),
                                       scalars),
-        "sessionIssuer": json_values, "webIdFederationData": json_values}),
+        "sessionIssuer": json_values, "webIdFederationData": json_values, "assumedRoot": scalars}),
 })
+#: Source addresses: addresses (ECS's source.ip), service names and hostile text.
+source_addresses = st.one_of(st.ip_addresses().map(str), st.just("fe80::1%eth0"),
+                             st.sampled_from(["ec2.amazonaws.com", "AWS Internal"]), hostile_text)
+#: Shapes the ECS outcome looks at: a failed sign-in, an error code, an Insights event.
+sign_in = st.fixed_dictionaries({"eventName": st.just("ConsoleLogin"), "responseElements": st.fixed_dictionaries(
+    {"ConsoleLogin": st.sampled_from(["Failure", "Success"])})})
 event_ids = st.one_of(st.uuids().map(str), st.just(""), st.integers(), hostile_text,
                       st.builds(lambda n: "i" * n, st.integers(100, 700)),
                       st.builds(lambda n: "é" * n, st.integers(200, 300)))
@@ -46,6 +53,12 @@ events = st.fixed_dictionaries(
         "requestParameters": json_values, "responseElements": json_values,
         "resources": st.lists(st.dictionaries(keys, json_values, max_size=3), max_size=3),
         "tlsDetails": json_values, "readOnly": scalars, "addendum": json_values,
+        "sourceIPAddress": source_addresses, "userAgent": scalars, "errorMessage": scalars,
+        "errorCode": st.one_of(st.just("AccessDenied"), st.just(""), scalars),
+        "recipientAccountId": scalars, "sharedEventID": scalars,
+        "eventType": st.one_of(st.sampled_from(["AwsApiCall", "AwsCloudTrailInsight"]), scalars),
+        "insightDetails": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+            "state": scalars, "errorCode": scalars, "insightContext": json_values, "attributions": json_values})),
     },
-).flatmap(lambda base: st.dictionaries(keys, json_values, max_size=3).map(
-    lambda extra: {**extra, **base}))
+).flatmap(lambda base: st.one_of(st.just({}), sign_in).map(lambda shape: {**base, **shape})).flatmap(
+    lambda base: st.dictionaries(keys, json_values, max_size=3).map(lambda extra: {**extra, **base}))

@@ -1,20 +1,23 @@
 """Helpers for integration tests: upload files, look into the real cluster."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
 from fakes import MemorySource
 
-__all__ = ["MemorySource", "assert_corpus_indexed", "ids_by_index", "refresh", "search", "services",
-           "read_terminal", "upload"]
+__all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "read_terminal",
+           "refresh", "search", "services", "upload"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,3 +97,47 @@ def read_terminal(argv, env, cwd):
         screen += chunk
     os.close(controller)
     return process.wait(60), screen.decode()
+
+
+class Gate:
+    """Lets the first ``open_for`` groups of files load; holds every later group until released."""
+
+    def __init__(self, open_for: int, hold_at_most: float) -> None:
+        self.open_for = open_for
+        self.hold_at_most = hold_at_most
+        self.lock = threading.Lock()
+        self.started = self.finished = 0
+        self.first_groups_done = threading.Event()
+        self.released = threading.Event()
+
+    def around(self, process_files):
+        def gated(processor, refs, deadline):
+            with self.lock:
+                self.started += 1
+                held = self.started > self.open_for
+            if held:
+                assert self.released.wait(self.hold_at_most), "the test never released the gate"
+            try:
+                return process_files(processor, refs, deadline)
+            finally:
+                with self.lock:
+                    self.finished += 1
+                    if self.finished >= self.open_for:
+                        self.first_groups_done.set()
+        return gated
+
+
+@contextlib.contextmanager
+def gated_loads(monkeypatch, open_for: int, hold_at_most: float = 1800) -> Iterator[Gate]:
+    """Every ``Processor.process_files`` (a backfill group, or a batch) behind a ``Gate``: a test
+    waits for ``gate.first_groups_done``, does what must happen mid-load (a node killed, the
+    cluster stopped), then sets ``gate.released``: the load can neither end before that nor
+    skip it. Released at the end whatever happens, so no worker is left waiting."""
+    from cloudtrail_es.write.processor import Processor
+
+    gate = Gate(open_for, hold_at_most)
+    monkeypatch.setattr(Processor, "process_files", gate.around(Processor.process_files))
+    try:
+        yield gate
+    finally:
+        gate.released.set()

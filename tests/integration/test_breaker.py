@@ -1,6 +1,10 @@
 """The circuit breaker on a real OpenSearch of this test's own, stopped in the middle of a backfill:
-for good (the run stops within the breaker's time, exit 1, state written, cause named), or for a
-while shorter than the breaker's time (ridden out: exit 0, every event indexed once)."""
+for good (the run stops, exit 1, state written, cause named: the breaker, not the retry limit),
+or for a while shorter than the breaker's time (ridden out: exit 0, every event indexed once).
+
+The tests wait on conditions, never on the clock: a gate lets the first groups of files load and
+holds the others until the cluster is down, so the run can neither finish before the outage nor
+miss it, and the outage ends only once the loader has seen it."""
 import gzip
 import json
 import os
@@ -11,10 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import assert_corpus_indexed, services
+from support import assert_corpus_indexed, gated_loads, services
 
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.backfill import cli
+from cloudtrail_es.core.breaker import CircuitBreaker
 from cloudtrail_es.read.keys import index_name_for
 
 pytestmark = pytest.mark.integration
@@ -54,6 +59,30 @@ def own_opensearch(loader_env, monkeypatch):
     requests.delete(f"{url}/{loader_env}-*", timeout=60)
 
 
+#: How long a condition may take before the test gives up (a safety net, not a measurement).
+PATIENCE = 300
+
+
+@pytest.fixture()
+def gate(monkeypatch):
+    with gated_loads(monkeypatch, open_for=2) as gate:
+        yield gate
+
+
+@pytest.fixture()
+def outage_seen(monkeypatch):
+    """Set once the loader's breaker has recorded a failed request (the loader saw the outage)."""
+    seen = threading.Event()
+    failed = CircuitBreaker.failed
+
+    def record_failure(breaker, why):
+        failed(breaker, why)
+        seen.set()
+
+    monkeypatch.setattr(CircuitBreaker, "failed", record_failure)
+    return seen
+
+
 @pytest.fixture()
 def two_months(corpus_dir, trail_manifest, tmp_path):
     """(directory, eventID -> YYYY-MM) for the corpus files of MONTHS, laid out as CloudTrail does."""
@@ -86,30 +115,31 @@ def start_backfill(args):
     return run, exit_codes
 
 
-def wait_for_progress(url, prefix, run, events=500, state=None):
-    """Until ``events`` are indexed (and, with a state file, some files are complete)."""
-    deadline = time.monotonic() + 300
-    while indexed_count(url, prefix) < events or (
+def wait_for_progress(url, prefix, run, gate, state=None):
+    """Until the gate's first groups are loaded, their events searchable (and, with a state file,
+    written to it); the run is then held at the gate."""
+    assert gate.first_groups_done.wait(PATIENCE), "the backfill made no progress"
+    deadline = time.monotonic() + PATIENCE
+    while indexed_count(url, prefix) == 0 or (
             state is not None and not (state.exists() and state.read_text())):
-        assert time.monotonic() < deadline and run.is_alive(), "the backfill made no progress"
+        assert time.monotonic() < deadline and run.is_alive(), "the first files never showed"
         time.sleep(0.3)
 
 
-def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
-        own_opensearch, loader_env, two_months, tmp_path, capsys):
+def test_a_cluster_gone_for_good_stops_the_run_by_its_breaker(
+        own_opensearch, loader_env, two_months, gate, tmp_path, capsys):
     (root, expected), state = two_months, tmp_path / "state"
     args = ["--dir", str(root), "--json", "--workers", "2", "--state", str(state),
             "--breaker-seconds", "8", "--dead-letter-dir", str(tmp_path / "dl")]
     run, exit_codes = start_backfill(args)
-    wait_for_progress(own_opensearch, loader_env, run, state=state)
+    wait_for_progress(own_opensearch, loader_env, run, gate, state=state)
 
     own_services("stop")
-    stopped = time.monotonic()
+    gate.released.set()
     run.join(RETRY_LIMIT)
-    waited = time.monotonic() - stopped
 
-    assert exit_codes == [cli.EXIT_FILES_FAILED]
-    assert waited < RETRY_LIMIT / 3, f"the run went on {waited:.0f} s after the cluster stopped"
+    # Stopped by the breaker (its cause in the summary), not by each file's retry limit.
+    assert not run.is_alive() and exit_codes == [cli.EXIT_FILES_FAILED]
     captured = capsys.readouterr()
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert "has not answered" in summary["stopped"] and "breaker limit 8 s" in summary["stopped"]
@@ -128,15 +158,16 @@ def test_a_cluster_gone_for_good_stops_the_run_within_the_breaker_time(
 
 
 def test_an_outage_shorter_than_the_breaker_time_is_ridden_out(
-        own_opensearch, loader_env, two_months, tmp_path, capsys):
+        own_opensearch, loader_env, two_months, gate, outage_seen, tmp_path, capsys):
     root, expected = two_months
     args = ["--dir", str(root), "--json", "--workers", "2", "--breaker-seconds", "400",
             "--dead-letter-dir", str(tmp_path / "dl")]
     run, exit_codes = start_backfill(args)
-    wait_for_progress(own_opensearch, loader_env, run)
+    wait_for_progress(own_opensearch, loader_env, run, gate)
 
     own_services("stop")
-    time.sleep(3)
+    gate.released.set()
+    assert outage_seen.wait(PATIENCE), "the loader never met the outage"
     assert run.is_alive()
     own_services("start")
     run.join(RETRY_LIMIT)
@@ -175,7 +206,6 @@ def test_a_cluster_answering_only_5xx_stops_backfill_and_redrive(
         proxy.bulk_request_faults = (1.0, ("503",))
         monkeypatch.setenv("ES_HOSTNAME", proxy.url)
         monkeypatch.setenv("RETRY_LIMIT_SECONDS", str(RETRY_LIMIT))
-        started = time.monotonic()
         exit_code = cli.main(["--dir", str(tmp_path / "logs"), "--json", "--workers", "1",
                               "--breaker-seconds", "3", "--state", str(tmp_path / "state")])
         captured = capsys.readouterr()
@@ -187,6 +217,5 @@ def test_a_cluster_answering_only_5xx_stops_backfill_and_redrive(
         assert redrive.main([str(dead), "--breaker-seconds", "3"]) == cli.EXIT_FILES_FAILED
         captured = capsys.readouterr()
         assert "redrive: stopped: the cluster has not answered" in captured.err
-        assert captured.err.count("FAILED ") == 1  # stopped at the first file
-        assert time.monotonic() - started < RETRY_LIMIT / 3
+        assert captured.err.count("FAILED ") == 1  # stopped at the first file, by the breaker
     assert len(list(dead.iterdir())) == 3

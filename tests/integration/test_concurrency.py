@@ -5,7 +5,7 @@ import threading
 import time
 
 import requests
-from support import MemorySource, refresh
+from support import refresh, upload
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.indexes import TOTAL_FIELDS_LIMIT, mapping
@@ -16,24 +16,24 @@ WRITERS = 16
 
 
 def test_sixteen_concurrent_writers_create_each_index_once_with_our_mapping(
-        opensearch_url, index_prefix, corpus_files):
+        opensearch_url, index_prefix, corpus_files, s3, bucket):
     # Files of the same few months, so that every writer races for the same indexes.
     by_month = {}
     for key, data in corpus_files:
         by_month.setdefault(key.rsplit("_", 2)[-2][:6], []).append((key, data))
     months = sorted(by_month, key=lambda m: -len(by_month[m]))[:2]
     files = [f for m in months for f in by_month[m]]
+    upload(s3, bucket, files)
     settings = Settings(es_url=opensearch_url, auth="none", index_prefix=index_prefix,
                         index_replicas=0)
     start = threading.Barrier(WRITERS)
     outcomes = [None] * WRITERS
 
     def writer(n):
-        processor = create_processor(settings, s3_client=object())
-        processor.source = MemorySource(files)
+        processor = create_processor(settings, s3_client=s3)
         start.wait()
         try:
-            outcomes[n] = [processor.process_file("mem", key, time.monotonic() + 120)
+            outcomes[n] = [processor.process_file(bucket, key, time.monotonic() + 120)
                            for key, _ in files[n::WRITERS] + files[:1] + files[-1:]]
         except Exception as exc:  # recorded and asserted on below
             outcomes[n] = exc

@@ -1,20 +1,24 @@
-"""The README's commands, run as a new user would run them.
+"""The commands of the README and of every page of docs/, run as a new user would run them.
 
-Every command of the README's fenced ``sh`` blocks (continuation lines joined, comments dropped)
-must be either in RUN, with the exit code and a part of the output it must give, or in EXCLUDED,
-with the reason it is not run here; an entry that matches no README command fails too, so
-neither table can rot. The commands run in README order, in one bash shell started in the
-repository (so an ``export`` or ``. .venv/bin/activate`` holds for the commands after it), with
-what a new user on this machine would have: the virtualenv's ``bin`` on PATH, AWS credentials
-and ``AWS_ENDPOINT_URL`` aimed at moto server, a fresh ``INDEX_PREFIX`` and
-``INDEX_REPLICAS=0`` (one node). ``ES_HOSTNAME`` and ``ES_AUTH`` come from the README's own
-``export`` lines.
+Every command of the fenced ``sh`` blocks of README.md and docs/*.md (continuation lines joined,
+comments dropped) must be either in RUN, with the exit code and a part of the output it must
+give, or in EXCLUDED, with the reason it is not run here; an entry that matches no command fails
+too, so neither table can rot. The commands run in reading order (README.md, then the pages in
+PAGES order), in one bash shell started in the repository (so an ``export`` or
+``. .venv/bin/activate`` holds for the commands after it), with what a new user on this machine
+would have: the virtualenv's ``bin`` on PATH, AWS credentials and ``AWS_ENDPOINT_URL`` aimed at
+moto server, a fresh ``INDEX_PREFIX`` and ``INDEX_REPLICAS=0`` (one node). ``ES_HOSTNAME`` and
+``ES_AUTH`` come from the README's own ``export`` lines.
 
 Placeholders are replaced before running (PLACEHOLDERS): the bucket names by moto buckets this
 test fills with the repository's sample events (a file of March 2024 under ``AWSLogs/``, and
 under ``org-trail/AWSLogs/``), the cluster endpoints by the local OpenSearch, ``cloudtrail-*``
 by the fresh prefix, the example instance id by the samples' one. ``QUEUE_URL``, which the
 excluded ``describe-stacks`` would set, is a moto queue.
+
+Besides the commands: every setting the code reads is in docs/configuration.md, every Make
+target in docs/development.md, every page of docs/ is linked from the README, and every relative
+link and every path of the repository the pages name points at something that exists.
 """
 from __future__ import annotations
 
@@ -37,6 +41,11 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: The pages of docs/ in reading order (the order their commands run in, after the README's);
+#: a page not listed here runs after these, in name order.
+PAGES = ("configuration", "backfill", "failures", "indexing", "detections", "deploy", "engines",
+         "performance", "development")
 SAMPLES = ROOT / "tests" / "events" / "transform"
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>\S*)\s*$")
 #: Where the README's own commands leave files in the repository (removed after the run).
@@ -44,6 +53,21 @@ LEFT_IN_REPO = ("backfill.state",)
 REAL_AWS = "needs a real AWS account (a CloudFormation stack, its Lambda or domain)"
 DEPLOY_TEST = ("the deploy path: tests/integration/test_deploy.py runs it against moto server, "
                "in existing-cluster mode")
+
+
+ANOTHER_ENGINE = ("starts a second search engine (minutes, half a GB); tests/integration/test_engines.py "
+                  "runs the matrix on engines of its own")
+
+
+def pages() -> list[Path]:
+    """README.md, then every page of docs/, in reading order."""
+    listed = [DOCS / f"{name}.md" for name in PAGES]
+    return [README, *listed, *sorted(set(DOCS.glob("*.md")) - set(listed))]
+
+
+def all_commands() -> list[str]:
+    """The commands of every page, in reading order."""
+    return [command for page in pages() for command in readme_commands(page.read_text())]
 
 
 def readme_commands(text: str) -> list[str]:
@@ -111,16 +135,16 @@ RUN: dict[str, Expect] = {
         Expect(0, r"files_enqueued\W+1\b"),
     "make -f Makefile.pip lambda-local": Expect(0, r'"batchItemFailures": \[\]'),
     "python scripts/local_lambda.py my-trail-bucket AWSLogs/": Expect(0, r'"batchItemFailures": \[\]'),
-    "python -m cloudtrail_es.commands.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
+    "python -m cloudtrail_es.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
         Expect(0, r'"files_failed": 0'),
-    "python -m cloudtrail_es.commands.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
+    "python -m cloudtrail_es.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
     "python src/bulk_upload.py BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "python -m cloudtrail_es BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "cloudtrail-bulk-upload --dir ./trail-logs": Expect(0, r"\bindexed\W+[1-9]"),
-    "python -m cloudtrail_es.commands.retention --months 13 --dry-run": Expect(0, r"-2024-03"),
-    "python -m cloudtrail_es.commands.retention --months 13": Expect(0, r"-2024-03"),
-        "python -m cloudtrail_es.detections.detect rules/": Expect(0, r"findings per rule:\s+\d+ "),
-    "python -m cloudtrail_es.detections.detect rules/ my-rules/x.yml --from 2024-03-01T00:00:00Z "
+    "python -m cloudtrail_es.retention --months 13 --dry-run": Expect(0, r"-2024-03"),
+    "python -m cloudtrail_es.retention --months 13": Expect(0, r"-2024-03"),
+    "python -m cloudtrail_es.detect rules/": Expect(0, r"findings per rule:\s+\d+ "),
+    "python -m cloudtrail_es.detect rules/ my-rules/x.yml --from 2024-03-01T00:00:00Z "
     "--to 2024-04-01T00:00:00Z --json":
         Expect(0, r'(?s)(?=.*"rule_title": "README example, instances launched")(?=.*"user_type": "Root")'),
     "python src/bulk_upload.py my-trail-bucket org-trail/AWSLogs/": Expect(0, r"\bindexed\W+[1-9]"),
@@ -148,11 +172,20 @@ EXCLUDED: dict[str, str] = {
     "QUEUE_URL=$(aws cloudformation describe-stack-resources --stack-name cloudtrail-es --query "
     "\"StackResources[?LogicalResourceId=='EventQueue'].PhysicalResourceId\" --output text)":
         DEPLOY_TEST,
-    "python -m cloudtrail_es.commands.retention --months 13 --install-policy":
+    "python -m cloudtrail_es.retention --months 13 --install-policy":
         "the local OpenSearch (integ-test-zip build) has no ISM plugin; tests/unit/test_retention.py "
         "checks the policy",
-    "python -m cloudtrail_es.commands.dashboards": "needs OpenSearch Dashboards or Kibana, not among the local "
+    "python -m cloudtrail_es.dashboards": "needs OpenSearch Dashboards or Kibana, not among the local "
                                           "services (tests/unit/test_dashboards.py)",
+    "make -f Makefile.pip services ENGINE=elasticsearch-7.17.25 OPENSEARCH_PORT=9205": ANOTHER_ENGINE,
+    'ENGINE_MATRIX="elasticsearch-7.17.25" .venv/bin/python -m pytest tests/integration/test_engines.py':
+        ANOTHER_ENGINE,
+    "make -f Makefile.pip services-stop ENGINE=elasticsearch-7.17.25 OPENSEARCH_PORT=9205": ANOTHER_ENGINE,
+    "make -f Makefile.pip bench": "the benchmarks: tens of minutes of the machine; docs/performance.md "
+                                  "holds their figures",
+    '.venv/bin/python -m pytest -m "not integration"': "the unit suite, which `make test` runs itself",
+    ".venv/bin/python -m pytest tests/integration/test_backfill.py":
+        "an integration file of this suite, which `make test` runs itself",
     "export ES_HOSTNAME=https://<DomainEndpoint> ES_AUTH=basic ES_USERNAME=admin": REAL_AWS,
     "export ES_PASSWORD=\"$(aws secretsmanager get-secret-value --secret-id <MasterUserSecretArn> "
     "--query SecretString --output text | python3 -c 'import json,sys; "
@@ -164,47 +197,103 @@ EXCLUDED: dict[str, str] = {
 }
 
 
-def test_every_readme_command_is_run_or_excluded():
-    commands = readme_commands(README.read_text())
+def test_every_command_is_run_or_excluded():
+    commands = all_commands()
     assert len(commands) > 20, commands
     unknown = [c for c in commands if c not in RUN and c not in EXCLUDED]
-    assert not unknown, "README commands neither run nor excluded (add them to RUN or EXCLUDED):\n" + \
-        "\n".join(unknown)
+    assert not unknown, "commands of README.md or docs/ neither run nor excluded (add them to RUN or " \
+        "EXCLUDED):\n" + "\n".join(unknown)
 
 
-def test_no_entry_outlives_its_readme_command():
-    commands = set(readme_commands(README.read_text()))
+def test_no_entry_outlives_its_command():
+    commands = set(all_commands())
     assert not set(RUN) & set(EXCLUDED)
     stale = [c for c in [*RUN, *EXCLUDED] if c not in commands]
-    assert not stale, "entries that match no README command:\n" + "\n".join(stale)
+    assert not stale, "entries that match no command of README.md or docs/:\n" + "\n".join(stale)
 
 
-def test_every_fenced_block_says_its_language():
-    fences = [(n, m["lang"]) for n, line in enumerate(README.read_text().splitlines(), 1)
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_every_fenced_block_says_its_language(page):
+    fences = [(n, m["lang"]) for n, line in enumerate(page.read_text().splitlines(), 1)
               if (m := FENCE.match(line))]
     assert len(fences) % 2 == 0
     bare_openings = [n for n, lang in fences[::2] if not lang]
-    assert not bare_openings, f"fenced blocks without a language (```sh for commands) at lines {bare_openings}"
+    assert not bare_openings, f"{page.name}: fenced blocks without a language (```sh for commands) " \
+        f"at lines {bare_openings}"
+
+
+def section(page: Path, heading: str) -> str:
+    """The text of a page's ``## heading`` section, up to the next ``## ``."""
+    text = page.read_text()
+    assert f"\n## {heading}\n" in text, f"{page.name} has no section {heading!r}"
+    return text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_the_make_targets_section_names_every_target_of_both_makefiles():
-    section = README.read_text().split("## Make targets", 1)[1].split("\n## ", 1)[0]
-    named = set(re.findall(r"`([a-z-]+)`", section))
+    named = set(re.findall(r"`([a-z-]+)`", section(DOCS / "development.md", "Make targets")))
     for makefile in ("Makefile.pip", "Makefile.poetry"):
         text = (ROOT / makefile).read_text()
         text += "".join((ROOT / name).read_text() for name in re.findall(r"^include (\S+)$", text, re.M))
         phony = re.findall(r"^\.PHONY:(.*)$", text, re.MULTILINE)
         targets = {t for line in phony for t in line.split()} - {"help"}
         assert targets, makefile
-        assert not targets - named, f"{makefile} targets missing from README's Make targets"
+        assert not targets - named, f"{makefile} targets missing from docs/development.md's Make targets"
 
 
-def test_the_configuration_table_lists_every_variable_the_code_reads():
+def test_the_configuration_page_lists_every_variable_the_code_reads():
     config = (ROOT / "src" / "cloudtrail_es" / "core" / "config.py").read_text()
     variables = set(re.findall(r'^[A-Z_]+ = "([A-Z_]+)"$', config, re.MULTILINE))
-    section = README.read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    table = (DOCS / "configuration.md").read_text()
     assert len(variables) > 20
-    assert not {v for v in variables if f"`{v}`" not in section}
+    missing = {v for v in variables if f"| `{v}`" not in table and f", `{v}`" not in table}
+    assert not missing, f"settings of core/config.py missing from docs/configuration.md's table: {missing}"
+
+
+def test_every_page_of_docs_is_linked_from_the_readme():
+    linked = set(re.findall(r"\]\((docs/[^)#]+\.md)(?:#[^)]*)?\)", README.read_text()))
+    pages_ = {f"docs/{page.name}" for page in DOCS.glob("*.md")}
+    assert {f"docs/{name}.md" for name in PAGES} <= pages_
+    assert not pages_ - linked, f"pages of docs/ the README does not link to: {pages_ - linked}"
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation but ``-`` and ``_`` dropped, spaces -> ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {anchor(m[1]) for m in re.finditer(r"^#+ (.*)$", page.read_text(), re.MULTILINE)}
+
+
+LINK = re.compile(r"\]\((?!https?:|mailto:)([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_every_relative_link_points_at_a_file_and_heading_that_exist(page):
+    broken = []
+    for target, fragment in LINK.findall(page.read_text()):
+        path = (page.parent / target).resolve() if target else page
+        if not path.exists():
+            broken.append(f"{target}: no such file")
+        elif fragment and path.suffix == ".md" and fragment not in anchors(path):
+            broken.append(f"{target}#{fragment}: no such heading in {path.name}")
+    assert not broken, f"{page.name}: " + "; ".join(broken)
+
+
+#: `src/...`, `scripts/...`, `tests/...`, `rules/`, `docs/...` named in backquotes: paths of the repository.
+REPO_PATH = re.compile(r"`((?:src|scripts|tests|rules|docs)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("page", pages(), ids=lambda p: p.name)
+def test_every_path_a_page_names_exists(page):
+    missing = [path for path in REPO_PATH.findall(page.read_text()) if not (ROOT / path).exists()]
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
+
+
+def test_the_anchor_follows_github():
+    assert anchor("Scale-out, the Lambda path") == "scale-out-the-lambda-path"
+    assert anchor("Run the Lambda handler locally") == "run-the-lambda-handler-locally"
+    assert anchor("`_bulk` and dead_letters") == "_bulk-and-dead_letters"
 
 
 def test_the_extractor_joins_continuations_and_drops_comments():
@@ -253,7 +342,7 @@ level: low
 
 @pytest.fixture(scope="module")
 def transcript(tmp_path_factory, opensearch_url, moto_url):
-    """Every README command in RUN, in README order, in one shell: command -> (exit code, output)."""
+    """Every command in RUN, in reading order, in one shell: command -> (exit code, output)."""
     work = tmp_path_factory.mktemp("readme")
     prefix = f"test-readme-{uuid.uuid4().hex[:8]}"
     aws = {"AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -291,7 +380,7 @@ def transcript(tmp_path_factory, opensearch_url, moto_url):
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                OPENSEARCH_PORT=str(opensearch_url.rsplit(":", 1)[-1]),
                MOTO_PORT=str(moto_url.rsplit(":", 1)[-1]))
-    commands = [c for c in dict.fromkeys(readme_commands(README.read_text())) if c in RUN]
+    commands = [c for c in dict.fromkeys(all_commands()) if c in RUN]
     script = ["set +e"]
     for n, command in enumerate(commands):
         runnable = command
@@ -314,7 +403,7 @@ def transcript(tmp_path_factory, opensearch_url, moto_url):
 @pytest.mark.parametrize("command", list(RUN))
 def test_readme_command(transcript, command):
     if command not in transcript:
-        pytest.fail(f"not in the README any more: {command}")
+        pytest.fail(f"not in README.md or docs/ any more: {command}")
     exit_code, output = transcript[command]
     expected = RUN[command]
     assert exit_code == expected.exit_code, f"{command}\nexit {exit_code}\n{output[-3000:]}"

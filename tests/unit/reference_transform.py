@@ -1,9 +1,12 @@
 """The transform as it was at commit a7f323c (before the CPU work), kept as the reference the
 property tests compare today's faster transform with: same documents, byte for byte, for
 every event both can handle. Recursive, so only for events of modest depth. Not used by
-the loader. One deliberate change since is applied here too: the ECS fields
-(``ecs.ecs_fields``) and top-level names kept clear of the ECS roots; ``STRUCTURED_FIELDS``
-(imported) now also holds Insights' ``insightDetails``.
+the loader. Deliberate changes since are applied here too: the ECS fields (``ecs_fields``)
+and top-level names kept clear of the ECS roots, and Insights' ``insightDetails`` among the
+structured fields.
+
+Nothing is imported from the code it checks: the field tables and the ECS rules are written
+out here, so a change to the loader's tables shows up as a difference, not as a new reference.
 """
 from __future__ import annotations
 
@@ -11,10 +14,69 @@ import hashlib
 import json
 from typing import Any, Iterator, Mapping
 
-from cloudtrail_es.documents.ecs import ROOTS as ECS_ROOTS, ecs_fields
-from cloudtrail_es.documents.transform import (  # the constants did not change
-    DATE_FIELD, FLATTENED_SUFFIX, MAX_FLATTENED_KEYS, RAW_SUFFIX, STRUCTURED_FIELDS, _SCALAR_FIELDS,
-)
+import ipaddress
+
+FLATTENED_SUFFIX = "_flattened"
+RAW_SUFFIX = "_raw"
+MAX_FLATTENED_KEYS = 1000
+DATE_FIELD = "eventTime"
+#: CloudTrail's documented top-level scalars: the keyword ones, ``errorMessage`` and the date.
+_SCALAR_FIELDS = frozenset({
+    "eventVersion", "eventSource", "eventName", "awsRegion", "sourceIPAddress", "userAgent",
+    "errorCode", "requestID", "eventID", "eventType", "apiVersion", "managementEvent", "readOnly",
+    "recipientAccountId", "sharedEventID", "vpcEndpointId", "vpcEndpointAccountId", "eventCategory",
+    "sessionCredentialFromConsole", "errorMessage", DATE_FIELD,
+})
+_SESSION_ISSUER = {"type": None, "principalId": None, "arn": None, "accountId": None, "userName": None}
+#: The documented sub-fields of the structured top-level objects (leaf -> None).
+STRUCTURED_FIELDS: dict[str, Any] = {
+    "userIdentity": {
+        "type": None, "principalId": None, "arn": None, "accountId": None, "accessKeyId": None,
+        "userName": None, "invokedBy": None, "identityProvider": None, "credentialId": None,
+        "sessionContext": {
+            "sourceIdentity": None, "ec2RoleDelivery": None, "assumedRoot": None,
+            "attributes": {"creationDate": None, "mfaAuthenticated": None},
+            "sessionIssuer": _SESSION_ISSUER,
+            "webIdFederationData": {"federatedProvider": None},
+        },
+        "onBehalfOf": {"userId": None, "identityStoreArn": None},
+        "inScopeOf": {"sourceArn": None, "sourceAccount": None, "issuerType": None,
+                      "credentialsIssuedTo": None},
+    },
+    "tlsDetails": {"tlsVersion": None, "cipherSuite": None, "clientProvidedHostHeader": None},
+    "addendum": {"reason": None, "updatedFields": None, "originalRequestID": None,
+                 "originalEventID": None},
+    "insightDetails": {
+        "state": None, "eventSource": None, "eventName": None, "insightType": None, "errorCode": None,
+        "insightContext": {"statistics": {
+            "baseline": {"average": None}, "insight": {"average": None},
+            "insightDuration": None, "baselineDuration": None,
+        }},
+    },
+}
+#: The top-level names the ECS fields and aliases occupy (the roots of their dotted names).
+ECS_ROOTS = frozenset({"@timestamp", "event", "cloud", "source", "user_agent", "error", "user"})
+
+
+def ecs_fields(event: Mapping[str, Any]) -> dict[str, Any]:
+    """``event.outcome`` (none for Insights events) and ``source.ip`` (an address without a zone,
+    in its canonical text), written plainly."""
+    fields: dict[str, Any] = {}
+    if event.get("eventType") != "AwsCloudTrailInsight":
+        response, name = event.get("responseElements"), event.get("eventName")
+        signed_in_failed = (isinstance(response, dict) and isinstance(name, str)
+                            and response.get(name) == "Failure")
+        fields["event"] = {"outcome": "failure" if event.get("errorCode") or signed_in_failed
+                           else "success"}
+    address = event.get("sourceIPAddress")
+    if isinstance(address, str):
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            ip = None
+        if ip is not None and not getattr(ip, "scope_id", None):
+            fields["source"] = {"ip": str(ip)}
+    return fields
 
 
 def scalar_text(value: Any) -> str:

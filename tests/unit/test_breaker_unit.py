@@ -1,5 +1,6 @@
 """The circuit breaker and the backoff that consults it, on a fake clock."""
 import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -99,17 +100,41 @@ def test_without_an_outage_the_wait_is_the_ordinary_backoff():
         backoff.wait(8, deadline=clock.now + 10, what="bulk")
 
 
-def test_threads_reporting_at_once_leave_a_consistent_state():
-    breaker = CircuitBreaker(1000)
+class YieldingClock(Clock):
+    def __call__(self):
+        time.sleep(0)  # lets another thread run here
+        return self.now
 
-    def hammer(status):
-        for _ in range(2000):
-            breaker.record(status, "x")
 
-    threads = [threading.Thread(target=hammer, args=(s,)) for s in (None, 200, 503, 200)]
+def test_threads_reporting_and_reading_at_once_see_a_consistent_state():
+    """Reads that look at the outage twice (is it there? since when?) must see one state. The
+    clock hands the interpreter to another thread each time it is read, as a preempted thread
+    would, so a read that is not atomic meets another thread's write in between."""
+    clock = YieldingClock()
+    breaker = CircuitBreaker(5, clock)
+    errors: list[BaseException] = []
+    seen = {"open": 0, "closed": 0}
+
+    def report(first):
+        for n in range(3000):  # outages starting and ending all the time
+            breaker.record(first if n % 2 else 200, "x")
+            clock.now += 0.001 * (n % 3)
+
+    def read():
+        try:
+            for _ in range(3000):
+                remaining, outage = breaker.remaining(), breaker.outage_seconds()
+                assert 0.0 <= remaining <= 5 and outage >= 0.0
+                seen["open" if breaker.is_open else "closed"] += 1
+                assert breaker.cause.startswith(("the cluster has not answered", "the cluster is answering"))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=report, args=(s,)) for s in (None, 503, None)]
+    threads += [threading.Thread(target=read) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    breaker.record(200)
-    assert breaker.outage_seconds() == 0.0 and not breaker.is_open
+    assert not errors, errors[0]
+    assert seen["open"] + seen["closed"] == 9000

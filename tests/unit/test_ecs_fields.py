@@ -2,6 +2,7 @@
 import ipaddress
 from datetime import datetime, timezone
 
+import hypothesis
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,14 +68,36 @@ def test_every_address_gets_its_canonical_text(address):
         assert fields["source"] == {"ip": str(address)}
 
 
+def spellings(address):
+    """Texts of an address as CloudTrail or a hostile event might write it."""
+    return st.sampled_from([str(address), address.exploded, str(address).upper()])
+
+
+def near_misses(text):
+    """An address's text changed a little: most of these are no address at all."""
+    return st.one_of(
+        st.builds(lambda at, extra: text[:at] + extra + text[at:], st.integers(0, len(text)),
+                  st.sampled_from(["0", " ", "%eth0", ".", ":", "::", "x", "\u0660", "1"])),
+        st.builds(lambda at: text[:at] + text[at + 1:], st.integers(0, max(0, len(text) - 1))),
+        st.just(text + "%1"), st.just(" " + text), st.just(text + "\n"))
+
+
+ADDRESS_TEXTS = st.ip_addresses().flatmap(spellings)
+#: Addresses, near misses of them, service names and any text: both answers are common.
+SOURCE_ADDRESSES = st.one_of(ADDRESS_TEXTS, ADDRESS_TEXTS.flatmap(near_misses),
+                             st.sampled_from(["ec2.amazonaws.com", "AWS Internal", "0", "::", "1.2.3"]),
+                             st.text(max_size=50))
+
+
 @settings(max_examples=300)
-@given(st.text(max_size=50))
+@given(SOURCE_ADDRESSES)
 def test_source_ip_is_exactly_what_ipaddress_accepts(text):
     try:
         address = ipaddress.ip_address(text)
         expected = None if getattr(address, "scope_id", None) else str(address)
     except ValueError:
         expected = None
+    hypothesis.event("an address" if expected else "not an address")
     assert ecs.ecs_fields({"sourceIPAddress": text}).get("source", {}).get("ip") == expected
 
 

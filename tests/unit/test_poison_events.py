@@ -7,6 +7,7 @@ import gzip
 import json
 import logging
 
+import hypothesis
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,15 +134,31 @@ def test_busy_items_are_retried_only_until_the_deadline():
         list(writer.outcomes([bulk_item("i", "b-1", {"a": "b"})], deadline=35.0))
 
 
-@settings(max_examples=60, deadline=None)
-@given(status=st.integers(min_value=100, max_value=599),
-       error_type=st.sampled_from(["mapper_exception", "mapper_parsing_exception",
-                                   "illegal_argument_exception", "version_conflict_engine_exception"]),
-       reason=st.text(max_size=40))
+#: Reasons around the busy words: any text, the words inside other text, and near misses
+#: (a word cut short or changed), so both halves of the property below are exercised.
+BUSY_WORDS = MAPPING_TIMEOUT["reason"]
+WITH_BUSY_WORDS = st.builds(lambda before, after: before + BUSY_WORDS + after,
+                           st.text(max_size=10), st.text(max_size=10))
+REASONS = st.one_of(
+    st.text(max_size=40), WITH_BUSY_WORDS, WITH_BUSY_WORDS,
+    st.builds(lambda cut: BUSY_WORDS[:cut] + BUSY_WORDS[cut + 1:], st.integers(0, len(BUSY_WORDS) - 1)),
+    st.builds(lambda at: BUSY_WORDS[:at] + BUSY_WORDS[at].swapcase() + BUSY_WORDS[at + 1:],
+              st.integers(0, len(BUSY_WORDS) - 1).filter(lambda at: BUSY_WORDS[at].isalpha())),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(status=st.one_of(st.sampled_from([400, 429, 500, 503]), st.integers(min_value=100, max_value=599)),
+       error_type=st.one_of(st.just("mapper_exception"),
+                            st.sampled_from(["mapper_exception", "mapper_parsing_exception",
+                                             "illegal_argument_exception",
+                                             "version_conflict_engine_exception"])),
+       reason=REASONS)
 def test_a_document_error_is_never_retried(status, error_type, reason):
     """Only 429/503 and busy errors are retried: an error about the document stays final."""
     error = {"type": error_type, "reason": reason}
-    busy = error_type == "mapper_exception" and MAPPING_TIMEOUT["reason"] in reason
+    busy = error_type == "mapper_exception" and BUSY_WORDS in reason
+    hypothesis.event("busy" if busy else "throttled" if status in (429, 503) else "final")
     assert retryable_item(status, error) is (status in (429, 503) or busy)
 
 
