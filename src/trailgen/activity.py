@@ -155,7 +155,8 @@ def ec2_run_instances(rng: random.Random, org: Organisation, when: datetime) -> 
     identity, address, agent = org.ci_user(account).identity(), CI_ADDRESS, USER_AGENTS[3]
     instance = "i-0" + token(rng, 16, HEX)
     subnet = "subnet-0" + token(rng, 16, HEX)
-    image, instance_type = "ami-0" + token(rng, 16, HEX), rng.choice(("t3.micro", "m6i.large", "c7g.xlarge"))
+    image = rng.choice(org.images[account])
+    instance_type = rng.choice(("t3.micro", "m6i.large", "c7g.xlarge"))
     private_ip = f"10.0.{rng.randint(0, 255)}.{rng.randint(4, 250)}"
     request: dict = {
         "instancesSet": {"items": [{"imageId": image, "minCount": 1, "maxCount": 1}]},
@@ -201,12 +202,24 @@ def ec2_tags_and_rules(rng: random.Random, org: Organisation, when: datetime) ->
     account, region = account_of(rng, org), region_of(rng, org)
     identity, address, agent, may = caller(rng, org, account, when)
     draw = rng.random()
-    if draw < 0.15:
+    if draw < 0.25:
+        instance, stop = rng.choice(org.instances[account]), rng.random() < 0.5
+        states = [{"code": 16, "name": "running"}, {"code": 64, "name": "stopping"}]
+        if not stop:
+            states = [{"code": 80, "name": "stopped"}, {"code": 0, "name": "pending"}]
+        event = api_call(
+            rng, when, account, region, identity, "ec2.amazonaws.com",
+            "StopInstances" if stop else "StartInstances", address, agent, read_only=False,
+            request={"instancesSet": {"items": [{"instanceId": instance}]}, "force": False} if stop
+            else {"instancesSet": {"items": [{"instanceId": instance}]}},
+            response={"requestId": event_id(rng), "instancesSet": {"items": [{
+                "instanceId": instance, "previousState": states[0], "currentState": states[1]}]}})
+    elif draw < 0.35:
         event = api_call(
             rng, when, account, region, identity, "ec2.amazonaws.com", "DeleteSecurityGroup", address,
             agent, read_only=False, request={"groupId": "sg-0" + token(rng, 16, HEX)},
             response={"requestId": event_id(rng), "_return": True})
-    elif draw < 0.6:
+    elif draw < 0.7:
         event = api_call(
             rng, when, account, region, identity, "ec2.amazonaws.com", "CreateTags", address, agent,
             read_only=False,

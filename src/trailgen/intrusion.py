@@ -2,8 +2,9 @@
 
 The intruder looks around with the leaked key, makes a user of their own with an admin policy,
 a key and a password, signs in to the console without MFA, opens a security group to the world,
-shares a disk snapshot with everyone and stops a trail. ``plant`` returns the events, each with
-the starter rule (file name in ``rules/``) that must find it, or None.
+shares a disk snapshot with everyone, then covers their tracks: stops a trail, deletes the VPC's
+flow logs and a log group. ``plant`` returns the events, each with the starter rule (file name in
+``rules/``) that must find it, or None.
 """
 from __future__ import annotations
 
@@ -107,10 +108,20 @@ def plant(rng: random.Random, org: Organisation, start: datetime) -> tuple[list[
     call(1530, new_user, "cloudtrail.amazonaws.com", "StopLogging", "cloudtrail.stop-logging",
          request={"name": f"arn:aws:cloudtrail:{home}:{account}:trail/{org.names[account]}-audit"},
          step="CloudTrail stopped", rule="cloudtrail_logging_stopped")
+    call(1561, new_user, "ec2.amazonaws.com", "DeleteFlowLogs", "ec2.delete-flow-logs",
+         region=ec2_region,
+         request={"DeleteFlowLogsRequest": {"FlowLogId": {"tag": 1,
+                                                          "content": "fl-0" + token(rng, 16, HEX)}}},
+         response={"DeleteFlowLogsResponse": {"xmlns": "http://ec2.amazonaws.com/doc/2016-11-15/",
+                                              "requestId": event_id(rng), "unsuccessful": ""}},
+         step="VPC flow logs deleted", rule="vpc_flow_logs_deleted")
+    call(1594, new_user, "logs.amazonaws.com", "DeleteLogGroup", "logs.delete-log-group",
+         request={"logGroupName": "/aws/lambda/audit-forwarder"},
+         step="a log group deleted", rule="cloudwatch_log_group_deleted")
     summary = {"account": account, "source_ip": INTRUDER_ADDRESS,
                "leaked_access_key": leaked.access_key, "leaked_user": leaked.arn,
                "new_user": new_user.arn, "new_access_key": new_user.access_key,
-               "start": iso(start), "end": iso(start + timedelta(seconds=1530))}
+               "start": iso(start), "end": iso(start + timedelta(seconds=1594))}
     return events, summary
 
 

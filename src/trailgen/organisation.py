@@ -106,6 +106,7 @@ class Organisation:
     instance_roles: dict[str, Role] = field(default_factory=dict)
     kms_keys: dict[str, str] = field(default_factory=dict)
     instances: dict[str, list[str]] = field(default_factory=dict)
+    images: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def home_region(self) -> str:
@@ -142,4 +143,5 @@ def build(rng: random.Random, accounts: int, regions: list[str]) -> Organisation
         org.instance_roles[account] = Role(account, "app-server-instance", "AROA" + token(rng, 17))
         org.kms_keys[account] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         org.instances[account] = ["i-0" + token(rng, 16, "0123456789abcdef") for _ in range(12)]
+        org.images[account] = ["ami-0" + token(rng, 16, "0123456789abcdef") for _ in range(3)]
     return org

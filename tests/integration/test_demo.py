@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
 import requests
 import yaml
 
@@ -16,7 +17,8 @@ import trailgen
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_demo_shows_every_planted_finding(opensearch_url, moto_url, index_prefix, tmp_path):
+def test_the_demo_shows_every_planted_finding(opensearch_url, aws_env, index_prefix):
+    moto_url = aws_env
     bucket = f"demo-{index_prefix}"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"),
            "OPENSEARCH_PORT": str(urlsplit(opensearch_url).port),
@@ -25,8 +27,12 @@ def test_the_demo_shows_every_planted_finding(opensearch_url, moto_url, index_pr
         done = subprocess.run([sys.executable, "scripts/demo.py", "--prefix", index_prefix,
                                "--bucket", bucket], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=1800)
-    finally:
+    finally:  # the prefix's indexes go with the index_prefix fixture; the rest here
         requests.delete(f"{opensearch_url}/{index_prefix}_findings*", timeout=60)
+        leftover = boto3.resource("s3").Bucket(bucket)
+        if leftover.creation_date:
+            leftover.objects.all().delete()
+            leftover.delete()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout.splitlines()
     assert out[0].startswith("1/4 generating a trail")

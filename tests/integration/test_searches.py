@@ -174,11 +174,13 @@ def test_lookup_by_event_id(cluster, events):
 
 
 def test_time_range_query(cluster, events):
-    start, end = datetime(2020, 1, 1, tzinfo=timezone.utc), datetime(2022, 7, 1, tzinfo=timezone.utc)
+    # Whole days from the trail's first third to its second: part of it, wherever it lies in time.
+    times = sorted(event_time(e) for e in events)
+    start, end = (times[len(times) * n // 3].replace(hour=0, minute=0, second=0) for n in (1, 2))
     expected = sum(1 for e in events if start <= event_time(e) < end)
     assert 0 < expected < len(events)
     assert count(cluster, {"range": {"eventTime": {
-        "gte": "2020-01-01T00:00:00Z", "lt": "2022-07-01T00:00:00Z"}}}) == expected
+        "gte": f"{start:%Y-%m-%dT%H:%M:%SZ}", "lt": f"{end:%Y-%m-%dT%H:%M:%SZ}"}}}) == expected
 
 
 def test_date_histogram_by_month_and_by_year(cluster, events):
