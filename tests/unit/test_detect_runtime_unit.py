@@ -22,7 +22,7 @@ NUMERIC = ("DETECTION_DELAY_MINUTES", "DETECTION_MAX_FINDINGS", "DETECTION_CATCH
 
 
 @pytest.mark.parametrize("name", NUMERIC)
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-60", "abc", "1e999", " ", "0x10"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-60", "abc", "1e999", "0x10"])
 def test_a_detection_setting_refuses_junk_naming_the_variable(name, value):
     with pytest.raises(ConfigurationError, match=name) as error:
         DetectionSettings.from_env({name: value})
@@ -31,6 +31,8 @@ def test_a_detection_setting_refuses_junk_naming_the_variable(name, value):
 
 def test_detection_settings_defaults_and_values():
     assert DetectionSettings.from_env({}) == DetectionSettings(15.0, 10_000, 168.0)
+    # Blank is unset, as for every setting (a template's empty parameter).
+    assert DetectionSettings.from_env(dict.fromkeys(NUMERIC, " ")) == DetectionSettings(15.0, 10_000, 168.0)
     assert DetectionSettings.from_env({"DETECTION_DELAY_MINUTES": "0", "DETECTION_MAX_FINDINGS": "5",
                                        "DETECTION_CATCH_UP_HOURS": "2.5"}) == DetectionSettings(0, 5, 2.5)
     with pytest.raises(ConfigurationError, match="DETECTION_MAX_FINDINGS"):
