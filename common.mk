@@ -33,7 +33,7 @@ help:
 	@echo "                 (NODES=3: three OpenSearch nodes, HTTP ports $(OPENSEARCH_PORT) and the next two)"
 	@echo "  services-stop  stop them"
 	@echo "  test           all tests against the services, then cfn-lint and checkov"
-	@echo "  lint           ruff over src, tests and scripts; mypy over src"
+	@echo "  lint           ruff over src, tests, scripts and benchmarks; mypy over src and the typed test support"
 	@echo "  quicktest      unit tests only, no services"
 	@echo "  demo           run scripts/demo.py against the services"
 	@echo "  lambda-local   the Lambda handler fed SQS messages for the files in moto's bucket"
@@ -64,7 +64,7 @@ services-stop:
 
 test: init services
 	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/mypy --ignore-missing-imports src
+	$(BIN)/mypy --ignore-missing-imports src tests/fakes.py tests/cfn_template.py
 	$(BIN)/python -m pytest
 	$(BIN)/cfn-lint cloudformation.yml cloudformation-trail-bucket.yml
 	BC_SKIP_MAPPING=TRUE $(TOOLS_VENV)/bin/checkov --quiet --compact --skip-download \
@@ -72,7 +72,7 @@ test: init services
 
 lint: init
 	$(BIN)/ruff check src tests scripts benchmarks
-	$(BIN)/mypy --ignore-missing-imports src
+	$(BIN)/mypy --ignore-missing-imports src tests/fakes.py tests/cfn_template.py
 
 quicktest: init
 	$(BIN)/python -m pytest -m "not integration"

@@ -33,8 +33,10 @@ def _construct_tag(loader: yaml.Loader, tag_suffix: str, node: yaml.Node) -> Any
         value: Any = loader.construct_scalar(node)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
-    else:
+    elif isinstance(node, yaml.MappingNode):
         value = loader.construct_mapping(node, deep=True)
+    else:
+        raise yaml.constructor.ConstructorError(None, None, f"unexpected node {node!r}", node.start_mark)
     if tag_suffix == "Ref":
         return {"Ref": value}
     if tag_suffix == "Condition":
@@ -136,8 +138,8 @@ def resolve(node: Any, template: dict, params: dict) -> Any:
             text, variables = arg
             variables = resolve(variables, template, params)
             return substitute(substitute(text, variables), params)
-    out = {k: resolve(v, template, params) for k, v in node.items()}
-    return {k: v for k, v in out.items() if v is not NO_VALUE}
+    resolved = {k: resolve(v, template, params) for k, v in node.items()}
+    return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
 
 def as_list(value: Any) -> list:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from cloudtrail_es.core import deepjson
 from cloudtrail_es.core.config import Settings
@@ -90,12 +90,12 @@ class MemoryDeadLetters:
     def __init__(self) -> None:
         self.stored: dict[str, list[dict[str, Any]]] = {}
 
-    def put(self, source_key: str, records: list[dict[str, Any]]) -> str:
+    def put(self, source_key: str, records: Iterable[dict[str, Any]]) -> str:
         name = f"mem://{len(self.stored)}/{source_key.rsplit('/', 1)[-1]}"
         self.stored[name] = list(records)
         return name
 
-    def files(self) -> Iterable[str]:
+    def files(self) -> Iterator[str]:
         return iter(list(self.stored))
 
     def read(self, name: str) -> list[dict[str, Any]]:

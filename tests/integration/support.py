@@ -17,7 +17,8 @@ import requests
 from fakes import MemorySource
 
 __all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "read_terminal",
-           "refresh", "search", "services", "upload"]
+           "refresh", "search", "services", "upload",
+           "count", "indexed_count", "leaves", "value_at"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -141,3 +142,42 @@ def gated_loads(monkeypatch, open_for: int, hold_at_most: float = 1800) -> Itera
         yield gate
     finally:
         gate.released.set()
+
+
+def count(cluster, query) -> int:
+    """How many documents of ``cluster`` ((url, index pattern)) the query matches."""
+    url, pattern = cluster
+    response = requests.post(f"{url}/{pattern}/_count", json={"query": query}, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.json()["count"]
+
+
+def indexed_count(url, prefix) -> int:
+    """The documents under ``prefix`` now (0 while the cluster does not answer)."""
+    try:
+        requests.post(f"{url}/{prefix}-*/_refresh", timeout=10)
+        return requests.get(f"{url}/{prefix}-*/_count", timeout=10).json().get("count", 0)
+    except (requests.RequestException, ValueError):
+        return 0
+
+
+def leaves(value, key=""):
+    """(key, scalar) at any depth; a list's elements belong to the key holding the list."""
+    if isinstance(value, dict):
+        for child_key, child in value.items():
+            yield from leaves(child, child_key)
+    elif isinstance(value, list):
+        for child in value:
+            yield from leaves(child, key)
+    elif value is not None:
+        yield key, value
+
+
+def value_at(event, path: str):
+    """The value at a dotted ``path`` of an event (None where the path leaves its objects)."""
+    value = event
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value

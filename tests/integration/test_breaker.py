@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import assert_corpus_indexed, gated_loads, services
+from support import assert_corpus_indexed, gated_loads, indexed_count, services
 
 from cloudtrail_es.backfill import run as backfill
 from cloudtrail_es.backfill import cli
@@ -100,12 +100,6 @@ def two_months(corpus_dir, trail_manifest, tmp_path):
     return root, expected
 
 
-def indexed_count(url, prefix):
-    try:
-        requests.post(f"{url}/{prefix}-*/_refresh", timeout=10)
-        return requests.get(f"{url}/{prefix}-*/_count", timeout=10).json().get("count", 0)
-    except (requests.RequestException, ValueError):
-        return 0
 
 
 def start_backfill(args):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import assert_corpus_indexed, services, upload
+from support import assert_corpus_indexed, indexed_count, services, upload
 
 from cloudtrail_es.backfill import cli
 
@@ -30,12 +30,6 @@ def own_opensearch():
     own_services("stop")
 
 
-def indexed_count(url, prefix):
-    try:
-        requests.post(f"{url}/{prefix}-*/_refresh", timeout=10)
-        return requests.get(f"{url}/{prefix}-*/_count", timeout=10).json().get("count", 0)
-    except (requests.RequestException, ValueError):
-        return 0
 
 
 def test_backfill_survives_a_killed_cluster_on_rerun(

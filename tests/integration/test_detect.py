@@ -11,13 +11,14 @@ import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import boto3
 import pytest
 import requests
 import yaml
 
+from support import leaves
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.detections import detect
 
@@ -95,19 +96,10 @@ def text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def leaves(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(value, dict):
-        for child_key, child in value.items():
-            yield from leaves(child, child_key)
-    elif isinstance(value, list):
-        for child in value:
-            yield from leaves(child, key)
-    elif value is not None:
-        yield key, text(value)
 
 
 def leaf(event: dict, section: str, key: str) -> set[str]:
-    return {v.lower() for k, v in leaves(event.get(section)) if k == key}
+    return {text(v).lower() for k, v in leaves(event.get(section)) if k == key}
 
 
 def raw(event: dict, section: str) -> str:

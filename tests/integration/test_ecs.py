@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 from faultproxy import FaultProxy
-from support import MemorySource, refresh
+from support import MemorySource, count, refresh, value_at
 from test_engines import services
 
 from cloudtrail_es.backfill import cli
@@ -44,13 +44,6 @@ KEY = ("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/02/01/"
        "111122223333_CloudTrail_eu-west-1_20240201T1005Z_EcsCollide000001.json.gz")
 
 
-def value_at(event: dict[str, Any], path: str) -> Any:
-    value: Any = event
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 def present(value: Any) -> bool:
@@ -118,11 +111,6 @@ def cluster(opensearch_url, corpus_dir, events):
         requests.delete(f"{opensearch_url}/{prefix}-*", timeout=120)
 
 
-def count(cluster, query) -> int:
-    url, pattern = cluster
-    response = requests.post(f"{url}/{pattern}/_count", json={"query": query}, timeout=60)
-    assert response.status_code == 200, response.text
-    return response.json()["count"]
 
 
 def terms(cluster, field, size=500) -> Counter:

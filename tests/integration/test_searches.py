@@ -15,11 +15,11 @@ import time
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
-from support import MemorySource
+from support import MemorySource, count, leaves, value_at
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.processor import ObjectRef, create_processor
@@ -60,11 +60,6 @@ def cluster(opensearch_url, corpus_files, events):
         requests.delete(f"{opensearch_url}/{prefix}-*", timeout=120)
 
 
-def count(cluster, query) -> int:
-    url, pattern = cluster
-    response = requests.post(f"{url}/{pattern}/_count", json={"query": query}, timeout=60)
-    assert response.status_code == 200, response.text
-    return response.json()["count"]
 
 
 def search(cluster, body) -> dict[str, Any]:
@@ -82,30 +77,13 @@ def ids(cluster, query) -> set[str]:
     return {hit["_id"] for hit in hits["hits"]}
 
 
-def path_value(event: dict[str, Any], path: str) -> Any:
-    value: Any = event
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 def string_values(events, path) -> Counter:
     """How many events have each string value at ``path``."""
-    return Counter(v for v in (path_value(e, path) for e in events) if isinstance(v, str))
+    return Counter(v for v in (value_at(e, path) for e in events) if isinstance(v, str))
 
 
-def leaves(value: Any, key: str = "") -> Iterator[tuple[str, Any]]:
-    """(key, scalar) at any depth; a list's elements belong to the key holding the list."""
-    if isinstance(value, dict):
-        for child_key, child in value.items():
-            yield from leaves(child, child_key)
-    elif isinstance(value, list):
-        for child in value:
-            yield from leaves(child, key)
-    elif value is not None:
-        yield key, value
 
 
 def events_with_leaf(events, name, key, wanted) -> set[str]:
