@@ -157,6 +157,24 @@ RUN: dict[str, Expect] = {
 #: README command -> why it is not run here.
 EXCLUDED: dict[str, str] = {
     "make -f Makefile.pip test": "the whole suite, this test included",
+    "aws cloudformation deploy --template-file cloudformation.yml --s3-bucket \"$ARTIFACTS\" "
+    "--stack-name cloudtrail-es --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset "
+    "--parameter-overrides CloudTrailBucket=my-trail-bucket CloudTrailPrefix=org-trail "
+    "ClusterEndpoint=https://opensearch.example.com:9200 ClusterAuth=basic "
+    "ClusterSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:cloudtrail-loader-AbCdEf":
+        DEPLOY_TEST,
+    "aws cloudformation deploy --template-file cloudformation-trail-bucket.yml --stack-name "
+    "cloudtrail-es-bucket --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset "
+    "--parameter-overrides TrailBucket=my-trail-bucket TrailPrefix=org-trail "
+    "EventQueueArn=arn:aws:sqs:us-east-1:111122223333:cloudtrail-es-EventQueue-ABC "
+    "LoaderRoleArn=arn:aws:iam::111122223333:role/cloudtrail-es-LambdaRole-ABC":
+        "the companion template: tests/integration/test_deploy.py deploys it on moto server as written",
+    "python scripts/lambda_emulator.py install": "run by `make init`, and by tests/integration/"
+                                                 "test_lambda_runtime.py on first use",
+    "python scripts/lambda_emulator.py package /tmp/fn": "tests/integration/test_lambda_runtime.py "
+                                                         "builds and unzips the package the same way",
+    "ENGINE=opensearch-2.19.4 OPENSEARCH_PORT=9345 OS_SECURITY=true scripts/services.sh start opensearch":
+        "starts a node with the security plugin: tests/integration/test_security_plugin.py runs its own",
     "ARTIFACTS=cloudtrail-es-artifacts-$(aws sts get-caller-identity --query Account --output text)":
         DEPLOY_TEST,
     'aws s3api head-bucket --bucket "$ARTIFACTS" >/dev/null 2>&1 || aws s3 mb "s3://$ARTIFACTS"': DEPLOY_TEST,
