@@ -112,8 +112,10 @@ def test_every_request_carries_a_signature_botocore_agrees_with(
     else:
         assert all(not h["Content-Encoding"] for h, _ in bulk)
         assert all(p not in ("/", ) and "_cluster" not in p for _, p, *_ in proxy.seen)
-        creates = [b for m, p, h, b, _ in proxy.seen if m == "PUT"]
+        creates = [b for m, p, h, b, _ in proxy.seen if m == "PUT" and "/_mapping" not in p]
         assert creates and all(list(json.loads(body)) == ["mappings"] for body in creates)
+        declared = [b for m, p, h, b, _ in proxy.seen if m == "PUT" and "/_mapping" in p]
+        assert all(list(json.loads(body)) == ["properties"] for body in declared)  # new fields
     assert search(opensearch_url, index_prefix, {"match_all": {}})
 
     # The check can fail: the same request does not verify under another secret or body.
