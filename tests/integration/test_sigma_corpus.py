@@ -219,7 +219,7 @@ def test_public_shaped_rules_agree_with_an_independent_reading_over_the_corpus(
         wanted = {e["eventID"] for e in events if sigma_reference.matches(by_id[converted["id"]], e)}
         assert search(opensearch_url, prefix, converted) == wanted - degraded, converted["title"]
         hits[converted["title"]] = len(wanted)
-    assert len(hits) == 15 and sum(1 for n in hits.values() if n) >= 12, hits
+    assert len(hits) == 15 and sum(1 for n in hits.values() if n) >= 10, hits  # most fire: agreement is not on empty sets
 
 
 def test_a_fieldref_rule_through_the_detector(loaded, events, capsys, tmp_path):
