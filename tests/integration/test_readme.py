@@ -137,7 +137,9 @@ RUN: dict[str, Expect] = {
     "python scripts/local_lambda.py my-trail-bucket AWSLogs/": Expect(0, r'"batchItemFailures": \[\]'),
     "python -m cloudtrail_es.redrive s3://DEAD_LETTER_BUCKET/cloudtrail-es-dead-letter/":
         Expect(0, r'"files_failed": 0'),
-    "python -m cloudtrail_es.redrive ./dead-letter": Expect(0, r'"files_failed": 0'),
+    # Nothing was dead-lettered by the commands before it, so no directory was made: a location
+    # that does not exist is a usage error, never "all landed".
+    "python -m cloudtrail_es.redrive ./dead-letter": Expect(2, r"dead-letter: no such directory"),
     "python src/bulk_upload.py BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "python -m cloudtrail_es BUCKET PREFIX": Expect(0, r"\bindexed\W+[1-9]"),
     "cloudtrail-bulk-upload --dir ./trail-logs": Expect(0, r"\bindexed\W+[1-9]"),
