@@ -94,6 +94,12 @@ def corpus_dir(request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trails() -> list[Path]:
+    """Every trail of ``corpus_dir``, for a test that loads them all into one costly setup."""
+    return [CORPUS_DIR if trail == "corpus" else make_trail() for trail in TRAILS]
+
+
+@pytest.fixture(scope="session")
 def generated_trail() -> Path:
     """The generated test trail alone: its manifest says what the rules must find in it."""
     return make_trail()

@@ -155,7 +155,7 @@ class ScriptedCluster:
         if method == "GET" and "_settings" in path:
             return Response(200, {})
         if method == "GET" and path.startswith("/_cat/indices/"):
-            return Response(200, [{"index": name} for name in sorted(self.indexes)])
+            return Response(200, [{"index": name, "status": "open"} for name in sorted(self.indexes)])
         if method == "POST" and path.endswith("/_refresh"):
             self.refreshed.append(path.split("/")[1])
             return Response(200, {"_shards": {"failed": 0}})

@@ -466,3 +466,20 @@ def test_a_findings_index_of_an_earlier_version_gets_the_notification_fields(dep
 
     assert run.exit_code() == detect.EXIT_OK, run.summary()
     assert run.delivery.sent == 1 and len(received(queue)) == 1
+
+
+def test_one_event_under_two_indexes_is_one_finding_sent_once(deployment, topic):
+    """A file delivered twice, its event under two months' indexes: both hits share a finding id,
+    in one ``_bulk`` request; the first is created, the second is "there already"."""
+    settings = deployment[0]
+    arn, queue = topic
+    twice = event("StopLogging", 1, datetime(2024, 5, 31, 23, 59, tzinfo=timezone.utc))
+    load(settings, [twice])
+    load(settings, [twice], index=f"{settings.index_prefix}-2024-06")
+
+    run = detector(deployment, arn).run(bundle(STOP))
+
+    assert run.exit_code() == detect.EXIT_OK, run.failed
+    assert (run.findings, run.new) == (2, 1)
+    assert list(ledger(deployment)) == [detect.finding_id(STOP["id"], twice["eventID"])]
+    assert [m["eventID"] for m in received(queue)] == [twice["eventID"]]

@@ -35,6 +35,7 @@ from cloudtrail_es.documents import transform
 from cloudtrail_es.write.cluster import create_cluster
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.engine import detect
+from cloudtrail_es.read.keys import index_name_for
 from cloudtrail_es.write.processor import create_processor
 
 pytestmark = pytest.mark.integration
@@ -462,22 +463,23 @@ ECS_ENGINES = os.environ.get("ECS_ENGINE_MATRIX", "elasticsearch-8.19.0").split(
 ECS_ENGINE_PORT = int(os.environ.get("ECS_ENGINE_PORT", "9360"))
 
 
-@pytest.fixture(params=ECS_ENGINES)
+@pytest.fixture(scope="module", params=ECS_ENGINES)
 def engine_url(request):
+    """Started once for the module: both trails load into the same server."""
     engine = request.param
-    services("start", engine, ECS_ENGINE_PORT)
+    services("start", ECS_ENGINE_PORT, timeout=900, ENGINE=engine)
     yield engine, f"http://127.0.0.1:{ECS_ENGINE_PORT}"
-    services("stop", engine, ECS_ENGINE_PORT)
+    services("stop", ECS_ENGINE_PORT, ENGINE=engine)
 
 
-def test_ecs_names_on_another_engine(engine_url, corpus_dir, events):
+def test_ecs_names_on_another_engine(engine_url, corpus_dir, corpus_files, events):
     engine, url = engine_url
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     detected = detect(create_cluster(Settings(es_url=url, auth="none")))
     assert engine.startswith(detected.distribution)
-    # An index made by an earlier version, before the corpus lands in it (the corpus has a
-    # 2018-05 month): the loader adds the ECS fields when it first touches it.
-    old = f"{prefix}-2018-05"
+    # An index made by an earlier version, before the trail lands in it (the month of the
+    # trail's first file): the loader adds the ECS fields when it first touches it.
+    old = index_name_for(corpus_files[0][0], prefix)
     assert requests.put(f"{url}/{old}", json=detected.index_body(old_index_body()),
                         timeout=60).status_code == 200
     try:

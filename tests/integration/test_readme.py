@@ -396,7 +396,8 @@ def transcript(tmp_path_factory, opensearch_url, moto_url):
     }
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "ES_", "INDEX_", "VIRTUAL_ENV", "MAKE", "MFLAGS"))}
-    env.update(aws, INDEX_PREFIX=prefix, INDEX_REPLICAS="0", QUEUE_URL=queue_url,
+    # BUCKET: `make lambda-local` runs on the README's small trail, not the demo's 30,000 events.
+    env.update(aws, INDEX_PREFIX=prefix, INDEX_REPLICAS="0", QUEUE_URL=queue_url, BUCKET=trail,
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                OPENSEARCH_PORT=str(opensearch_url.rsplit(":", 1)[-1]),
                MOTO_PORT=str(moto_url.rsplit(":", 1)[-1]))

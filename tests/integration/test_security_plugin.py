@@ -30,7 +30,7 @@ from test_custom_resources import CloudFormationEndpoint, Recorder, _answer, _ev
 import lambda_function
 
 from cloudtrail_es.aws import handler as routes
-from cloudtrail_es.aws.rolemapping import SECURITY_API, Services, handle, loader_role
+from cloudtrail_es.aws.rolemapping import SECURITY_API, Services, handle, index_patterns, loader_role
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.core.errors import BatchFailed
 from cloudtrail_es.detections import detect, sigma
@@ -131,7 +131,7 @@ def _run(event: dict, node: SecureNode, cloudformation: Recorder) -> dict:
 
 
 def _actions(role: dict, prefix: str) -> list[str]:
-    patterns = sorted([f"{prefix}-*", f"{prefix}_findings*"])
+    patterns = sorted(index_patterns(prefix))
     return [action for entry in role["index_permissions"] if sorted(entry["index_patterns"]) == patterns
             for action in entry["allowed_actions"]]
 
@@ -171,8 +171,8 @@ def test_merge_keeps_what_an_operator_made_by_hand(node, cloudformation, admin_s
     by_hand = {"description": "made by an operator", "cluster_permissions": ["cluster:monitor/main"],
                "index_permissions": [
                    {"index_patterns": ["ops-*"], "allowed_actions": ["read"]},
-                   {"index_patterns": [f"{prefix}_findings*", f"{prefix}-*"],
-                    "allowed_actions": ["indices:admin/refresh"]}]}
+                   {"index_patterns": list(reversed(index_patterns(prefix))),
+                    "allowed_actions": ["indices:admin/forcemerge"]}]}
     admin.put(f"{api}/roles/{names['role']}", json=by_hand, timeout=30).raise_for_status()
     admin.put(f"{api}/rolesmapping/{names['role']}", timeout=30, json={
         "users": ["alice"], "backend_roles": ["arn:aws:iam::111122223333:role/ops"]}).raise_for_status()
@@ -184,7 +184,7 @@ def test_merge_keeps_what_an_operator_made_by_hand(node, cloudformation, admin_s
     assert role["description"] == "made by an operator"
     assert role["cluster_permissions"] == ["cluster:monitor/main", "cluster_monitor", "cluster_composite_ops"]
     assert {"index_patterns": ["ops-*"], "allowed_actions": ["read"]}.items() <= role["index_permissions"][0].items()
-    assert _actions(role, prefix) == ["indices:admin/refresh"] + loader_role(prefix, False)[
+    assert _actions(role, prefix) == ["indices:admin/forcemerge"] + loader_role(prefix, False)[
         "index_permissions"][0]["allowed_actions"]
     assert mapping["users"] == ["alice"]
     assert mapping["backend_roles"] == ["arn:aws:iam::111122223333:role/ops", names["arn"]]
@@ -201,7 +201,7 @@ def test_merge_keeps_what_an_operator_made_by_hand(node, cloudformation, admin_s
     assert _run(delete, node, cloudformation)["Status"] == "SUCCESS"
     role, mapping = node.role(names["role"]), node.mapping(names["role"])
     assert role["cluster_permissions"] == ["cluster:monitor/main"]
-    assert _actions(role, prefix) == ["indices:admin/refresh"]  # the operator's, the stack's gone
+    assert _actions(role, prefix) == ["indices:admin/forcemerge"]  # the operator's, the stack's gone
     assert mapping["users"] == ["alice"] and mapping["backend_roles"] == ["arn:aws:iam::111122223333:role/ops"]
 
 
@@ -270,7 +270,7 @@ class Context:
         return 300_000
 
 
-def test_the_loader_writes_through_the_role_it_maps(node, names, loader, s3, bucket, monkeypatch):
+def test_the_loader_writes_through_the_role_it_maps(node, names, loader, s3, bucket, monkeypatch, rule_bundle):
     prefix, admin = names["prefix"], node.admin()
     now = trails.recently()
     old = now - timedelta(days=62)
@@ -315,11 +315,29 @@ def test_the_loader_writes_through_the_role_it_maps(node, names, loader, s3, buc
     finding = admin.post(f"{node.url}/{prefix}_findings/_search", timeout=60).json()["hits"]["hits"]
     assert [hit["_source"]["eventName"] for hit in finding] == ["StopLogging"]
     state = admin.get(f"{node.url}/{prefix}_findings_state/_search", timeout=60).json()
-    assert state["hits"]["total"]["value"] == 1
+    assert state["hits"]["total"]["value"] == len(json.loads(rule_bundle.read_text())["rules"])  # a position each
 
     assert loader(trails.scheduled("retention"), Context()) == {"deleted": [old_index]}
     assert admin.head(f"{node.url}/{old_index}", timeout=60).status_code == 404
     assert admin.head(f"{node.url}/{prefix}-{now:%Y-%m}", timeout=60).status_code == 200
+
+
+def test_the_role_reaches_no_other_deployment_whose_prefix_extends_ours(node, names, loader_user):
+    """PREFIX-org-YYYY-MM and PREFIX-org_findings belong to another stack: the role's
+    patterns are exact, so the loader's user can neither write nor read them."""
+    prefix, admin = names["prefix"], node.admin()
+    user = requests.Session()
+    user.auth, user.verify = (loader_user["name"], loader_user["password"]), node.ca
+    user.trust_env = False
+    try:
+        for index in (f"{prefix}-org-2024-05", f"{prefix}-org_findings", f"{prefix}_findings_old"):
+            admin.put(f"{node.url}/{index}/_doc/1?refresh=true", json={"a": 1}, timeout=60).raise_for_status()
+            assert user.put(f"{node.url}/{index}/_doc/2", json={"a": 2}, timeout=60).status_code == 403, index
+            assert user.get(f"{node.url}/{index}/_doc/1", timeout=60).status_code == 403, index
+        # Its own month, the control: the same user writes there.
+        assert user.put(f"{node.url}/{prefix}-2024-05/_doc/1", json={"a": 1}, timeout=60).status_code == 201
+    finally:
+        admin.delete(f"{node.url}/{prefix}-org*,{prefix}_findings_old", timeout=60)
 
 
 def test_a_user_the_mapping_does_not_name_is_refused(node, names, loader, s3, bucket, loader_user):

@@ -1099,7 +1099,8 @@ def test_role_mapping_resource(template, retention, deletes):
     assert request.delete_indices is deletes
     role = rolemapping.loader_role(request.index_prefix, request.delete_indices)
     (index_permission,) = role["index_permissions"]
-    assert index_permission["index_patterns"] == ["cloudtrail-*", "cloudtrail_findings*"]
+    assert index_permission["index_patterns"] == ["cloudtrail-????-??", "cloudtrail_findings",
+                                                  "cloudtrail_findings_state"]
     assert ("indices:admin/delete" in index_permission["allowed_actions"]) is deletes
 
 

@@ -12,6 +12,7 @@ from cloudtrail_es.aws.rolemapping import (
     REASON_LIMIT,
     CustomResourceError,
     Outcome,
+    carry_out,
     loader_role,
     mapping_request,
     response_body,
@@ -51,7 +52,7 @@ def test_loader_role(retention):
     role = loader_role("org-trail", retention)
     assert role["cluster_permissions"] == ["cluster_monitor", "cluster_composite_ops"]
     (permission,) = role["index_permissions"]
-    assert permission["index_patterns"] == ["org-trail-*", "org-trail_findings*"]
+    assert permission["index_patterns"] == ["org-trail-????-??", "org-trail_findings", "org-trail_findings_state"]
     assert {"crud", "create_index", "indices_monitor"} <= set(permission["allowed_actions"])
     assert ("indices:admin/delete" in permission["allowed_actions"]) is retention
     assert not any("*" in action for action in permission["allowed_actions"])
@@ -88,3 +89,19 @@ def test_within_gives_up_on_blocked_work():
         release.set()
     done = Outcome("SUCCESS", "id")
     assert within(30, lambda: done, late) is done
+
+
+@given(error=st.text(max_size=3000))
+def test_a_failed_create_says_the_retained_domain_keeps_billing(error):
+    """A Create fails (here: properties refused); the rollback keeps the domain, and the reason
+    says so, whole, however long the error before it."""
+    properties = dict(PROPERTIES, OpenSearchRole=f"x/{error}", RetainedDomain="trail-logs")
+    for kind in ("Create", "Update"):
+        outcome = carry_out({"RequestType": kind, "ResourceType": "Custom::RoleMapping",
+                             "RequestId": "r-1", "ResourceProperties": properties}, None, 0.0)
+        assert outcome.status == "FAILED" and "OpenSearchRole" in outcome.reason
+        assert len(outcome.reason) <= REASON_LIMIT
+        billing = "keeps OpenSearch domain trail-logs" in outcome.reason
+        assert billing is (kind == "Create"), outcome.reason
+        assert outcome.reason.endswith("a new stack cannot use the name before.") is billing
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtrail_es.aws.rolemapping import loader_role, merged_mapping, merged_role
+from cloudtrail_es.aws.rolemapping import loader_role, merged_mapping, merged_role, stack_permissions
 
 OURS = loader_role("cloudtrail", False)
 WITH_RETENTION = loader_role("cloudtrail", True)
@@ -27,7 +27,7 @@ def test_what_an_operator_added_survives_create_update_and_delete():
         "cluster_permissions": ["cluster:admin/opendistro/reports/menu/download"],
         "index_permissions": [
             {"index_patterns": ["ops-*"], "allowed_actions": ["read"], "fls": [], "masked_fields": []},
-            {"index_patterns": list(reversed(OUR_PATTERNS)), "allowed_actions": ["indices:admin/refresh"]}],
+            {"index_patterns": list(reversed(OUR_PATTERNS)), "allowed_actions": ["indices:admin/forcemerge"]}],
         "tenant_permissions": [{"tenant_patterns": ["global_tenant"], "allowed_actions": ["kibana_all_read"]}],
         "reserved": False, "static": False}
 
@@ -35,7 +35,7 @@ def test_what_an_operator_added_survives_create_update_and_delete():
     assert created["description"] == "hand-made"
     assert created["cluster_permissions"] == operator["cluster_permissions"] + OURS["cluster_permissions"]
     assert created["index_permissions"][0] == operator["index_permissions"][0]
-    assert actions_on(created, OUR_PATTERNS) == ["indices:admin/refresh"] + OURS["index_permissions"][0][
+    assert actions_on(created, OUR_PATTERNS) == ["indices:admin/forcemerge"] + OURS["index_permissions"][0][
         "allowed_actions"]
     assert created["tenant_permissions"] == operator["tenant_permissions"]
     assert "reserved" not in created and "static" not in created  # read-only fields are not sent back
@@ -44,12 +44,12 @@ def test_what_an_operator_added_survives_create_update_and_delete():
     assert "indices:admin/delete" in actions_on(updated, OUR_PATTERNS)
     turned_off = merged_role(updated, OURS, WITH_RETENTION)
     assert "indices:admin/delete" not in actions_on(turned_off, OUR_PATTERNS)
-    assert "indices:admin/refresh" in actions_on(turned_off, OUR_PATTERNS)
+    assert "indices:admin/forcemerge" in actions_on(turned_off, OUR_PATTERNS)
 
     deleted = merged_role(turned_off, None, OURS)
     assert deleted == {key: value for key, value in operator.items() if key not in ("reserved", "static")} | {
         "index_permissions": [operator["index_permissions"][0],
-                              {**operator["index_permissions"][1], "allowed_actions": ["indices:admin/refresh"]}]}
+                              {**operator["index_permissions"][1], "allowed_actions": ["indices:admin/forcemerge"]}]}
 
 
 def test_a_role_left_with_nothing_is_removed():
@@ -59,8 +59,23 @@ def test_a_role_left_with_nothing_is_removed():
 
 def test_a_new_prefix_takes_the_old_ones_place():
     moved = merged_role(OURS, loader_role("trail", False), OURS)
-    assert [entry["index_patterns"] for entry in moved["index_permissions"]] == [["trail-*", "trail_findings*"]]
+    assert [entry["index_patterns"] for entry in moved["index_permissions"]] == [
+        ["trail-????-??", "trail_findings", "trail_findings_state"]]
     assert moved["cluster_permissions"] == OURS["cluster_permissions"]
+
+
+def test_the_broader_patterns_of_an_earlier_version_are_taken_out():
+    """Earlier versions granted PREFIX-* and PREFIX_findings*, which reach a deployment whose
+    prefix extends ours: an update narrows them, and a delete takes them out too."""
+    earlier = {"cluster_permissions": ["cluster_monitor", "cluster_composite_ops"],
+               "index_permissions": [
+                   {"index_patterns": ["cloudtrail-*", "cloudtrail_findings*"],
+                    "allowed_actions": ["crud", "create_index", "indices_monitor", "indices:admin/delete"]},
+                   {"index_patterns": ["ops-*"], "allowed_actions": ["read"]}]}
+    updated = merged_role(earlier, OURS, stack_permissions("cloudtrail", False))
+    assert [entry["index_patterns"] for entry in updated["index_permissions"]] == [["ops-*"], OUR_PATTERNS]
+    assert merged_role(earlier, None, stack_permissions("cloudtrail", True)) == {
+        "cluster_permissions": [], "index_permissions": [{"index_patterns": ["ops-*"], "allowed_actions": ["read"]}]}
 
 
 def test_mapping_keeps_users_hosts_and_other_backend_roles():
@@ -77,7 +92,7 @@ def test_mapping_keeps_users_hosts_and_other_backend_roles():
     assert merged_mapping(None, [LAMBDA], []) == {"backend_roles": [LAMBDA]}
 
 
-ACTIONS = st.sampled_from(["read", "write", "crud", "indices:admin/refresh", "indices_monitor",
+ACTIONS = st.sampled_from(["read", "write", "crud", "indices:admin/forcemerge", "indices_monitor",
                            "create_index", "indices:admin/delete"])
 PATTERNS = st.sampled_from([["ops-*"], list(OUR_PATTERNS), ["cloudtrail-*"], ["x-*", "y-*"]])
 ENTRY = st.fixed_dictionaries({"index_patterns": PATTERNS, "allowed_actions": st.lists(ACTIONS, unique=True)})

@@ -75,6 +75,17 @@ def test_wildcards_become_regexp_and_nested_bools_are_rewritten():
         detect.for_engine({"regexp": {"f": {"value": "a.*", "case_insensitive": True}}}, OLD)
 
 
+@pytest.mark.parametrize("query", [
+    {"term": {"eventName": "StopLogging"}},  # the short form: no options, so case-sensitive
+    {"prefix": {"eventName": "Stop"}},
+    {"term": {"a": {"value": "x"}, "b": {"value": "y"}}},  # not a query the engine takes, kept
+    {"wildcard": "*"},
+])
+def test_short_and_odd_forms_are_kept_as_they_are(query):
+    rewritten = detect.for_engine({"bool": {"filter": [query]}}, OLD)
+    assert rewritten == {"bool": {"filter": [query]}}
+
+
 def test_detection_event_is_its_own_kind():
     assert isinstance(parse_invocation({"cloudtrail_es": "detect"}), DetectionRequest)
     assert isinstance(parse_invocation({"cloudtrail_es": "retention"}), RetentionRequest)

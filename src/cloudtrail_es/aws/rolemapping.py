@@ -47,9 +47,14 @@ SECURITY_API = "/_plugins/_security/api"
 # Elasticsearch engine versions (Open Distro security) know only the older path.
 SECURITY_API_PATHS = (SECURITY_API, "/_opendistro/_security/api")
 CLUSTER_PERMISSIONS = ["cluster_monitor", "cluster_composite_ops"]
-# Create and write the monthly indexes, read their settings, mappings and health.
-INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get"]
+# Create and write the monthly indexes, read their settings, mappings and health; refresh the
+# findings index, so that the detector's outbox reads what it has just recorded.
+INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get",
+                 "indices:admin/refresh"]
 RETENTION_ACTION = "indices:admin/delete"
+# What earlier versions granted on their broader patterns (an operator's other grants there stay).
+EARLIER_INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get",
+                         RETENTION_ACTION]
 
 ROLE_FIELDS = ("description", "cluster_permissions", "index_permissions", "tenant_permissions")
 MAPPING_FIELDS = ("description", "backend_roles", "and_backend_roles", "hosts", "users")
@@ -72,16 +77,30 @@ class Outcome:
     data: dict = field(default_factory=dict)
 
 
+def index_patterns(index_prefix: str) -> list[str]:
+    """The loader's indexes, exactly: the monthly ones (``PREFIX-YYYY-MM``, never the
+    ``PREFIX-org-YYYY-MM`` of a deployment whose prefix extends ours) and the detector's two."""
+    return [f"{index_prefix}-????-??", f"{index_prefix}_findings", f"{index_prefix}_findings_state"]
+
+
 def loader_role(index_prefix: str, delete_indices: bool) -> dict:
     """The OpenSearch role of the loader: its own indexes only; deleting them only for retention."""
     actions = INDEX_ACTIONS + ([RETENTION_ACTION] if delete_indices else [])
     return {
-        "description": f"cloudtrail-to-elasticsearch loader: {index_prefix}-*, {index_prefix}_findings*",
+        "description": f"cloudtrail-to-elasticsearch loader: {', '.join(index_patterns(index_prefix))}",
         "cluster_permissions": list(CLUSTER_PERMISSIONS),
-        # <prefix>_findings and <prefix>_findings_state: the scheduled detector's own indexes.
-        "index_permissions": [{"index_patterns": [f"{index_prefix}-*", f"{index_prefix}_findings*"],
-                               "allowed_actions": actions}],
+        "index_permissions": [{"index_patterns": index_patterns(index_prefix), "allowed_actions": actions}],
     }
+
+
+def stack_permissions(index_prefix: str, delete_indices: bool) -> dict:
+    """What a stack of this or an earlier version may have put in the role, to take out: the
+    loader's role, and the broader patterns earlier versions granted (``PREFIX-*``,
+    ``PREFIX_findings*``) with the actions they granted there."""
+    role = loader_role(index_prefix, delete_indices)
+    earlier = {"index_patterns": [f"{index_prefix}-*", f"{index_prefix}_findings*"],
+               "allowed_actions": EARLIER_INDEX_ACTIONS}
+    return {**role, "index_permissions": [*role["index_permissions"], earlier]}
 
 
 @dataclass(frozen=True)
@@ -258,11 +277,13 @@ def apply_mapping(request_type: str, request: MappingRequest, physical_id: str, 
             _put_or_delete(api, mapping_path, mapping, deadline)
             role = api.read(role_path, deadline)
             if role is not None:
-                _put_or_delete(api, role_path, merged_role(role, None, ours), deadline)
+                _put_or_delete(api, role_path, merged_role(
+                    role, None, stack_permissions(request.index_prefix, request.delete_indices)), deadline)
         return physical_id
     if previous is not None and previous.role != request.role:
         previous = None  # the old role is another resource now: CloudFormation deletes it
-    old_role = loader_role(previous.index_prefix, previous.delete_indices) if previous else None
+    old_role = stack_permissions(*((previous.index_prefix, previous.delete_indices) if previous
+                                   else (request.index_prefix, request.delete_indices)))
     role = merged_role(api.read(role_path, deadline), ours, old_role)
     api.write(role_path, role or ours, deadline)
     mapping = merged_mapping(api.read(mapping_path, deadline), request.backend_roles,
@@ -335,7 +356,19 @@ def carry_out(event: dict, services: Services, deadline: float) -> Outcome:
         log.exception("%s %s failed", request_type, event.get("LogicalResourceId"))
         if request_type == "Delete":
             return Outcome("SUCCESS", event.get("PhysicalResourceId") or failed_id, not_removed(event, exc))
-        return Outcome("FAILED", failed_id, f"{type(exc).__name__}: {exc}")
+        return Outcome("FAILED", failed_id, failed_reason(event, f"{type(exc).__name__}: {exc}"))
+
+
+def failed_reason(event: dict, reason: str) -> str:
+    """``reason``, and on a Create that names its ``RetainedDomain``, what the rollback leaves
+    billing: the domain (DeletionPolicy Retain) outlives the failed stack."""
+    domain = (event.get("ResourceProperties") or {}).get("RetainedDomain")
+    if event.get("RequestType") != "Create" or not domain:
+        return reason
+    note = (f" | The rollback keeps OpenSearch domain {domain} and its master user secret "
+            f"(DeletionPolicy Retain): they bill until deleted (aws opensearch delete-domain "
+            f"--domain-name {domain}), and a new stack cannot use the name before.")
+    return reason[:max(0, REASON_LIMIT - len(note))] + note
 
 
 def _map_role(request_type: str, request: MappingRequest, event: dict, services: Services,
@@ -420,7 +453,8 @@ def handle(event: dict, remaining_seconds: float, services: Services) -> Outcome
     late_id = event.get("PhysicalResourceId") or f"failed-{event.get('RequestId')}"
     # A Delete never fails the stack: a domain that does not answer is reported, not waited for.
     late = (Outcome("SUCCESS", late_id, not_removed(event, late_reason))
-            if event.get("RequestType") == "Delete" else Outcome("FAILED", late_id, late_reason))
+            if event.get("RequestType") == "Delete"
+            else Outcome("FAILED", late_id, failed_reason(event, late_reason)))
     # The work's own deadline comes a second earlier, so that it can still give its own reason.
     outcome = within(work_deadline - time.monotonic(),
                      lambda: carry_out(event, services, work_deadline - 1.0), late)

@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from collections import defaultdict, deque
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -169,9 +170,12 @@ def for_engine(query: Any, engine: Engine) -> Any:
         return query
     for kind in ("term", "prefix", "wildcard", "regexp"):
         if kind in query and len(query) == 1:
-            (name, body), = query[kind].items()
-            if not body.get("case_insensitive"):
+            fields = query[kind]
+            if not isinstance(fields, dict) or len(fields) != 1:
                 return query
+            (name, body), = fields.items()
+            if not isinstance(body, dict) or not body.get("case_insensitive"):
+                return query  # the short form {"term": {field: value}} is case-sensitive
             if kind == "regexp":
                 raise EngineUnsupported("a case-insensitive regular expression (re|i) needs "
                                         "OpenSearch or Elasticsearch 7.10+")
@@ -301,15 +305,15 @@ class Store:
     # Searches
 
     def monthly_indexes(self) -> list[str]:
-        """This deployment's ``PREFIX-YYYY-MM`` indexes, exactly."""
+        """This deployment's open ``PREFIX-YYYY-MM`` indexes, exactly (a closed one cannot be
+        searched; its status is read, as Elasticsearch 6 has no ``expand_wildcards`` here)."""
         response = self.cluster.request(
-            "GET", f"/_cat/indices/{search_pattern(self.prefix)}?h=index&format=json"
-            "&expand_wildcards=open")
+            "GET", f"/_cat/indices/{search_pattern(self.prefix)}?h=index,status&format=json")
         if response.status_code == 404:
             return []
         listed = answer(response, f"cannot list the indexes {self.prefix}-YYYY-MM")
-        return sorted(row["index"] for row in listed
-                      if names.is_monthly_index(row.get("index"), self.prefix))
+        return sorted(row["index"] for row in listed if row.get("status") == "open"
+                      and names.is_monthly_index(row.get("index"), self.prefix))
 
     def hits(self, query: dict[str, Any], window: Window, indexes: list[str],
              fields: Sequence[str] = ()) -> Generator[dict[str, Any], None, None]:
@@ -372,11 +376,13 @@ class Store:
         and writer): yields each finding with its status (201 new, 409 there already) and,
         when neither, the reason."""
         self.ensure(self.findings, FINDINGS_MAPPING)
-        in_flight: dict[str, dict[str, Any]] = {}
+        # By id, in the order sent: one event under two indexes (a file delivered twice, into
+        # two months) is one finding, sent twice; the cluster answers 201, then 409.
+        in_flight: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
 
         def items() -> Iterator[BulkItem]:
             for finding in findings:
-                in_flight[finding["finding_id"]] = finding
+                in_flight[finding["finding_id"]].append(finding)
                 yield BulkItem(self.findings, finding["finding_id"],
                                self._create_line(finding["finding_id"]) + dumps(finding) + b"\n")
 
@@ -389,7 +395,10 @@ class Store:
             except ValueError as exc:  # a proxy's page instead of the cluster's JSON answer
                 raise ClusterError(f"cannot write findings to {self.findings}: the answer is "
                                    f"not JSON ({exc})") from None
-            finding = in_flight.pop(outcome.doc_id)
+            sent = in_flight[outcome.doc_id]
+            finding = sent.popleft()
+            if not sent:
+                del in_flight[outcome.doc_id]
             yield finding, outcome.status, "" if outcome.ok else outcome.reason
 
     def _create_line(self, doc_id: str) -> bytes:
