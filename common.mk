@@ -47,6 +47,12 @@ help:
 
 init: $(STAMP) $(TOOLS_VENV)/bin/checkov $(RIE)
 
+# The demo's light install: the project with the demo extra only, unless init has run.
+DEMO_STAMP = $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml
+	if [ ! -f $(STAMP) ]; then $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -e '.[demo]'; fi
+	touch $@
+
 # The Lambda Runtime Interface Emulator, built with Go (scripts/lambda_emulator.py pins it):
 # the tests and `make bench` run the package under it, driven by awslambdaric (the dev extra).
 $(RIE): $(STAMP)
@@ -56,7 +62,7 @@ $(TOOLS_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/pip install 'checkov==$(CHECKOV_VERSION)'
 
-services: init
+services: $(DEMO_STAMP)
 	MOTO_SERVER=$(abspath $(BIN))/moto_server bash scripts/services.sh start
 
 services-stop:
@@ -77,7 +83,7 @@ lint: init
 quicktest: init
 	$(BIN)/python -m pytest -m "not integration"
 
-demo: init services
+demo: $(DEMO_STAMP) services
 	$(BIN)/python scripts/demo.py
 
 .PHONY: lambda-local

@@ -86,6 +86,19 @@ def make_trail(options: trailgen.TrailOptions = TEST_TRAIL) -> Path:
     return root
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test marked ``generated_trail_only`` uses a trail as its load, not as what it checks
+    (faults, settings, secrets): it runs on the generated trail, and its corpus variant is
+    deselected (counted as such in the summary, never as passed or skipped)."""
+    extra = [item for item in items if item.get_closest_marker("generated_trail_only")
+             and getattr(item, "callspec", None) is not None
+             and item.callspec.params.get("corpus_dir") == "corpus"]
+    if extra:
+        config.hook.pytest_deselected(items=extra)
+        dropped = set(extra)
+        items[:] = [item for item in items if item not in dropped]
+
+
 @pytest.fixture(scope="session", params=TRAILS)
 def corpus_dir(request) -> Path:
     """A trail of CloudTrail files laid out as CloudTrail delivers them: the generated trail

@@ -8,16 +8,19 @@ import select
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
+import boto3
 import requests
 
 from fakes import MemorySource
+from cloudtrail_es.read.sources import S3Source
 
-__all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "read_terminal",
-           "refresh", "search", "services", "upload",
+__all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "moto_source",
+           "read_terminal", "refresh", "search", "services", "upload",
            "count", "indexed_count", "leaves", "value_at"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +39,18 @@ def services(action: str, port: int, timeout: float = 600, **env: str) -> subpro
 def upload(s3, bucket, files):
     for key, data in files:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def moto_source(moto_url: str, files: Mapping[str, bytes] | Iterable[tuple[str, bytes]]
+                ) -> tuple[S3Source, str]:
+    """A bucket of its own on moto server holding ``files`` (key -> bytes), and the S3 source
+    that reads it: the loader reads the files as it reads them in AWS."""
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"trail-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    upload(s3, bucket, files.items() if isinstance(files, Mapping) else files)
+    return S3Source(s3), bucket
 
 
 def refresh(opensearch_url, prefix):

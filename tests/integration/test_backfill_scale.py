@@ -22,6 +22,9 @@ from cloudtrail_es.backfill import cli
 from cloudtrail_es.backfill.selection import Filters, S3Listing
 from cloudtrail_es.read.keys import parse_log_file_key
 
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

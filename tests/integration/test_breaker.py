@@ -22,7 +22,8 @@ from cloudtrail_es.backfill import cli
 from cloudtrail_es.core.breaker import CircuitBreaker
 from cloudtrail_es.read.keys import index_name_for
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("BREAKER_TEST_PORT", "9320"))

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from faultproxy import FaultProxy
-from support import MemorySource, search
+from support import moto_source, search
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.deadletter import LocalDeadLetters
@@ -31,15 +31,16 @@ def events(n):
 
 
 def test_mapping_update_timeouts_are_retried_and_the_events_land_whole(
-        opensearch_url, index_prefix, tmp_path):
+        opensearch_url, moto_url, index_prefix, tmp_path):
     data = gzip.compress(json.dumps({"Records": events(5)}).encode())
+    source, bucket = moto_source(moto_url, {KEY: data})
     with FaultProxy(opensearch_url) as proxy:
         proxy.script = ["item_mapping_timeout", "item_mapping_timeout"]
         processor = create_processor(
             Settings(es_url=proxy.url, auth="none", index_prefix=index_prefix, index_replicas=0),
-            source=MemorySource({KEY: data}), dead_letters=LocalDeadLetters(tmp_path),
+            source=source, dead_letters=LocalDeadLetters(tmp_path),
             backoff=Backoff(base=0.02, cap=0.2))
-        result = processor.process_file("b", KEY, time.monotonic() + 60)
+        result = processor.process_file(bucket, KEY, time.monotonic() + 60)
 
     assert proxy.counts["item_mapping_timeout"] == 10
     assert (result.events_read, result.indexed, result.degraded, result.dead_lettered) == (5, 5, 0, 0)

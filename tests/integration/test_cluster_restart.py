@@ -12,6 +12,9 @@ from support import assert_corpus_indexed, indexed_count, services, upload
 
 from cloudtrail_es.backfill import cli
 
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
+
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RESTART_TEST_PORT", "9260"))
 

@@ -4,12 +4,16 @@ import json
 import threading
 import time
 
+import pytest
 import requests
 from support import refresh, upload
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.indexes import TOTAL_FIELDS_LIMIT, mapping
 from cloudtrail_es.write.processor import create_processor
+
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
 
 WRITERS = 16
 

@@ -12,7 +12,8 @@ from support import ids_by_index
 
 from cloudtrail_es.backfill import cli
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 #: One with a dotted path and the three filters that save the most on the corpus (README,
 #: benchmarks/filter_savings.py); an event is counted under the first rule that matches it.

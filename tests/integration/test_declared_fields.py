@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 from faultproxy import FaultProxy
-from support import MemorySource
+from support import moto_source
 from test_mapping import adversarial_events
 
 from cloudtrail_es.core.config import Settings
@@ -76,14 +76,14 @@ def processor(url, index_prefix, **settings):
 
 
 def test_declared_fields_map_as_the_dynamic_templates_would(
-        opensearch_url, index_prefix, corpus_files):
+        opensearch_url, moto_url, index_prefix, corpus_files):
     events = adversarial_events() + corpus_events(corpus_files, CORPUS_EVENTS)
     files = {KEY.format(n=n): gzip.compress(json.dumps({"Records": events[n::4]}).encode())
              for n in range(4)}
     with FaultProxy(opensearch_url) as proxy:
         loader = processor(proxy.url, index_prefix, bulk_max_docs=500)
-        loader.source = MemorySource(files)
-        results = [loader.process_file("mem", key, time.monotonic() + 300) for key in files]
+        loader.source, bucket = moto_source(moto_url, files)
+        results = [loader.process_file(bucket, key, time.monotonic() + 300) for key in files]
         updates = [r for r in proxy.requests if r.method == "PUT" and r.path.endswith("/_mapping")]
         bulks = [r for r in proxy.requests if r.path.startswith("/_bulk")]
 
@@ -97,7 +97,7 @@ def test_declared_fields_map_as_the_dynamic_templates_would(
     assert declared == control
 
 
-def test_writers_racing_to_declare_the_same_fields_all_land(opensearch_url, index_prefix):
+def test_writers_racing_to_declare_the_same_fields_all_land(opensearch_url, moto_url, index_prefix):
     """Four processes' worth of writers (each its own record of what is mapped) bring the same
     new fields to a new index at once."""
     shared = {f"leaf{n}": str(n) for n in range(300)}
@@ -105,18 +105,19 @@ def test_writers_racing_to_declare_the_same_fields_all_land(opensearch_url, inde
                "eventID": f"race-{w}-{n}", "requestParameters": {**shared, f"own{w}": str(n)},
                "newTopLevel": "value", "additionalEventData": {"shared": 1}}
               for w in range(4) for n in range(50)]
-    loaders = []
+    loaders, buckets = [], []
     for w in range(4):
         loader = processor(opensearch_url, index_prefix)
-        loader.source = MemorySource({KEY.format(n=w): gzip.compress(json.dumps(
+        loader.source, bucket = moto_source(moto_url, {KEY.format(n=w): gzip.compress(json.dumps(
             {"Records": [e for e in events if e["eventID"].startswith(f"race-{w}-")]}).encode())})
         loaders.append(loader)
+        buckets.append(bucket)
     start = threading.Barrier(4)
     results = [None] * 4
 
     def load(w):
         start.wait()
-        results[w] = loaders[w].process_file("mem", KEY.format(n=w), time.monotonic() + 120)
+        results[w] = loaders[w].process_file(buckets[w], KEY.format(n=w), time.monotonic() + 120)
 
     threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
     for thread in threads:

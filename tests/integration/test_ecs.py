@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import requests
 from faultproxy import FaultProxy
-from support import MemorySource, count, refresh, value_at
+from support import count, moto_source, refresh, value_at
 from test_engines import services
 
 from cloudtrail_es.backfill import cli
@@ -282,17 +282,18 @@ def collision_events() -> list[dict[str, Any]]:
     return events
 
 
-def load(processor, key, events):
-    processor.source = MemorySource({key: gzip.compress(json.dumps({"Records": events}).encode())})
-    return processor.process_file("mem", key, time.monotonic() + 120)
+def load(moto_url, processor, key, events):
+    processor.source, bucket = moto_source(
+        moto_url, {key: gzip.compress(json.dumps({"Records": events}).encode())})
+    return processor.process_file(bucket, key, time.monotonic() + 120)
 
 
-def test_events_with_top_level_ecs_names_are_indexed_whole(opensearch_url, index_prefix):
+def test_events_with_top_level_ecs_names_are_indexed_whole(opensearch_url, moto_url, index_prefix):
     events = collision_events()
     processor = create_processor(Settings(es_url=opensearch_url, auth="none",
                                           index_prefix=index_prefix, index_replicas=0),
                                  s3_client=object())
-    result = load(processor, KEY, events)
+    result = load(moto_url, processor, KEY, events)
     assert (result.indexed, result.degraded, result.dead_lettered) == (len(events), 0, 0)
     refresh(opensearch_url, index_prefix)
     cluster = (opensearch_url, f"{index_prefix}-*")
@@ -350,7 +351,7 @@ def previous_index_body() -> dict[str, Any]:
 
 
 def test_an_index_of_the_previous_version_gets_all_but_the_two_former_aliases(
-        opensearch_url, index_prefix, caplog):
+        opensearch_url, moto_url, index_prefix, caplog):
     index = f"{index_prefix}-2024-02"
     assert requests.put(f"{opensearch_url}/{index}", json=previous_index_body(),
                         timeout=60).status_code == 200
@@ -358,7 +359,7 @@ def test_an_index_of_the_previous_version_gets_all_but_the_two_former_aliases(
                                           index_prefix=index_prefix, index_replicas=0),
                                  s3_client=object())
     with caplog.at_level(logging.WARNING, logger="cloudtrail_es.write.indexes"):
-        result = load(processor, KEY, collision_events())
+        result = load(moto_url, processor, KEY, collision_events())
     assert (result.indexed, result.degraded, result.dead_lettered) == (4, 0, 0)
     [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.levelno == logging.WARNING and warning.fields == ["cloud.account.id", "user.name"]
@@ -383,7 +384,7 @@ def old_document(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_an_index_made_before_the_ecs_fields_gets_them_when_first_touched(
-        opensearch_url, index_prefix, caplog):
+        opensearch_url, moto_url, index_prefix, caplog):
     index = f"{index_prefix}-2024-02"
     assert requests.put(f"{opensearch_url}/{index}", json=old_index_body(),
                         timeout=60).status_code == 200
@@ -398,8 +399,8 @@ def test_an_index_made_before_the_ecs_fields_gets_them_when_first_touched(
                                               index_prefix=index_prefix, index_replicas=0),
                                      s3_client=object())
         with caplog.at_level(logging.ERROR):
-            first = load(processor, KEY, collision_events()[:2])
-            second = load(processor, KEY.replace("Collide000001", "Collide000002"),
+            first = load(moto_url, processor, KEY, collision_events()[:2])
+            second = load(moto_url, processor, KEY.replace("Collide000001", "Collide000002"),
                           collision_events()[2:])
         updates = [r for r in proxy.requests if r.method == "PUT" and r.path.endswith("/_mapping")]
     # The ECS fields ride in the first chunk's one mapping update (with the fields it brings);
@@ -438,7 +439,7 @@ def test_an_index_made_before_the_ecs_fields_gets_them_when_first_touched(
 
 
 def test_an_old_index_that_refuses_the_ecs_fields_still_loads_and_says_why(
-        opensearch_url, index_prefix, caplog):
+        opensearch_url, moto_url, index_prefix, caplog):
     """An earlier version indexed a top-level scalar "user": the alias cannot be added."""
     index = f"{index_prefix}-2024-02"
     body = old_index_body()
@@ -448,7 +449,7 @@ def test_an_old_index_that_refuses_the_ecs_fields_still_loads_and_says_why(
                                           index_prefix=index_prefix, index_replicas=0),
                                  s3_client=object())
     with caplog.at_level(logging.ERROR, logger="cloudtrail_es.write.indexes"):
-        result = load(processor, KEY, collision_events())
+        result = load(moto_url, processor, KEY, collision_events())
     assert (result.indexed, result.degraded, result.dead_lettered) == (4, 0, 0)
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.index == index and "user" in error.error

@@ -16,6 +16,9 @@ from cloudtrail_es.core.errors import ClusterError, FileFailed
 from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
 from cloudtrail_es.core.retry import Backoff
 
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
+
 KEY = ("AWSLogs/111122223333/CloudTrail/eu-west-1/2024/01/15/"
        "111122223333_CloudTrail_eu-west-1_20240115T0910Z_Faults0000000001.json.gz")
 

@@ -10,7 +10,8 @@ from support import refresh
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.write.indexes import index_body
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 #: A month of the corpus with many files and many distinct keys.
 CORPUS_MONTH = ("2018", "04")

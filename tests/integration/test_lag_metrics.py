@@ -14,7 +14,7 @@ import pytest
 from fakes import LambdaContext
 from emf_schema import assert_valid_emf
 from faultproxy import FaultProxy, is_bulk_path
-from support import MemorySource, ids_by_index
+from support import ids_by_index, moto_source
 
 
 from cloudtrail_es.aws import metrics
@@ -24,7 +24,8 @@ from cloudtrail_es.write.deadletter import LocalDeadLetters
 from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
 from cloudtrail_es.core.retry import Backoff
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 NEWEST_AGE = 90.0
 EXCLUDE = "eventName=Describe*;readOnly=true"
@@ -114,18 +115,19 @@ def test_an_sqs_batch_is_one_set_of_records(handler, s3, bucket, corpus_files, l
 
 
 def test_bulk_requests_retries_and_429s_are_counted_as_the_cluster_answered(
-        opensearch_url, index_prefix, corpus_files, tmp_path, capsys):
+        opensearch_url, moto_url, index_prefix, corpus_files, tmp_path, capsys):
     """Through a proxy in front of the real OpenSearch: a whole-request 429, then every item
     answered 429, then through; the counters and the records say exactly that."""
     key, data = corpus_files[0]
+    source, bucket = moto_source(moto_url, [(key, data)])
     events = len(json.loads(gzip.decompress(data))["Records"])
     with FaultProxy(opensearch_url) as proxy:
         proxy.script = ["429", "item_429"]
         processor = create_processor(
             Settings(es_url=proxy.url, auth="none", index_prefix=index_prefix, index_replicas=0),
-            source=MemorySource([(key, data)]), dead_letters=LocalDeadLetters(tmp_path),
+            source=source, dead_letters=LocalDeadLetters(tmp_path),
             backoff=Backoff(base=0.02, cap=0.2))
-        run = process_objects(processor, [ObjectRef("b", key)], lambda: time.monotonic() + 120)
+        run = process_objects(processor, [ObjectRef(bucket, key)], lambda: time.monotonic() + 120)
         bulk_seen = sum(1 for _, path, _, _ in proxy.requests if is_bulk_path(path))
 
     summary = run.summary()

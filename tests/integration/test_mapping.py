@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import requests
-from support import MemorySource, refresh, search
+from support import moto_source, refresh, search
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.processor import create_processor
@@ -75,14 +75,14 @@ def adversarial_events():
 
 
 
-def test_every_adversarial_event_is_indexed_and_found(opensearch_url, index_prefix):
+def test_every_adversarial_event_is_indexed_and_found(opensearch_url, moto_url, index_prefix):
     events = adversarial_events()
     settings = Settings(es_url=opensearch_url, auth="none", index_prefix=index_prefix,
                         index_replicas=0)
-    processor = create_processor(settings, s3_client=object())
-    processor.source = MemorySource({KEY: gzip.compress(json.dumps({"Records": events}).encode())})
+    source, bucket = moto_source(moto_url, {KEY: gzip.compress(json.dumps({"Records": events}).encode())})
+    processor = create_processor(settings, source=source)
 
-    result = processor.process_file("mem", KEY, time.monotonic() + 120)
+    result = processor.process_file(bucket, KEY, time.monotonic() + 120)
 
     assert (result.degraded, result.dead_lettered) == (0, 0)
     assert result.indexed == result.events_read == len(events)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 import requests
-from support import MemorySource, assert_corpus_indexed, ids_by_index, services, upload
+from support import assert_corpus_indexed, ids_by_index, moto_source, services, upload
 
 from cloudtrail_es.backfill import cli
 from cloudtrail_es.read import keys
@@ -37,7 +37,8 @@ from cloudtrail_es.write.processor import ObjectRef, create_processor, process_o
 from cloudtrail_es.core.retry import Backoff
 from cloudtrail_es.read.decoder import events_in
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("NODE_LOSS_TEST_PORT", "9301"))
@@ -202,7 +203,7 @@ def test_a_node_killed_mid_load_with_replicas_loses_nothing(
 
 
 def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
-        cluster, index_prefix, corpus_files, trail_manifest, five_month_files, tmp_path):
+        cluster, index_prefix, corpus_files, trail_manifest, five_month_files, tmp_path, moto_url):
     prefix = index_prefix
     victim = cluster.names[-1]
     by_month: dict[str, list[tuple[str, bytes]]] = {}
@@ -216,6 +217,7 @@ def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
     before = by_month[green_a][:10] + red_a_before
     after = red_b_after + red_a_after + by_month[green_b][:10]
     files = before + after
+    source, bucket = moto_source(moto_url, files)
 
     # No replicas; the two "red" months live on the victim only, the others never on it.
     for month, rule in ((red_a, "require"), (red_b, "require"), (green_a, "exclude"),
@@ -229,16 +231,15 @@ def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
     def processor():
         loader = create_processor(
             Settings(es_url=cluster.url, auth="none", index_prefix=prefix, index_replicas=0),
-            s3_client=object(), dead_letters=LocalDeadLetters(tmp_path), backoff=Backoff(0.05, 0.5))
-        loader.source = MemorySource(files)
+            source=source, dead_letters=LocalDeadLetters(tmp_path), backoff=Backoff(0.05, 0.5))
         return loader
 
     def objects() -> Iterator[ObjectRef]:
-        yield from (ObjectRef("trail", key) for key, _ in before)
+        yield from (ObjectRef(bucket, key) for key, _ in before)
         cluster.kill(victim)   # mid-run: the same processor, its gate's answers still cached
         wait_until(lambda: cluster.health(f"{prefix}-{red_a}")["status"] == "red",
                    f"{prefix}-{red_a} is red")
-        yield from (ObjectRef("trail", key) for key, _ in after)
+        yield from (ObjectRef(bucket, key) for key, _ in after)
 
     try:
         run = process_objects(processor(), objects(), lambda: time.monotonic() + 5)
@@ -247,9 +248,9 @@ def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
 
         assert set(failed) == {key for key, _ in red_b_after + red_a_after}
         for key, _ in red_b_after:   # never written before: the write gate sees it red
-            assert f"s3://trail/{key}: index {prefix}-{red_b} is red" in str(failed[key])
+            assert f"s3://{bucket}/{key}: index {prefix}-{red_b} is red" in str(failed[key])
         [(key, data)] = red_a_after   # written a moment ago: the gate's answer is still fresh,
-        assert str(failed[key]).startswith(f"s3://trail/{key}: gave up retrying")   # the bulk
+        assert str(failed[key]).startswith(f"s3://{bucket}/{key}: gave up retrying")   # the bulk
         assert "unavailable" in str(failed[key])   # request waited for the primary, in vain
         assert set(loaded) == {key for key, _ in before + after} - set(failed)
         for result in loaded.values():
@@ -263,7 +264,7 @@ def test_a_lost_primary_fails_its_files_by_name_and_counts_nothing_unwritten(
     assert sum(result.indexed for result in loaded.values()) == len(counted)
 
     # The node is back, its indexes green again: the failed files load on a rerun.
-    rerun = process_objects(processor(), [ObjectRef("trail", key) for key in failed],
+    rerun = process_objects(processor(), [ObjectRef(bucket, key) for key in failed],
                             lambda: time.monotonic() + 60)
     assert not rerun.failed and len(rerun.loaded) == len(failed)
     everything = events_of(files)

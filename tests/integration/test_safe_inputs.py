@@ -17,7 +17,8 @@ from cloudtrail_es.core import names
 from cloudtrail_es.commands import redrive
 from cloudtrail_es.commands import retention
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 EVENT = json.loads((Path(__file__).resolve().parents[1] / "events" / "transform"
                     / "run_instances.input.json").read_text())

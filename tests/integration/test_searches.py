@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from support import MemorySource, count, leaves, value_at
+from support import count, leaves, moto_source, value_at
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.processor import ObjectRef, create_processor
@@ -37,7 +37,7 @@ def events(corpus_files) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def cluster(opensearch_url, corpus_files, events):
+def cluster(opensearch_url, moto_url, corpus_files, events):
     """(url, index pattern) of the whole corpus loaded through the processor.
 
     Module-scoped (loading takes a while), so it makes and deletes its own prefix the way
@@ -47,9 +47,9 @@ def cluster(opensearch_url, corpus_files, events):
     try:
         settings = Settings(es_url=opensearch_url, auth="none", index_prefix=prefix,
                             index_replicas=0)
-        processor = create_processor(settings, s3_client=object(),
-                                     source=MemorySource(corpus_files))
-        results = processor.process_files([ObjectRef("mem", key) for key, _ in corpus_files],
+        source, bucket = moto_source(moto_url, corpus_files)
+        processor = create_processor(settings, source=source)
+        results = processor.process_files([ObjectRef(bucket, key) for key, _ in corpus_files],
                                           time.monotonic() + 900)
         assert all(not isinstance(r, Exception) for r in results), results
         assert sum(r.indexed for r in results) == len(events)

@@ -17,7 +17,8 @@ from cloudtrail_es.commands import retention
 from cloudtrail_es.write.cluster import ClusterUnreachable, create_cluster
 from cloudtrail_es.core.config import Settings
 
-pytestmark = pytest.mark.integration
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = [pytest.mark.integration, pytest.mark.generated_trail_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-Secret-7f3a9c"          # percent-encoded in the URL below

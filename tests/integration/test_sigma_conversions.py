@@ -119,25 +119,36 @@ METACHARS = ".*?+|()[]{}^$\\\"'/#@&<>~ -"
 ALPHABET = st.sampled_from(list("abcxyzABC019") + list(METACHARS) + list("éÉ中😀"))
 
 
+ALL_VALUES = sorted({v for vs in POOLS.values() for v in vs})
+#: What a rule's value is cut from: mostly the field's own values, so that a rule finds some
+#: events and not all (a rule that finds none, or all, checks little).
+FIELD_VALUES = {field: sorted(set(pool)) for field, pool in POOLS.items()} | {
+    "requestParameters": sorted({*USERS, *NAMES, "Principal", '"AWS":"*"', "Allow"})}
+
+
 @st.composite
-def pieces(draw: Any) -> str:
-    """Part of a value: a slice of a real value (so rules hit), or random characters."""
-    if draw(st.integers(0, 3)):
-        pool = draw(st.sampled_from(sorted({v for vs in POOLS.values() for v in vs})))
-        start = draw(st.integers(0, len(pool)))
-        return pool[start:draw(st.integers(start, len(pool)))] or pool
+def pieces(draw: Any, field: str | None = None) -> str:
+    """Part of a value: a slice of a real value of the field (or of any field: so rules hit),
+    or random characters."""
+    choice = draw(st.integers(0, 5))
+    if choice:
+        pool = FIELD_VALUES.get(field or "", ALL_VALUES) if choice > 1 else ALL_VALUES
+        value = draw(st.sampled_from(pool))
+        start = draw(st.integers(0, len(value)))
+        return value[start:draw(st.integers(start, len(value)))] or value
     return draw(st.text(ALPHABET, min_size=1, max_size=6))
 
 
 @st.composite
-def regexes(draw: Any) -> str:
+def regexes(draw: Any, field: str) -> str:
     def atom() -> str:
         kind = draw(st.sampled_from(["text", "text", "dot", "star", "class", "digits", "word",
                                      "space", "group"]))
         if kind == "text":
-            return re.escape(draw(pieces()))
+            return re.escape(draw(pieces(field)))
         return {"dot": ".", "star": ".*", "class": "[a-e]", "digits": r"\d+", "word": r"\w",
-                "space": r"\s", "group": f"({re.escape(draw(pieces()))}|{re.escape(draw(pieces()))})"
+                "space": r"\s",
+                "group": f"({re.escape(draw(pieces(field)))}|{re.escape(draw(pieces(field)))})"
                 }[kind]
 
     def alternative() -> str:
@@ -153,7 +164,7 @@ def items(draw: Any) -> tuple[str, Any]:
     field = draw(st.sampled_from(FIELDS))
     kind = draw(st.sampled_from(["string", "string", "string", "re", "exists", "cidr"]))
     if kind == "re":
-        return f"{field}|re" + ("|i" if draw(st.booleans()) else ""), draw(regexes())
+        return f"{field}|re" + ("|i" if draw(st.booleans()) else ""), draw(regexes(field))
     if kind == "exists":
         return f"{field}|exists", draw(st.booleans())
     if kind == "cidr" and field == "sourceIPAddress":
@@ -165,7 +176,7 @@ def items(draw: Any) -> tuple[str, Any]:
     if field == "requestParameters" and modifier in ("", "|cased"):
         modifier = "|contains"
     longest = 2 if "|all" in modifier else draw(st.sampled_from([1, 3, 40]))
-    values = draw(st.lists(pieces(), min_size=1, max_size=longest))
+    values = draw(st.lists(pieces(field), min_size=1, max_size=longest))
     return field + modifier, values if len(values) > 1 else values[0]
 
 

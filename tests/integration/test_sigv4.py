@@ -9,10 +9,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from faultproxy import is_bulk_path
-from support import MemorySource, search
+from support import moto_source, search
 
 from cloudtrail_es.core.config import Settings
 from cloudtrail_es.write.processor import ObjectRef, create_processor, process_objects
+
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
 
 KEY, SECRET, TOKEN, REGION = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en=", "eu-west-1"
 
@@ -83,7 +86,7 @@ def proxy(request, opensearch_url):
 
 
 def test_every_request_carries_a_signature_botocore_agrees_with(
-        proxy, monkeypatch, index_prefix, corpus_files, opensearch_url):
+        proxy, monkeypatch, index_prefix, corpus_files, opensearch_url, moto_url):
     for name, value in (("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET),
                         ("AWS_SESSION_TOKEN", TOKEN)):
         monkeypatch.setenv(name, value)
@@ -92,10 +95,10 @@ def test_every_request_carries_a_signature_botocore_agrees_with(
                                   "ES_SERVICE": proxy.service},
                                  index_prefix=index_prefix, index_replicas=0)
     assert settings.auth == "sigv4" and settings.sigv4_service == proxy.service
-    processor = create_processor(settings, s3_client=object())
-    processor.source = MemorySource(corpus_files[:3])
+    source, bucket = moto_source(moto_url, corpus_files[:3])
+    processor = create_processor(settings, source=source)
 
-    run = process_objects(processor, [ObjectRef("b", k) for k, _ in corpus_files[:3]],
+    run = process_objects(processor, [ObjectRef(bucket, k) for k, _ in corpus_files[:3]],
                           lambda: 1e12)
 
     assert not run.failed and run.total("indexed") == run.total("events_read") > 0

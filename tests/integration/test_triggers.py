@@ -13,6 +13,9 @@ from support import refresh, search
 
 from cloudtrail_es.commands import retention
 
+# The trail is a load here: the shared corpus adds nothing to what these tests check.
+pytestmark = pytest.mark.generated_trail_only
+
 
 @pytest.fixture()
 def queue(aws_env):

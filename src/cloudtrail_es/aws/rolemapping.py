@@ -48,9 +48,11 @@ SECURITY_API = "/_plugins/_security/api"
 SECURITY_API_PATHS = (SECURITY_API, "/_opendistro/_security/api")
 CLUSTER_PERMISSIONS = ["cluster_monitor", "cluster_composite_ops"]
 # Create and write the monthly indexes, read their settings, mappings and health; refresh the
-# findings index, so that the detector's outbox reads what it has just recorded.
+# findings index, so that the detector's outbox reads what it has just recorded (the `*`: the
+# security plugin checks the shard-level `indices:admin/refresh[s]` too).
+REFRESH_ACTION = "indices:admin/refresh*"
 INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get",
-                 "indices:admin/refresh"]
+                 REFRESH_ACTION]
 RETENTION_ACTION = "indices:admin/delete"
 # What earlier versions granted on their broader patterns (an operator's other grants there stay).
 EARLIER_INDEX_ACTIONS = ["crud", "create_index", "indices_monitor", "indices:admin/mappings/get",

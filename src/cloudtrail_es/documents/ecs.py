@@ -188,7 +188,10 @@ def _add_users(document: dict[str, Any], event: Mapping[str, Any],
                 document["group"] = {"name": group}
     if user:
         document["user"] = user
-    names = list(dict.fromkeys(name for name in found if name is not None))
+    names: list[str] = []  # in order, once each (a loop: cheaper than dict.fromkeys for a few)
+    for name in found:
+        if name is not None and name not in names:
+            names.append(name)
     if names:
         document["related"] = {"user": names}
 
