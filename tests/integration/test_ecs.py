@@ -434,7 +434,7 @@ def test_an_index_made_before_the_ecs_fields_gets_them_when_first_touched(
         again = create_processor(Settings(es_url=opensearch_url, auth="none",
                                           index_prefix=index_prefix, index_replicas=0),
                                  s3_client=object())
-        assert load(again, KEY, collision_events()[:1]).indexed == 1
+        assert load(moto_url, again, KEY, collision_events()[:1]).indexed == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -116,7 +116,9 @@ SUBJECT = st.text(st.sampled_from(list("abAB01 _-.\n\"é")), max_size=8)
 @st.composite
 def patterns(draw):
     atoms = st.sampled_from(["a", "B", "0", "\\.", ".", ".*", "[a-b]", "[^a]", "\\d", "\\w+",
-                             "\\s", "(a|b)", "é", '"', "x?", "a{1,2}", "(?i:ab)", "-"])
+                             "\\s", "(a|b)", "é", '"', "x?", "a{1,2}", "(?i:ab)", "-",
+                             # alternatives sharing a start, which Python's parser moves out
+                             "(ab|a)", "(\\(a|\\()", "(a|a)", "(a|)", "()", "()*"])
     def alternative():
         body = "".join(draw(st.lists(atoms, min_size=1, max_size=3)))
         return ("^" if draw(st.booleans()) else "") + body + ("$" if draw(st.booleans()) else "")
@@ -131,6 +133,31 @@ def test_translated_regex_matches_the_whole_value_where_the_original_searches_it
     flags = re.DOTALL | re.ASCII | (re.IGNORECASE if translated.case_insensitive else 0)
     assert bool(re.fullmatch(translated.regexp, subject, flags)) == bool(
         re.search(pattern, subject, re.ASCII)), translated
+    assert not empty_alternatives(translated.regexp), translated  # Lucene refuses "(a|)", "()"
+
+
+def empty_alternatives(regexp: str) -> list[int]:
+    """Where ``regexp`` has an empty group or alternative (outside escapes and classes)."""
+    found, previous, index, in_class = [], "", 0, False
+    while index < len(regexp):
+        char = regexp[index]
+        if char == "\\":
+            previous, index = "x", index + 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char in "|)" and previous in ("(", "|"):
+            found.append(index)
+        previous = "x" if in_class else char
+        index += 1
+    return found
+
+
+def test_the_empty_alternative_check_finds_them():
+    assert empty_alternatives("(a|)") == [3] and empty_alternatives("()") == [1]
+    assert empty_alternatives("\\(\\)|[(|)]") == []
 
 
 @pytest.mark.parametrize(("pattern", "reason"), [

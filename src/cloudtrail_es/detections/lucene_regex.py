@@ -148,12 +148,19 @@ class _Writer:
             chars, negated = _CATEGORIES[value]
             return ("[^" if negated else "[") + chars + "]"
         if op is sre.BRANCH:
-            return "(" + "|".join(self.sequence(alt) for alt in value[1]) + ")"
+            # Python's parser moves what the alternatives share out of them, which can leave
+            # one empty ("(ab|a)" -> "a(b|)"); Lucene takes no empty alternative: optional.
+            alternatives = [self.sequence(alt) for alt in value[1]]
+            present = list(dict.fromkeys(alt for alt in alternatives if alt))
+            if not present:
+                return ""
+            return "(" + "|".join(present) + ")" + ("?" if "" in alternatives else "")
         if op is sre.SUBPATTERN:
             return self.group(*value)
         if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):  # lazy or greedy: the same set of matches
             low, high, inner = value
-            return "(" + self.sequence(inner) + ")" + _quantifier(low, high)
+            body = self.sequence(inner)
+            return "(" + body + ")" + _quantifier(low, high) if body else ""
         if op is sre.AT:
             if value in (sre.AT_BOUNDARY, sre.AT_NON_BOUNDARY):
                 raise Untranslatable("a word boundary (\\b, \\B) has no equivalent in Lucene's "
@@ -175,7 +182,8 @@ class _Writer:
         self.ignorecase = bool(add & re.IGNORECASE) or (self.ignorecase and not remove & re.IGNORECASE)
         self.dotall = bool(add & re.DOTALL) or (self.dotall and not remove & re.DOTALL)
         try:
-            return "(" + self.sequence(inner) + ")"
+            body = self.sequence(inner)
+            return "(" + body + ")" if body else ""  # Lucene takes no empty group
         finally:
             self.ignorecase, self.dotall = saved
 
