@@ -1,8 +1,6 @@
 """Fixtures over the real OpenSearch and moto server."""
 from __future__ import annotations
 
-import gzip
-import json
 import uuid
 from pathlib import Path
 
@@ -11,8 +9,8 @@ import pytest
 import requests
 
 import lambda_function
+from support import months_by_event, trail_files
 from cloudtrail_es.aws import handler as routes
-from cloudtrail_es.read.keys import index_name_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,17 +62,11 @@ def bucket(s3):
 
 @pytest.fixture(scope="session")
 def corpus_files(corpus_dir):
-    """(key, bytes) of every file of the shared corpus, keyed as CloudTrail delivers them."""
-    files = sorted((corpus_dir / "AWSLogs").rglob("*.json.gz"))
-    return [(str(p.relative_to(corpus_dir)), p.read_bytes()) for p in files]
+    """(key, bytes) of every file of the trail, keyed as CloudTrail delivers them."""
+    return trail_files(corpus_dir)
 
 
 @pytest.fixture(scope="session")
 def corpus_expectations(corpus_files):
-    """eventID -> index suffix (YYYY-MM from the file name) for every corpus event."""
-    expected = {}
-    for key, data in corpus_files:
-        month = index_name_for(key, "")[1:]
-        for event in json.loads(gzip.decompress(data))["Records"]:
-            expected[event["eventID"]] = month
-    return expected
+    """eventID -> index suffix (YYYY-MM from the file name) for every event of the trail."""
+    return months_by_event(corpus_files)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import os
 import pty
 import select
@@ -17,10 +19,11 @@ import boto3
 import requests
 
 from fakes import MemorySource
+from cloudtrail_es.read.keys import index_name_for
 from cloudtrail_es.read.sources import S3Source
 
-__all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "moto_source",
-           "read_terminal", "refresh", "search", "services", "upload",
+__all__ = ["Gate", "MemorySource", "assert_corpus_indexed", "gated_loads", "ids_by_index", "months_by_event",
+           "moto_source", "read_terminal", "refresh", "search", "services", "trail_files", "upload",
            "count", "indexed_count", "leaves", "value_at"]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +42,18 @@ def services(action: str, port: int, timeout: float = 600, **env: str) -> subpro
 def upload(s3, bucket, files):
     for key, data in files:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def trail_files(trail: Path) -> list[tuple[str, bytes]]:
+    """(key, bytes) of every log file of a trail directory, keyed as CloudTrail delivers them."""
+    files = sorted((trail / "AWSLogs").rglob("*.json.gz"))
+    return [(str(path.relative_to(trail)), path.read_bytes()) for path in files]
+
+
+def months_by_event(files: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """eventID -> index suffix (YYYY-MM from the file name) for every event of ``files``."""
+    return {event["eventID"]: index_name_for(key, "")[1:]
+            for key, data in files for event in json.loads(gzip.decompress(data))["Records"]}
 
 
 def moto_source(moto_url: str, files: Mapping[str, bytes] | Iterable[tuple[str, bytes]]

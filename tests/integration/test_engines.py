@@ -14,9 +14,8 @@ import pytest
 import requests
 
 
-from support import services
+from support import months_by_event, services, trail_files
 from cloudtrail_es.backfill import cli
-from cloudtrail_es.read.keys import index_name_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MATRIX = ("opensearch-1.3.20 opensearch-3.1.0 elasticsearch-6.8.23 "
@@ -69,20 +68,13 @@ def check_lookups(url, prefix, summary, corpus_expectations, **kwargs):
     assert "RunInstances" in {h["_source"]["eventName"] for h in found}
 
 
-def expectations_of(trail: Path) -> dict[str, str]:
-    """eventID -> index suffix (YYYY-MM from the file name) for every event of the trail."""
-    return {event["eventID"]: index_name_for(str(path.relative_to(trail)), "")[1:]
-            for path in sorted((trail / "AWSLogs").rglob("*.json.gz"))
-            for event in json.loads(gzip.decompress(path.read_bytes()))["Records"]}
-
-
 def test_corpus_loads_on_every_engine(engine_url, trails, index_prefix, monkeypatch, capsys):
     """Every trail into one start of each engine (the start is most of the test's time)."""
     engine, url = engine_url
     for n, trail in enumerate(trails):
         prefix = f"{index_prefix}-{n}"
         summary = smoke_load(url, prefix, trail, monkeypatch, capsys)
-        check_lookups(url, prefix, summary, expectations_of(trail))
+        check_lookups(url, prefix, summary, months_by_event(trail_files(trail)))
     version = requests.get(f"{url}/_nodes/_local?filter_path=nodes.*.version", timeout=30).json()
     assert list(version["nodes"].values())[0]["version"] == engine.split("-", 1)[1]
 
@@ -90,7 +82,7 @@ def test_corpus_loads_on_every_engine(engine_url, trails, index_prefix, monkeypa
 def test_elasticsearch_8_with_security_https_basic_auth_and_api_key(
         generated_trail, index_prefix, monkeypatch, capsys):
     """The generated trail only: what is checked is the connection, the data is checked above."""
-    corpus_dir, corpus_expectations = generated_trail, expectations_of(generated_trail)
+    corpus_dir, corpus_expectations = generated_trail, months_by_event(trail_files(generated_trail))
     engine, port, password = "elasticsearch-8.19.0", FIRST_PORT + 20, "secret99"
     if engine not in MATRIX:
         pytest.skip(f"{engine} is not in ENGINE_MATRIX")

@@ -284,8 +284,8 @@ def apply_mapping(request_type: str, request: MappingRequest, physical_id: str, 
         return physical_id
     if previous is not None and previous.role != request.role:
         previous = None  # the old role is another resource now: CloudFormation deletes it
-    old_role = stack_permissions(*((previous.index_prefix, previous.delete_indices) if previous
-                                   else (request.index_prefix, request.delete_indices)))
+    before = previous or request  # what the stack may have put in: the previous properties'
+    old_role = stack_permissions(before.index_prefix, before.delete_indices)
     role = merged_role(api.read(role_path, deadline), ours, old_role)
     api.write(role_path, role or ours, deadline)
     mapping = merged_mapping(api.read(mapping_path, deadline), request.backend_roles,
