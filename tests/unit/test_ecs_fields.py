@@ -1,4 +1,5 @@
 """ECS names: the typed fields the transform makes, and the names it keeps clear."""
+import copy as copy_module
 import ipaddress
 from datetime import datetime, timezone
 
@@ -288,3 +289,61 @@ def test_an_index_of_the_previous_version_cannot_take_the_two_former_aliases():
 def _leaves_mapped(properties):
     return {name: ({**field, "properties": _leaves_mapped(field["properties"])}
                    if "properties" in field else field) for name, field in properties.items()}
+
+
+_NAME_VALUES = st.one_of(st.sampled_from(["alice", "bob", "Admin", ""]), st.integers(0, 3),
+                         st.none(), st.just({"userName": "nested"}))
+_IDENTITIES = st.one_of(st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["IAMUser", "AssumedRole", "Root"]),
+    "userName": _NAME_VALUES,
+    "accountId": st.one_of(st.sampled_from(["111122223333", ""]), st.integers(0, 9)),
+    "arn": st.one_of(st.sampled_from([
+        f"arn:aws:iam::{ACCOUNT}:user/alice", f"arn:aws:sts::{ACCOUNT}:assumed-role/Ops/bob",
+        f"arn:aws:iam::{ACCOUNT}:root", "no-arn", ""]), st.integers(0, 2)),
+    "sessionContext": st.one_of(st.none(), st.just("flat"), st.fixed_dictionaries({}, optional={
+        "sessionIssuer": st.one_of(st.just([]), st.fixed_dictionaries({}, optional={
+            "userName": _NAME_VALUES})),
+        "sourceIdentity": _NAME_VALUES})),
+    "onBehalfOf": st.one_of(st.just(7), st.fixed_dictionaries({}, optional={"userId": _NAME_VALUES})),
+}), st.none(), st.just([]), st.just("text"))
+_REQUESTS = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
+    "userName": _NAME_VALUES, "newUserName": _NAME_VALUES, "groupName": _NAME_VALUES}))
+
+
+def _without(fields: dict, paths: frozenset) -> dict:
+    """A deep copy of ``fields`` less ``paths``, and less the objects that left empty."""
+    copy = copy_module.deepcopy(fields)
+    for path in paths:
+        *parents, leaf = path.split(".")
+        levels = [copy]
+        for parent in parents:
+            levels.append(levels[-1].get(parent, {}))
+        levels[-1].pop(leaf, None)
+        for level, name in reversed(list(zip(levels, parents))):
+            if level.get(name) == {}:
+                del level[name]
+    return copy
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_IDENTITIES, min_size=1, max_size=3),
+       st.lists(st.tuples(st.integers(0, 2), _REQUESTS, st.sampled_from(
+           ["iam.amazonaws.com", "ec2.amazonaws.com"])), min_size=2, max_size=8))
+def test_the_transform_s_cached_callers_give_each_event_its_own_ecs_users(identities, calls):
+    """``document_for`` takes a caller's names from the transform's cache of top-level objects
+    (the same ``userIdentity`` over many events): every event's ECS fields are still exactly
+    ``ecs_fields`` of that event (each worked out, and copied, before any document is made),
+    whatever came before it, every third one with fields withheld."""
+    withheld = frozenset({"user.name", "related.user", "cloud.account.id"})
+    events = [{"eventSource": source, "eventName": "UpdateUser", "requestParameters": request,
+               "userIdentity": identities[which % len(identities)]}
+              for which, request, source in calls * 2]   # twice: the second time, cached
+    expected = [copy_module.deepcopy(ecs.ecs_fields(event)) for event in events]
+    for n, (event, fields) in enumerate(zip(events, expected)):
+        left_out = withheld if n % 3 == 2 else frozenset()
+        document = document_for(event, withheld=left_out)
+        assert {key: document[key] for key in ecs.ROOTS if key in document} \
+            == _without(fields, left_out)
+        names = fields.get("related", {}).get("user", [])
+        assert len(names) == len(set(names)) and all(type(name) is str and name for name in names)
+        hypothesis.event(f"related.user of {min(len(names), 2)}+ names")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 #: ECS name -> the CloudTrail field it is an alias of.
 ALIASES: Mapping[str, str] = {
@@ -68,6 +68,19 @@ INSIGHT_EVENT_TYPE = "AwsCloudTrailInsight"
 _MAX_IP_TEXT = 45
 
 
+class Caller(NamedTuple):
+    """What the ECS fields take from one ``userIdentity``."""
+
+    #: ``user.name``; the names ``related.user`` starts with (in order, once each); the
+    #: caller's account (``userIdentity.accountId``) when a non-empty string.
+    name: str | None
+    names: tuple[str, ...]
+    account: str | None
+
+
+_NO_CALLER = Caller(None, (), None)
+
+
 def ecs_fields(event: Mapping[str, Any], ingested: str | None = None) -> dict[str, Any]:
     """The real ECS fields of one CloudTrail event, as document objects.
 
@@ -81,19 +94,31 @@ def ecs_fields(event: Mapping[str, Any], ingested: str | None = None) -> dict[st
     return fields
 
 
-def add_ecs_fields(document: dict[str, Any], event: Mapping[str, Any], ingested: str | None = None,
-                   withheld: frozenset[str] = frozenset()) -> None:
+def add_ecs_fields(document: dict[str, Any], event: Mapping[str, Any], ingested: str | None = None,  # noqa: C901 - on every event, inlined for speed
+                   withheld: frozenset[str] = frozenset(), caller: Caller | None = None) -> None:
     """``ecs_fields(event, ingested)`` added to ``document`` (runs on every event: kept cheap).
 
-    ``withheld``: paths of ``FIELDS`` left out (those the target index cannot take).
+    ``withheld``: paths of ``FIELDS`` left out (those the target index cannot take);
+    ``caller``: ``caller_of`` the event's ``userIdentity`` when the caller has it already.
     """
     get = event.get
     call = get("eventType") != INSIGHT_EVENT_TYPE
-    ecs_event = _event_fields(event) if call else {}
-    if ingested is not None:
-        ecs_event["ingested"] = ingested
-    if ecs_event:
+    if call:
+        source, name = get("eventSource"), get("eventName")
+        failed = get("errorCode")
+        if not failed:  # a sign-in's failure: Failure in responseElements.<eventName>
+            response = get("responseElements")
+            failed = type(response) is dict and type(name) is str and response.get(name) == "Failure"
+        ecs_event: dict[str, Any] = {"outcome": "failure" if failed else "success"}
+        if type(source) is str and type(name) is str:
+            kinds = categorize(source, name)
+            if kinds is not None:
+                ecs_event["category"], ecs_event["type"] = kinds
+        if ingested is not None:
+            ecs_event["ingested"] = ingested
         document["event"] = ecs_event
+    elif ingested is not None:
+        document["event"] = {"ingested": ingested}
     address = get("sourceIPAddress")
     # Cheap checks first: most non-addresses are service names ("ec2.amazonaws.com").
     if (type(address) is str and 2 <= len(address) <= _MAX_IP_TEXT
@@ -101,30 +126,30 @@ def add_ecs_fields(document: dict[str, Any], event: Mapping[str, Any], ingested:
         ip = ip_text(address)
         if ip is not None:
             document["source"] = {"ip": ip}
-    identity = get("userIdentity")
-    if type(identity) is not dict:
-        identity = _NO_IDENTITY
+    if caller is None:
+        identity = get("userIdentity")
+        caller = caller_of(identity) if type(identity) is dict and identity else _NO_CALLER
     account = get("recipientAccountId")
     if type(account) is not str or not account:
-        account = identity.get("accountId")
-    if type(account) is str and account:
+        account = caller.account
+    if account is not None:
         document["cloud"] = {"account": {"id": account}}
     if call:
-        _add_users(document, event, identity)
-    for path in withheld:
-        _remove(document, path.split("."))
+        _add_users(document, event, caller)
+    if withheld:
+        for path in withheld:
+            _remove(document, path.split("."))
 
 
-def _event_fields(event: Mapping[str, Any]) -> dict[str, Any]:
-    """``event.outcome``, ``event.category`` and ``event.type`` of a call."""
-    failed = event.get("errorCode") or _sign_in_failed(event)
-    fields: dict[str, Any] = {"outcome": "failure" if failed else "success"}
-    source, name = event.get("eventSource"), event.get("eventName")
-    if type(source) is str and type(name) is str:
-        kinds = categorize(source, name)
-        if kinds is not None:
-            fields["category"], fields["type"] = kinds
-    return fields
+def caller_of(identity: Mapping[str, Any]) -> Caller:
+    """The ``Caller`` of a ``userIdentity`` object."""
+    found = identity_names(identity)
+    names: list[str] = []
+    for name in found:
+        if name is not None and name not in names:
+            names.append(name)
+    account = identity.get("accountId")
+    return Caller(found[0], tuple(names), account if type(account) is str and account else None)
 
 
 _NO_IDENTITY: Mapping[str, Any] = {}
@@ -169,17 +194,20 @@ def identity_names(identity: Mapping[str, Any]) -> list[str | None]:
     return [name, issuer_name, own, arn_name, session, _name(context.get("sourceIdentity"))]
 
 
-def _add_users(document: dict[str, Any], event: Mapping[str, Any],
-               identity: Mapping[str, Any]) -> None:
+def _add_users(document: dict[str, Any], event: Mapping[str, Any], caller: Caller) -> None:
     """``user.name``, ``related.user``, ``user.target.name`` and ``group.name``."""
-    user: dict[str, Any] = {}
-    found: list[str | None] = identity_names(identity) if identity else [None]
-    if found[0] is not None:
-        user["name"] = found[0]
+    user: dict[str, Any] = {} if caller.name is None else {"name": caller.name}
+    names = caller.names
     request = event.get("requestParameters")
     if type(request) is dict:
-        target = _name(request.get("userName"))
-        found += (target, _name(request.get("newUserName")))
+        target = request.get("userName")
+        renamed = request.get("newUserName")
+        if type(target) is not str or not target:
+            target = None
+        elif target not in names:
+            names += (target,)
+        if type(renamed) is str and renamed and renamed not in names:
+            names += (renamed,)
         if event.get("eventSource") == IAM_SOURCE:
             if target is not None:
                 user["target"] = {"name": target}
@@ -188,12 +216,8 @@ def _add_users(document: dict[str, Any], event: Mapping[str, Any],
                 document["group"] = {"name": group}
     if user:
         document["user"] = user
-    names: list[str] = []  # in order, once each (a loop: cheaper than dict.fromkeys for a few)
-    for name in found:
-        if name is not None and name not in names:
-            names.append(name)
     if names:
-        document["related"] = {"user": names}
+        document["related"] = {"user": list(names)}
 
 
 def _remove(document: dict[str, Any], path: list[str]) -> None:

@@ -30,7 +30,7 @@ try:  # writes the raw JSON of objects without floats ~6x faster, the same text
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - the standard library alone gives the same text
     _orjson_dumps = None  # type: ignore[assignment]
-from cloudtrail_es.documents.ecs import ROOTS as ECS_ROOTS, add_ecs_fields
+from cloudtrail_es.documents.ecs import ROOTS as ECS_ROOTS, Caller, add_ecs_fields, caller_of
 
 FLATTENED_SUFFIX = "_flattened"
 #: Distinct leaf keys kept per flattened object. An event with more (none seen
@@ -300,18 +300,22 @@ def _flattened_parts(name: str, value: Any, text: bytes | None) -> tuple[tuple[s
     return ((name + RAW_SUFFIX, raw),)
 
 
-#: The document fields made from one top-level object, by (its name, its orjson text): the
-#: same ``userIdentity``, ``tlsDetails`` or ``requestParameters`` recurs across the events
-#: of an account. Equal texts mean equal values, so equal fields (floats included: orjson
-#: spells distinct floats distinctly). Small objects only; emptied when full. The fields'
-#: values are shared between documents, which nothing changes once built.
-_PARTS: dict[tuple[str, bytes], tuple[tuple[str, Any], ...]] = {}
+#: The document fields made from one top-level object, and for ``userIdentity`` its ECS
+#: ``Caller``, by (its name, its orjson text): the same ``userIdentity``, ``tlsDetails`` or
+#: ``requestParameters`` recurs across the events of an account. Equal texts mean equal
+#: values, so equal fields (floats included: orjson spells distinct floats distinctly).
+#: Small objects only; emptied when full. The fields' values are shared between documents,
+#: which nothing changes once built.
+_Parts = tuple[tuple[str, Any], ...]
+_PARTS: dict[tuple[str, bytes], tuple[_Parts, Caller | None]] = {}
 _PARTS_KEPT = 4096
 _PARTS_TEXT_BYTES = 2048
+_IDENTITY = "userIdentity"
 
 
-def _parts(key: str, name: str, value: Any) -> tuple[tuple[str, Any], ...]:
-    """The fields of the document made from the top-level ``key`` (``name`` once made safe)."""
+def _parts(key: str, value: Any) -> tuple[_Parts, Caller | None]:
+    """The fields of the document made from the top-level member ``key``: ``value``, and the
+    ``Caller`` of a ``userIdentity`` object."""
     text = None
     if _orjson_dumps is not None:
         try:
@@ -322,21 +326,26 @@ def _parts(key: str, name: str, value: Any) -> tuple[tuple[str, Any], ...]:
             known = _PARTS.get((key, text))
             if known is not None:
                 return known
-    schema = STRUCTURED_FIELDS.get(key)
-    if schema is None:
-        parts = _flattened_parts(name, value, text)
-    elif type(value) is dict:
-        kept, extra = _structured(value, schema)
-        parts = ((key, kept),) if kept else ()
-        if extra:
-            parts += _flattened_parts(key, value, text)
-    else:
-        parts = _flattened_parts(key, value, text) if value else ()
+    made = _made_parts(key, value, text)
     if text is not None and len(text) <= _PARTS_TEXT_BYTES:
         if len(_PARTS) >= _PARTS_KEPT:
             _PARTS.clear()
-        _PARTS[(key, text)] = parts
-    return parts
+        _PARTS[(key, text)] = made
+    return made
+
+
+def _made_parts(key: str, value: Any, text: bytes | None) -> tuple[_Parts, Caller | None]:
+    """``_parts`` made anew (``text``: orjson's spelling of ``value``, when it has one)."""
+    schema = STRUCTURED_FIELDS.get(key)
+    if schema is None:
+        return _flattened_parts(top_level_name(key), value, text), None
+    if type(value) is not dict:
+        return (_flattened_parts(key, value, text) if value else ()), None
+    kept, extra = _structured(value, schema)
+    parts: _Parts = ((key, kept),) if kept else ()
+    if extra:
+        parts += _flattened_parts(key, value, text)
+    return parts, caller_of(value) if key == _IDENTITY and value else None
 
 
 #: The longest ``_id`` the engines accept, in UTF-8 bytes.
@@ -374,7 +383,7 @@ _TOP_LEVEL_KIND = {**{key: _SCALAR for key in _SCALAR_FIELDS}, DATE_FIELD: _DATE
                    **{key: _STRUCTURED for key in STRUCTURED_FIELDS}}
 
 
-def document_for(event: Mapping[str, Any], ingested: str | None = None,
+def document_for(event: Mapping[str, Any], ingested: str | None = None,  # noqa: C901 - on every event, inlined for speed
                  withheld: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The document indexed for one CloudTrail event.
 
@@ -383,12 +392,22 @@ def document_for(event: Mapping[str, Any], ingested: str | None = None,
     """
     document: dict[str, Any] = {}
     verbatim = _VERBATIM
+    caller = None
     for key, value in event.items():
-        if type(value) is str and key in verbatim:  # most fields of most events
+        kind = type(value)
+        if kind is str and key in verbatim:  # most fields of most events
             document[key] = value
+        elif kind is bool and key in verbatim:  # readOnly, managementEvent
+            document[key] = "true" if value else "false"
+        elif (kind is dict or kind is list) and (top := _TOP_LEVEL_KIND.get(key)) is not _SCALAR \
+                and top is not _DATE:  # the objects and arrays: their parts, cached
+            parts, found = _parts(key, value)
+            document.update(parts)
+            if found is not None:
+                caller = found
         elif value is not None:
             _add_field(document, key, value)
-    add_ecs_fields(document, event, ingested, withheld)
+    add_ecs_fields(document, event, ingested, withheld, caller)
     return document
 
 
@@ -398,7 +417,8 @@ _VERBATIM = set(_SCALAR_FIELDS)
 
 
 def _add_field(document: dict[str, Any], key: str, value: Any) -> None:
-    """``document_for`` of one top-level member other than a string kept verbatim."""
+    """``document_for`` of one top-level member other than a string kept verbatim, an object
+    or an array."""
     kind = _TOP_LEVEL_KIND.get(key)
     if kind is _SCALAR:
         document[key] = _keyword_value(value)
@@ -409,11 +429,10 @@ def _add_field(document: dict[str, Any], key: str, value: Any) -> None:
         document[name] = value
         if name == key and len(_VERBATIM) < _FIELD_NAMES_KEPT:
             _VERBATIM.add(key)
-    elif kind is None and not isinstance(value, (dict, list)):
-        document[top_level_name(key)] = scalar_text(value)
+    elif kind is _STRUCTURED or isinstance(value, (dict, list)):  # a scalar where an object belongs
+        document.update(_parts(key, value)[0])
     else:
-        for field, part in _parts(key, key if kind is _STRUCTURED else top_level_name(key), value):
-            document[field] = part
+        document[top_level_name(key)] = scalar_text(value)
 
 
 #: Kept, as exact values, in the degraded form of an event the cluster rejected.
