@@ -91,6 +91,32 @@ def test_a_non_json_answer_is_a_cluster_error_not_a_crash():
     assert answer(Answer(200, '{"a": 1}'), "x") == {"a": 1}
 
 
+class _Listing:
+    """A cluster whose ``_cat/indices`` answers the given text."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def request(self, method, path, body=None, **_):
+        return Answer(200, self.text)
+
+
+@pytest.mark.parametrize("text", ['["ct-2024-01"]', '{"index": "ct-2024-01"}', '[null]', '"x"',
+                                  '[{"index": "ct-2024-01", "status": "open"}, 7]'])
+def test_an_index_listing_of_another_shape_is_a_cluster_error_naming_it(text):
+    """A proxy's or an odd engine's answer stops the run with what it could not do, as
+    ``run`` reports a ClusterError; never an AttributeError outside every rule's boundary."""
+    from cloudtrail_es.write.engine import Engine
+
+    store = detect.Store(_Listing(text), Engine("opensearch", (2, 19)), "ct")
+    with pytest.raises(ClusterError, match="cannot list the indexes ct-YYYY-MM: the answer is not a list"):
+        store.monthly_indexes()
+    listed = '[{"index": "ct-2024-01", "status": "open"}, {"index": "ct-2024-02", "status": "close"}, ' \
+             '{"index": 5, "status": "open"}, {"status": "open"}, {"index": "ct-x-2024-01", "status": "open"}]'
+    assert detect.Store(_Listing(listed), Engine("opensearch", (2, 19)), "ct").monthly_indexes() \
+        == ["ct-2024-01"]
+
+
 def test_the_search_pattern_leaves_out_longer_prefixes():
     assert detect.search_pattern("ct") == "ct-*,-ct-*-*-*,-ct-*_*"
 

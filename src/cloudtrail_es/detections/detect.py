@@ -311,7 +311,10 @@ class Store:
             "GET", f"/_cat/indices/{search_pattern(self.prefix)}?h=index,status&format=json")
         if response.status_code == 404:
             return []
-        listed = answer(response, f"cannot list the indexes {self.prefix}-YYYY-MM")
+        what = f"cannot list the indexes {self.prefix}-YYYY-MM"
+        listed = answer(response, what)
+        if type(listed) is not list or not all(type(row) is dict for row in listed):
+            raise ClusterError(f"{what}: the answer is not a list of objects", response)
         return sorted(row["index"] for row in listed if row.get("status") == "open"
                       and names.is_monthly_index(row.get("index"), self.prefix))
 
