@@ -85,3 +85,27 @@ def test_corpus_documents_have_only_string_leaves_and_safe_names(corpus_dir):
             for name, value in document.items():
                 if name.endswith(transform.FLATTENED_SUFFIX):
                     assert all(k and "." not in k for k in value), (event["eventID"], name)
+
+
+@pytest.mark.parametrize("key", ["requestParameters", "userIdentity", "resources"])
+@pytest.mark.parametrize("odd", ["NaN", "Infinity", "-Infinity"])
+def test_a_non_finite_number_and_null_never_share_a_document(key, odd):
+    """orjson spells NaN and the infinities as ``null``: the cache of top-level objects, keyed
+    by orjson's text, must not give one of ``{"x": NaN}`` / ``{"x": null}`` the other's fields,
+    in either order (the standard library's decoder reads NaN where orjson refuses the file)."""
+    from cloudtrail_es.read.decoder import events_in
+
+    value = '[{"x": %s, "accessKeyId": %s}]' if key == "resources" else '{"x": %s, "accessKeyId": %s}'
+    records = [f'{{"eventID": "{n}", "{key}": {value % (literal, literal)}}}'
+               for n, literal in enumerate((odd, "null"))]
+    apart = {}
+    for record in records:
+        transform._PARTS.clear()
+        [event] = events_in(f'{{"Records": [{record}]}}'.encode())
+        apart[event["eventID"]] = json.dumps(document_for(event))
+    for order in (records, records[::-1]):
+        transform._PARTS.clear()
+        together = {event["eventID"]: json.dumps(document_for(event))
+                    for event in events_in(f'{{"Records": [{",".join(order)}]}}'.encode())}
+        assert together == apart
+    assert odd in apart["0"] and odd not in apart["1"]

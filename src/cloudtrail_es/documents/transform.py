@@ -303,8 +303,9 @@ def _flattened_parts(name: str, value: Any, text: bytes | None) -> tuple[tuple[s
 #: The document fields made from one top-level object, and for ``userIdentity`` its ECS
 #: ``Caller``, by (its name, its orjson text): the same ``userIdentity``, ``tlsDetails`` or
 #: ``requestParameters`` recurs across the events of an account. Equal texts mean equal
-#: values, so equal fields (floats included: orjson spells distinct floats distinctly).
-#: Small objects only; emptied when full. The fields' values are shared between documents,
+#: values, so equal fields (floats included: orjson spells distinct floats distinctly), except
+#: for ``null``, which is also orjson's spelling of NaN and the infinities: texts holding it are
+#: left out. Small objects only; emptied when full. The fields' values are shared between documents,
 #: which nothing changes once built.
 _Parts = tuple[tuple[str, Any], ...]
 _PARTS: dict[tuple[str, bytes], tuple[_Parts, Caller | None]] = {}
@@ -322,15 +323,19 @@ def _parts(key: str, value: Any) -> tuple[_Parts, Caller | None]:
             text = _orjson_dumps(value)
         except TypeError:  # integers beyond 64 bits, lone surrogates, nesting past 254
             pass
-        else:
-            known = _PARTS.get((key, text))
-            if known is not None:
-                return known
+    # orjson spells NaN and the infinities as null, so a text holding null is no key: the
+    # first of {"x": NaN} and {"x": null} would give the other its fields.
+    cache_key = (key, text) if text is not None and len(text) <= _PARTS_TEXT_BYTES \
+        and b"null" not in text else None
+    if cache_key is not None:
+        known = _PARTS.get(cache_key)
+        if known is not None:
+            return known
     made = _made_parts(key, value, text)
-    if text is not None and len(text) <= _PARTS_TEXT_BYTES:
+    if cache_key is not None:
         if len(_PARTS) >= _PARTS_KEPT:
             _PARTS.clear()
-        _PARTS[(key, text)] = made
+        _PARTS[cache_key] = made
     return made
 
 
