@@ -323,19 +323,18 @@ def _parts(key: str, value: Any) -> tuple[_Parts, Caller | None]:
             text = _orjson_dumps(value)
         except TypeError:  # integers beyond 64 bits, lone surrogates, nesting past 254
             pass
-    # orjson spells NaN and the infinities as null, so a text holding null is no key: the
-    # first of {"x": NaN} and {"x": null} would give the other its fields.
-    cache_key = (key, text) if text is not None and len(text) <= _PARTS_TEXT_BYTES \
-        and b"null" not in text else None
-    if cache_key is not None:
-        known = _PARTS.get(cache_key)
-        if known is not None:
-            return known
+        else:
+            known = _PARTS.get((key, text))
+            if known is not None:
+                return known
     made = _made_parts(key, value, text)
-    if cache_key is not None:
+    # orjson spells NaN and the infinities null: a text holding null is never kept, so that
+    # {"x": NaN} and {"x": null} cannot give each other their fields (and, as only texts
+    # without null are kept, a text with null finds nothing: checked on a miss only).
+    if text is not None and len(text) <= _PARTS_TEXT_BYTES and b"null" not in text:
         if len(_PARTS) >= _PARTS_KEPT:
             _PARTS.clear()
-        _PARTS[cache_key] = made
+        _PARTS[(key, text)] = made
     return made
 
 
