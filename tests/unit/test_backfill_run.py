@@ -127,3 +127,31 @@ def test_a_queued_group_gets_its_whole_retry_time_from_when_it_starts(monkeypatc
 
     assert len(run.failed) == 4 and len(given) == 4
     assert [deadline - started for deadline, started in given] == [60.0] * 4
+
+
+def test_a_ctrl_c_while_a_file_is_taken_counts_it_once_and_writes_its_state(tmp_path, monkeypatch):
+    """The Ctrl-C arrives while the first finished file is being taken into the run (its state
+    line being written): that file is counted once and has its line, and the run stops as
+    interrupted with every file it counts in the state file, once."""
+    import os
+    import signal
+
+    monkeypatch.setattr(backfill, "GROUP_FILES", 3)
+    files = {fakes.log_key(f"FileNumber{n:05d}"): fakes.trail_file([fakes.event(f"e{n}")]) for n in range(6)}
+    processor = fakes.processor_for(fakes.MemorySource(files), fakes.ScriptedCluster())
+    state = backfill.StateFile(tmp_path / "state")
+    mark = state.mark
+    pressed = []
+
+    def mark_with_ctrl_c(ref):
+        if not pressed:
+            pressed.append(ref)
+            os.kill(os.getpid(), signal.SIGINT)   # handled at the next bytecode: inside mark
+        mark(ref)
+
+    monkeypatch.setattr(state, "mark", mark_with_ctrl_c)
+    run, interrupted = backfill.run_parallel(processor, [ObjectRef("b", k) for k in files], 1,
+                                             lambda: 100.0, state)
+    lines = [json.loads(line) for line in (tmp_path / "state").read_text().splitlines()]
+    assert interrupted and pressed
+    assert sorted(f"b/{r.key}" for r in run.loaded) == sorted(lines) == sorted(set(lines))

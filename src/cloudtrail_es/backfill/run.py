@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 import time
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 from urllib.parse import quote_plus
 
 from cloudtrail_es.read import keys
@@ -214,8 +216,9 @@ class _Collector:
         while self.in_flight[future]:
             refs = self.in_flight[future]
             outcome = outcomes[len(outcomes) - len(refs)]
-            self.record(refs[0], outcome)
-            self.in_flight[future] = refs[1:]
+            with _interrupt_deferred():  # taken whole, once: in the run, the state and in_flight
+                self.record(refs[0], outcome)
+                self.in_flight[future] = refs[1:]
             if self.progress:
                 failed = isinstance(outcome, FileFailed)
                 self.progress.add(refs[0], events=0 if failed else outcome.events_read, failed=failed)
@@ -233,6 +236,24 @@ class _Collector:
             self.run.loaded.append(outcome)
             if self.state is not None:
                 self.state.mark(ref)
+
+
+@contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """A Ctrl-C during the block is raised at its end: a file taken into the run is also in
+    the state file and out of ``in_flight``, never counted twice or loaded without its line.
+    (Signals reach the main thread only: elsewhere the block runs as it is.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
 
 
 def _stop(collector: _Collector, breaker: CircuitBreaker) -> None:
