@@ -315,11 +315,6 @@ def categorize(source: str, name: str) -> tuple[list[str], list[str]] | None:
 _DIGITS = frozenset("0123456789")
 
 
-def _sign_in_failed(event: Mapping[str, Any]) -> bool:
-    response, name = event.get("responseElements"), event.get("eventName")
-    return type(response) is dict and type(name) is str and response.get(name) == "Failure"
-
-
 @lru_cache(maxsize=4096)
 def ip_text(text: str) -> str | None:
     """The canonical text of an IPv4 or IPv6 address (what every engine parses), else None.
